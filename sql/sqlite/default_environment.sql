@@ -1,0 +1,7 @@
+SELECT e.id, e.project_id, e.name
+FROM environments e
+JOIN projects p ON p.id = e.project_id
+JOIN orgs o ON o.id = p.org_id
+WHERE p.name = 'default' AND e.name = 'default'
+ORDER BY o.created_at, o.id
+LIMIT 1;

@@ -1,0 +1,3 @@
+SELECT seq, id, env_id, name, data, metadata, source, idempotency_key, version, received_at
+FROM events
+WHERE env_id = ?1 AND id = ?2;

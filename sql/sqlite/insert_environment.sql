@@ -1,0 +1,1 @@
+INSERT INTO environments (id, project_id, name, created_at) VALUES (?1, ?2, ?3, ?4);

@@ -1,0 +1,13 @@
+-- Newest first; keyset on seq. ?4 is a JSON array of names.
+SELECT seq, id, env_id, name, data, metadata, source, idempotency_key, version, received_at
+FROM events
+WHERE env_id = ?1
+  AND (?2 IS NULL OR seq < ?2)
+  AND (?3 IS NULL OR name = ?3)
+  AND (?4 IS NULL OR name IN (SELECT value FROM json_each(?4)))
+  AND (?5 IS NULL OR source = ?5)
+  AND (?6 IS NULL OR received_at >= ?6)
+  AND (?7 IS NULL OR received_at < ?7)
+  AND (?8 IS NULL OR name LIKE ?8 ESCAPE '\' OR data LIKE ?8 ESCAPE '\')
+ORDER BY seq DESC
+LIMIT ?9;

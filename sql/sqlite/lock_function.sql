@@ -1,0 +1,3 @@
+SELECT version, definition_hash
+FROM functions
+WHERE env_id = ?1 AND id = ?2;

@@ -1,0 +1,43 @@
+-- The public SQL interface: stable views over events, runs, steps and the history.
+-- Re-created at every start (after migrations), so they always match the running version.
+-- Column names and meanings are documented in README.md ("Query your history with SQL").
+-- Timestamps are RFC 3339 UTC text; JSON columns are text (use json_extract).
+
+DROP VIEW IF EXISTS ironflow_events;
+CREATE VIEW ironflow_events AS
+SELECT ev.id AS event_id, ev.seq, ev.name, ev.data, ev.metadata, ev.source, ev.idempotency_key,
+       ev.received_at, env.name AS environment, p.name AS project, ev.env_id
+FROM events ev
+JOIN environments env ON env.id = ev.env_id
+JOIN projects p ON p.id = env.project_id;
+
+DROP VIEW IF EXISTS ironflow_runs;
+CREATE VIEW ironflow_runs AS
+SELECT r.id AS run_id, r.seq, r.function_id, r.function_version, r.status, r.event_id,
+       ev.name AS event_name, r.input, r.output, r.error, r.attempt, r.max_attempts,
+       r.parent_run_id, r.cancellation_cause, r.created_at, r.updated_at, r.started_at, r.ended_at,
+       (julianday(r.ended_at) - julianday(COALESCE(r.started_at, r.created_at))) * 86400000.0 AS duration_ms,
+       env.name AS environment, p.name AS project, r.env_id
+FROM runs r
+LEFT JOIN events ev ON ev.id = r.event_id
+JOIN environments env ON env.id = r.env_id
+JOIN projects p ON p.id = env.project_id;
+
+DROP VIEW IF EXISTS ironflow_steps;
+CREATE VIEW ironflow_steps AS
+SELECT s.run_id, s.step_id, s.name, s.step_type, s.sequence, s.status, s.output, s.error,
+       s.attempt, s.started_at, s.ended_at,
+       (julianday(s.ended_at) - julianday(s.started_at)) * 86400000.0 AS duration_ms,
+       r.function_id, env.name AS environment, p.name AS project, s.env_id
+FROM steps s
+JOIN runs r ON r.id = s.run_id
+JOIN environments env ON env.id = s.env_id
+JOIN projects p ON p.id = env.project_id;
+
+DROP VIEW IF EXISTS ironflow_history;
+CREATE VIEW ironflow_history AS
+SELECT h.seq, h.recorded_at, h.kind, h.run_id, h.function_id, h.event_id, h.payload,
+       env.name AS environment, p.name AS project, h.env_id
+FROM history h
+JOIN environments env ON env.id = h.env_id
+JOIN projects p ON p.id = env.project_id;

@@ -1,0 +1,189 @@
+//! ConnectRPC unary transport: codec (binary proto or proto-JSON), gzip request bodies,
+//! timeouts and the Connect error envelope. The methods themselves live in `ironflow_rpc`.
+
+use std::future::Future;
+use std::io::Read;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use super::auth::RequestContext;
+use super::error::{ApiError, Code};
+use super::ironflow_rpc;
+
+/// How a Connect message is encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Proto,
+    Json,
+}
+
+impl Codec {
+    fn from_headers(headers: &HeaderMap) -> Result<Self, ApiError> {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        match essence.as_str() {
+            "application/proto" | "application/x-protobuf" | "application/protobuf" => {
+                Ok(Self::Proto)
+            }
+            "application/json" | "" => Ok(Self::Json),
+            other => Err(ApiError::unsupported_media(format!(
+                "unsupported content type '{other}': use application/proto or application/json"
+            ))),
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Proto => "application/proto",
+            Self::Json => "application/json",
+        }
+    }
+}
+
+/// A decoded request plus what is needed to answer it.
+pub struct Unary {
+    codec: Codec,
+    body: Bytes,
+}
+
+impl Unary {
+    pub fn decode<T: prost::Message + Default + DeserializeOwned>(&self) -> Result<T, ApiError> {
+        match self.codec {
+            Codec::Proto => T::decode(self.body.as_ref())
+                .map_err(|e| ApiError::invalid(format!("malformed protobuf request: {e}"))),
+            Codec::Json if self.body.iter().all(u8::is_ascii_whitespace) => Ok(T::default()),
+            Codec::Json => serde_json::from_slice(&self.body)
+                .map_err(|e| ApiError::invalid(format!("malformed JSON request: {e}"))),
+        }
+    }
+
+    pub fn encode<T: prost::Message + Serialize>(&self, message: &T) -> Response {
+        let body = match self.codec {
+            Codec::Proto => message.encode_to_vec(),
+            Codec::Json => match serde_json::to_vec(message) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "encoding a Connect JSON response");
+                    return ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        Code::Internal,
+                        "internal error",
+                    )
+                    .into_response();
+                }
+            },
+        };
+        let mut response = (StatusCode::OK, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(self.codec.content_type()),
+        );
+        response
+    }
+}
+
+/// Decodes, runs `handler` and encodes the answer in the request's codec.
+pub async fn respond<Req, Resp, F, Fut>(unary: &Unary, handler: F) -> Response
+where
+    Req: prost::Message + Default + DeserializeOwned,
+    Resp: prost::Message + Serialize,
+    F: FnOnce(Req) -> Fut,
+    Fut: Future<Output = Result<Resp, ApiError>>,
+{
+    let request = match unary.decode::<Req>() {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match handler(request).await {
+        Ok(message) => unary.encode(&message),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /ironflow.v1.IronflowService/{method}`.
+pub async fn ironflow_service(
+    State(state): State<AppState>,
+    Path(method): Path<String>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let unary = match prepare(&headers, body, state.max_request_bytes) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    let call = ironflow_rpc::dispatch(&state, &ctx, &method, &unary);
+    match timeout(&headers) {
+        Some(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(response) => response,
+            Err(_) => ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                Code::DeadlineExceeded,
+                format!("{method} did not finish within connect-timeout-ms"),
+            )
+            .into_response(),
+        },
+        None => call.await,
+    }
+}
+
+fn prepare(headers: &HeaderMap, body: Bytes, max_bytes: usize) -> Result<Unary, ApiError> {
+    let codec = Codec::from_headers(headers)?;
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.trim().to_ascii_lowercase());
+    let body = match encoding.as_deref() {
+        None | Some("identity") | Some("") => body,
+        Some("gzip") => gunzip(&body, max_bytes)?,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Code::Unimplemented,
+                format!("unsupported content-encoding '{other}': use gzip or identity"),
+            ));
+        }
+    };
+    Ok(Unary { codec, body })
+}
+
+/// Decompresses at most `max_bytes`; a larger body is refused rather than inflated.
+fn gunzip(body: &[u8], max_bytes: usize) -> Result<Bytes, ApiError> {
+    let mut out = Vec::new();
+    let limit = u64::try_from(max_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    flate2::read::GzDecoder::new(body)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| ApiError::invalid(format!("malformed gzip request body: {e}")))?;
+    if out.len() > max_bytes {
+        return Err(ApiError::too_large(format!(
+            "request body is over the limit of {max_bytes} bytes once decompressed"
+        )));
+    }
+    Ok(Bytes::from(out))
+}
+
+fn timeout(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get("connect-timeout-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+}

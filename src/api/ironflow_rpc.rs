@@ -1,0 +1,251 @@
+//! `ironflow.v1.IronflowService` over Connect: thin handlers that parse, authorize, call the
+//! engine and map the result.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::ids::{EventId, FunctionId, RunId};
+use crate::proto::v1 as pb;
+use crate::tenancy::Permission;
+
+use super::AppState;
+use super::auth::RequestContext;
+use super::connect::{Unary, respond};
+use super::error::{ApiError, Code};
+use super::proto_map as map;
+
+/// Methods of the service that this server does not implement yet (known names, not typos).
+const NOT_YET: &[&str] = &[
+    "InvokeFunction",
+    "UpdateFunctionStatus",
+    "DeleteFunction",
+    "ListFunctionHistory",
+    "GetFunctionAtVersion",
+    "RollbackFunction",
+    "TriggerSync",
+    "InvokeFunctionSync",
+    "TriggerBatch",
+    "DeleteRun",
+    "DeleteRuns",
+    "RedactEvent",
+    "RedactStep",
+    "RedactRun",
+    "PatchStep",
+    "ResumeRun",
+    "PauseRun",
+    "GetPausedState",
+    "InjectStepOutput",
+];
+
+pub async fn dispatch(
+    state: &AppState,
+    ctx: &RequestContext,
+    method: &str,
+    unary: &Unary,
+) -> Response {
+    match method {
+        "RegisterFunction" => respond(unary, |r| register_function(state, ctx, r)).await,
+        "GetFunction" => respond(unary, |r| get_function(state, ctx, r)).await,
+        "ListFunctions" => respond(unary, |r| list_functions(state, ctx, r)).await,
+        "Trigger" | "Emit" => respond(unary, |r| emit(state, ctx, r)).await,
+        "GetRun" => respond(unary, |r| get_run(state, ctx, r)).await,
+        "ListRuns" => respond(unary, |r| list_runs(state, ctx, r)).await,
+        "GetRunSteps" => respond(unary, |r| get_run_steps(state, ctx, r)).await,
+        "CancelRun" => respond(unary, |r| cancel_run(state, ctx, r)).await,
+        "Health" => respond(unary, |r| health(state, r)).await,
+        "Info" => respond(unary, |r| info(state, ctx, r)).await,
+        m if NOT_YET.contains(&m) => ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            Code::Unimplemented,
+            format!("ironflow.v1.IronflowService/{m} is not implemented by this server yet"),
+        )
+        .into_response(),
+        m => ApiError::new(
+            StatusCode::NOT_FOUND,
+            Code::Unimplemented,
+            format!("unknown method ironflow.v1.IronflowService/{m}"),
+        )
+        .into_response(),
+    }
+}
+
+async fn register_function(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::RegisterFunctionRequest,
+) -> Result<pb::RegisterFunctionResponse, ApiError> {
+    ctx.require(Permission::Write)?;
+    let outcome = state
+        .engine
+        .register_function(&ctx.env, map::register_request(req)?)
+        .await?;
+    Ok(pb::RegisterFunctionResponse {
+        function: Some(map::function(&outcome.function)),
+        created: outcome.created,
+    })
+}
+
+async fn get_function(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::GetFunctionRequest,
+) -> Result<pb::Function, ApiError> {
+    ctx.require(Permission::Read)?;
+    let id = FunctionId::parse(&req.id).map_err(|e| ApiError::invalid(format!("id: {e}")))?;
+    Ok(map::function(
+        &state.engine.get_function(&ctx.env, &id).await?,
+    ))
+}
+
+async fn list_functions(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::ListFunctionsRequest,
+) -> Result<pb::ListFunctionsResponse, ApiError> {
+    ctx.require(Permission::Read)?;
+    let status = map::parse_function_status(req.status)?;
+    let cursor = (!req.cursor.is_empty()).then_some(req.cursor);
+    let page = state
+        .engine
+        .list_functions(&ctx.env, status, cursor, Some(req.limit.into()))
+        .await?;
+    Ok(pb::ListFunctionsResponse {
+        total_count: i32::try_from(page.functions.len()).unwrap_or(i32::MAX),
+        functions: page.functions.iter().map(map::function).collect(),
+        next_cursor: page.next_cursor.unwrap_or_default(),
+    })
+}
+
+async fn emit(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::TriggerRequest,
+) -> Result<pb::TriggerResponse, ApiError> {
+    ctx.require(Permission::Write)?;
+    let result = state
+        .engine
+        .emit(&ctx.env, map::emit_request(req, "rpc"))
+        .await?;
+    Ok(pb::TriggerResponse {
+        run_ids: result.run_ids.iter().map(ToString::to_string).collect(),
+        event_id: result.event_id.to_string(),
+        error: None,
+    })
+}
+
+async fn get_run(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::GetRunRequest,
+) -> Result<pb::Run, ApiError> {
+    ctx.require(Permission::Read)?;
+    let id = RunId::parse(&req.id).map_err(|e| ApiError::invalid(format!("id: {e}")))?;
+    Ok(map::run(&state.engine.get_run(&ctx.env, &id).await?))
+}
+
+async fn list_runs(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::ListRunsRequest,
+) -> Result<pb::ListRunsResponse, ApiError> {
+    ctx.require(Permission::Read)?;
+    let mut statuses = Vec::new();
+    for value in std::iter::once(req.status).chain(req.statuses.iter().copied()) {
+        if let Some(status) = map::parse_run_status(value)? {
+            statuses.push(status);
+        }
+    }
+    let query = crate::engine::RunPageQuery {
+        cursor: (!req.cursor.is_empty()).then_some(req.cursor),
+        limit: Some(req.limit.into()),
+        function_id: (!req.function_id.is_empty())
+            .then(|| FunctionId::parse(&req.function_id))
+            .transpose()
+            .map_err(|e| ApiError::invalid(format!("function_id: {e}")))?,
+        statuses,
+        event_id: (!req.event_id.is_empty())
+            .then(|| EventId::parse(&req.event_id))
+            .transpose()
+            .map_err(|e| ApiError::invalid(format!("event_id: {e}")))?,
+        since: req
+            .since
+            .as_ref()
+            .map(|t| map::from_timestamp(t, "since"))
+            .transpose()?,
+        until: req
+            .until
+            .as_ref()
+            .map(|t| map::from_timestamp(t, "until"))
+            .transpose()?,
+    };
+    let page = state.engine.list_runs(&ctx.env, query).await?;
+    Ok(pb::ListRunsResponse {
+        total_count: i32::try_from(page.runs.len()).unwrap_or(i32::MAX),
+        runs: page.runs.iter().map(map::run).collect(),
+        next_cursor: page.next_cursor.unwrap_or_default(),
+    })
+}
+
+async fn get_run_steps(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::GetRunStepsRequest,
+) -> Result<pb::GetRunStepsResponse, ApiError> {
+    ctx.require(Permission::Read)?;
+    let id = RunId::parse(&req.run_id).map_err(|e| ApiError::invalid(format!("run_id: {e}")))?;
+    let steps = state.engine.run_steps(&ctx.env, &id).await?;
+    Ok(pb::GetRunStepsResponse {
+        steps: steps.iter().map(map::step).collect(),
+    })
+}
+
+async fn cancel_run(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::CancelRunRequest,
+) -> Result<pb::Run, ApiError> {
+    ctx.require(Permission::Write)?;
+    let id = RunId::parse(&req.id).map_err(|e| ApiError::invalid(format!("id: {e}")))?;
+    Ok(map::run(
+        &state.engine.cancel_run(&ctx.env, &id, &req.reason).await?,
+    ))
+}
+
+async fn health(state: &AppState, _req: pb::HealthRequest) -> Result<pb::HealthResponse, ApiError> {
+    let db = state.engine.store().ping().await;
+    let component = match &db {
+        Ok(()) => pb::ComponentHealth {
+            status: "ok".into(),
+            message: String::new(),
+        },
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: database unreachable");
+            pb::ComponentHealth {
+                status: "unavailable".into(),
+                message: "database unreachable".into(),
+            }
+        }
+    };
+    Ok(pb::HealthResponse {
+        status: if db.is_ok() { "ok" } else { "degraded" }.into(),
+        timestamp: Some(map::timestamp(crate::store::time::Ts::now())),
+        components: [("database".to_owned(), component)].into_iter().collect(),
+    })
+}
+
+async fn info(
+    state: &AppState,
+    ctx: &RequestContext,
+    _req: pb::InfoRequest,
+) -> Result<pb::InfoResponse, ApiError> {
+    ctx.require(Permission::Read)?;
+    let counts = state.engine.store().env_counts(&ctx.env).await?;
+    Ok(pb::InfoResponse {
+        version: env!("CARGO_PKG_VERSION").into(),
+        go_version: String::new(),
+        started_at: Some(map::timestamp(state.engine.started_at())),
+        function_count: i32::try_from(counts.functions).unwrap_or(i32::MAX),
+        active_runs: i32::try_from(counts.active_runs).unwrap_or(i32::MAX),
+        connected_workers: 0,
+    })
+}

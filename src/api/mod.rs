@@ -1,0 +1,76 @@
+//! The transport layer: one axum router on one port serving REST (`/api/v1`), ConnectRPC
+//! (`/ironflow.v1.*`), health, readiness and metrics. Handlers are thin: parse, authorize,
+//! call the engine, map the result.
+
+pub mod auth;
+mod connect;
+pub mod error;
+mod extract;
+mod ironflow_rpc;
+mod proto_map;
+mod rest;
+mod system;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::engine::Engine;
+use auth::Authenticator;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Engine,
+    pub auth: Arc<Authenticator>,
+    pub metrics: Option<PrometheusHandle>,
+    /// Largest request body accepted (after decompression), in bytes.
+    pub max_request_bytes: usize,
+}
+
+/// Room for the request envelope around a maximal event payload.
+const ENVELOPE_BYTES: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.max_request_bytes;
+    let protected = Router::new()
+        .route(
+            "/api/v1/events",
+            post(rest::emit_event).get(rest::list_events),
+        )
+        .route("/api/v1/events/names", get(rest::event_names))
+        .route("/api/v1/events/{id}", get(rest::get_event))
+        .route("/api/v1/functions", get(rest::list_functions))
+        .route("/api/v1/functions/{id}", get(rest::get_function))
+        .route("/api/v1/runs", get(rest::list_runs))
+        .route("/api/v1/runs/{id}", get(rest::get_run))
+        .route("/api/v1/runs/{id}/steps", get(rest::run_steps))
+        .route("/api/v1/runs/{id}/history", get(rest::run_history))
+        .route("/api/v1/runs/{id}/cancel", post(rest::cancel_run))
+        .route("/api/v1/capabilities", get(system::capabilities))
+        .route(
+            "/ironflow.v1.IronflowService/{method}",
+            post(connect::ironflow_service),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::require_auth,
+        ));
+    Router::new()
+        .route("/health", get(system::health))
+        .route("/ready", get(system::ready))
+        .route("/metrics", get(system::metrics))
+        .merge(protected)
+        .fallback(system::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+/// The body limit for a given maximum event payload.
+pub fn request_limit(max_payload_bytes: usize) -> usize {
+    max_payload_bytes.saturating_add(ENVELOPE_BYTES)
+}

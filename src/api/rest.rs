@@ -1,0 +1,456 @@
+//! REST handlers under `/api/v1`: events, functions, runs (snake_case JSON as the Ironflow v1
+//! clients read it).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::domain::function::FunctionStatus;
+use crate::domain::run::RunStatus;
+use crate::engine::{EmitEvent, EventPageQuery, RunPageQuery};
+use crate::ids::{EventId, FunctionId, RunId};
+use crate::store::model::{
+    EventNameQuery, EventRecord, FunctionRecord, HistoryRecord, RunRecord, StepRecord,
+};
+use crate::store::time::Ts;
+use crate::tenancy::Permission;
+
+use super::AppState;
+use super::auth::RequestContext;
+use super::error::ApiError;
+use super::extract::{JsonBody, QueryParams};
+
+type ApiResult = Result<Json<Value>, ApiError>;
+
+#[derive(Deserialize)]
+pub struct EmitBody {
+    name: String,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    version: Option<i32>,
+}
+
+/// `POST /api/v1/events`
+pub async fn emit_event(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    JsonBody(body): JsonBody<EmitBody>,
+) -> ApiResult {
+    ctx.require(Permission::Write)?;
+    let metadata = match body.metadata {
+        None | Some(Value::Null) => json!({}),
+        Some(m @ Value::Object(_)) => m,
+        Some(_) => return Err(ApiError::invalid("metadata must be a JSON object")),
+    };
+    let request = EmitEvent {
+        name: body.name,
+        data: body.data.unwrap_or_else(|| json!({})),
+        metadata,
+        idempotency_key: body.idempotency_key,
+        source: body
+            .source
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "api".into()),
+        version: body.version.unwrap_or(0),
+    };
+    let result = state.engine.emit(&ctx.env, request).await?;
+    Ok(Json(json!({
+        "event_id": result.event_id,
+        "run_ids": result.run_ids,
+        "duplicate": result.duplicate,
+    })))
+}
+
+#[derive(Deserialize, Default)]
+pub struct EventListParams {
+    cursor: Option<String>,
+    before: Option<String>,
+    limit: Option<i64>,
+    name: Option<String>,
+    names: Option<String>,
+    source: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    search: Option<String>,
+}
+
+/// `GET /api/v1/events`
+pub async fn list_events(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    QueryParams(p): QueryParams<EventListParams>,
+) -> ApiResult {
+    ctx.require(Permission::Read)?;
+    let names = p.names.as_deref().map(|n| {
+        n.split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    });
+    let query = EventPageQuery {
+        cursor: non_empty(p.cursor),
+        before: non_empty(p.before),
+        limit: p.limit,
+        name: non_empty(p.name),
+        names: names.filter(|n| !n.is_empty()),
+        source: non_empty(p.source),
+        since: parse_time("since", p.since)?,
+        until: parse_time("until", p.until)?,
+        search: non_empty(p.search),
+    };
+    let page = state.engine.list_events(&ctx.env, query).await?;
+    let events: Vec<Value> = page.events.iter().map(|e| event_json(e, None)).collect();
+    Ok(Json(json!({
+        "count": events.len(),
+        "events": events,
+        "limit": page.limit,
+        "has_next": page.next_cursor.is_some(),
+        "has_prev": page.has_prev,
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+/// `GET /api/v1/events/{id}`
+pub async fn get_event(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> ApiResult {
+    ctx.require(Permission::Read)?;
+    let id = EventId::parse(&id)?;
+    let (event, runs) = state.engine.get_event(&ctx.env, &id).await?;
+    Ok(Json(event_json(&event, Some(&runs))))
+}
+
+#[derive(Deserialize, Default)]
+pub struct EventNamesParams {
+    source: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// `GET /api/v1/events/names`: counts per name over the newest events (bounded scan).
+pub async fn event_names(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    QueryParams(p): QueryParams<EventNamesParams>,
+) -> ApiResult {
+    ctx.require(Permission::Read)?;
+    const SCAN_CAP: i64 = 100_000;
+    let query = EventNameQuery {
+        source: non_empty(p.source),
+        since: parse_time("since", p.since)?,
+        until: parse_time("until", p.until)?,
+        scan_cap: SCAN_CAP,
+    };
+    let (names, scanned) = state.engine.event_names(&ctx.env, query).await?;
+    Ok(Json(json!({
+        "names": names.iter().map(|n| json!({"name": n.name, "count": n.count})).collect::<Vec<_>>(),
+        "scanned": scanned,
+        "scan_cap": SCAN_CAP,
+        "truncated": scanned >= SCAN_CAP,
+    })))
+}
+
+#[derive(Deserialize, Default)]
+pub struct FunctionListParams {
+    cursor: Option<String>,
+    limit: Option<i64>,
+    status: Option<String>,
+}
+
+/// `GET /api/v1/functions`
+pub async fn list_functions(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    QueryParams(p): QueryParams<FunctionListParams>,
+) -> ApiResult {
+    ctx.require(Permission::Read)?;
+    let status = non_empty(p.status)
+        .map(|s| {
+            FunctionStatus::parse(&s)
+                .ok_or_else(|| ApiError::invalid(format!("status: unknown function status '{s}'")))
+        })
+        .transpose()?;
+    let page = state
+        .engine
+        .list_functions(&ctx.env, status, non_empty(p.cursor), p.limit)
+        .await?;
+    let functions: Vec<Value> = page.functions.iter().map(function_json).collect();
+    Ok(Json(json!({
+        "count": functions.len(),
+        "functions": functions,
+        "has_next": page.next_cursor.is_some(),
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+/// `GET /api/v1/functions/{id}`
+pub async fn get_function(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> ApiResult {
+    ctx.require(Permission::Read)?;
+    let id = FunctionId::parse(&id)?;
+    Ok(Json(function_json(
+        &state.engine.get_function(&ctx.env, &id).await?,
+    )))
+}
+
+#[derive(Deserialize, Default)]
+pub struct RunListParams {
+    cursor: Option<String>,
+    limit: Option<i64>,
+    function_id: Option<String>,
+    status: Option<String>,
+    event_id: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+/// `GET /api/v1/runs`: `status` takes one status or a comma-separated list.
+pub async fn list_runs(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    QueryParams(p): QueryParams<RunListParams>,
+) -> ApiResult {
+    ctx.require(Permission::Read)?;
+    let statuses = non_empty(p.status)
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<RunStatus>()
+                        .map_err(|e| ApiError::invalid(format!("status: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let query = RunPageQuery {
+        cursor: non_empty(p.cursor),
+        limit: p.limit,
+        function_id: non_empty(p.function_id)
+            .map(|f| FunctionId::parse(&f))
+            .transpose()
+            .map_err(|e| ApiError::invalid(format!("function_id: {e}")))?,
+        statuses,
+        event_id: non_empty(p.event_id)
+            .map(|e| EventId::parse(&e))
+            .transpose()
+            .map_err(|e| ApiError::invalid(format!("event_id: {e}")))?,
+        since: parse_time("since", p.since)?,
+        until: parse_time("until", p.until)?,
+    };
+    let page = state.engine.list_runs(&ctx.env, query).await?;
+    let runs: Vec<Value> = page.runs.iter().map(run_json).collect();
+    Ok(Json(json!({
+        "count": runs.len(),
+        "runs": runs,
+        "limit": page.limit,
+        "has_next": page.next_cursor.is_some(),
+        "next_cursor": page.next_cursor,
+    })))
+}
+
+/// `GET /api/v1/runs/{id}`
+pub async fn get_run(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> ApiResult {
+    ctx.require(Permission::Read)?;
+    let id = RunId::parse(&id)?;
+    Ok(Json(run_json(&state.engine.get_run(&ctx.env, &id).await?)))
+}
+
+/// `GET /api/v1/runs/{id}/steps`
+pub async fn run_steps(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> ApiResult {
+    ctx.require(Permission::Read)?;
+    let id = RunId::parse(&id)?;
+    let steps = state.engine.run_steps(&ctx.env, &id).await?;
+    Ok(Json(
+        json!({ "steps": steps.iter().map(step_json).collect::<Vec<_>>() }),
+    ))
+}
+
+/// `GET /api/v1/runs/{id}/history`: the run's entries of the continuous history, in order.
+pub async fn run_history(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+) -> ApiResult {
+    ctx.require(Permission::Read)?;
+    let id = RunId::parse(&id)?;
+    let entries = state.engine.run_history(&ctx.env, &id).await?;
+    Ok(Json(
+        json!({ "entries": entries.iter().map(history_json).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+pub struct CancelBody {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /api/v1/runs/{id}/cancel` (body optional: `{"reason": "…"}`)
+pub async fn cancel_run(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+    super::extract::Body(body): super::extract::Body,
+) -> ApiResult {
+    ctx.require(Permission::Write)?;
+    let id = RunId::parse(&id)?;
+    let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))?
+    };
+    let run = state
+        .engine
+        .cancel_run(&ctx.env, &id, body.reason.as_deref().unwrap_or_default())
+        .await?;
+    Ok(Json(run_json(&run)))
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+/// RFC 3339 (`2026-11-22T10:00:00Z`) or Unix seconds.
+fn parse_time(field: &str, value: Option<String>) -> Result<Option<Ts>, ApiError> {
+    let Some(value) = non_empty(value) else {
+        return Ok(None);
+    };
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value.trim()) {
+        return Ok(Some(Ts(t.with_timezone(&chrono::Utc))));
+    }
+    value
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .and_then(|secs| chrono::DateTime::from_timestamp(secs, 0))
+        .map(|t| Some(Ts(t)))
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{field}: '{value}' is not a time; use RFC 3339 (2026-11-22T10:00:00Z) or Unix seconds"
+            ))
+        })
+}
+
+#[derive(Serialize)]
+struct EventJson<'a> {
+    id: &'a EventId,
+    name: &'a str,
+    data: &'a Value,
+    metadata: &'a Value,
+    source: &'a str,
+    timestamp: String,
+    created_at: String,
+    processed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<&'a str>,
+    version: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_ids: Option<&'a [RunId]>,
+}
+
+fn event_json(e: &EventRecord, runs: Option<&[RunId]>) -> Value {
+    let at = e.received_at.to_rfc3339();
+    serde_json::to_value(EventJson {
+        id: &e.id,
+        name: &e.name,
+        data: &e.data,
+        metadata: &e.metadata,
+        source: &e.source,
+        timestamp: at.clone(),
+        created_at: at,
+        // Trigger matching happens in the emit transaction, so a stored event is processed.
+        processed: true,
+        idempotency_key: e.idempotency_key.as_deref(),
+        version: e.version,
+        run_ids: runs,
+    })
+    .unwrap_or_default()
+}
+
+fn function_json(f: &FunctionRecord) -> Value {
+    let mut value = serde_json::to_value(&f.definition).unwrap_or_default();
+    if let Value::Object(map) = &mut value {
+        map.insert("id".into(), json!(f.id));
+        map.insert("version".into(), json!(f.version));
+        map.insert("status".into(), json!(f.status.as_str()));
+        map.insert("created_at".into(), json!(f.created_at.to_rfc3339()));
+        map.insert("updated_at".into(), json!(f.updated_at.to_rfc3339()));
+    }
+    value
+}
+
+fn run_json(r: &RunRecord) -> Value {
+    json!({
+        "id": r.id,
+        "function_id": r.function_id,
+        "function_version": r.function_version,
+        "event_id": r.event_id,
+        "event_name": r.event_name,
+        "status": r.status.as_str(),
+        "input": r.input,
+        "output": r.output,
+        "error": r.error,
+        "attempt": r.attempt,
+        "max_attempts": r.max_attempts,
+        "parent_run_id": r.parent_run_id,
+        "cancellation_cause": r.cancellation_cause,
+        "environment_id": r.env_id,
+        "created_at": r.created_at.to_rfc3339(),
+        "updated_at": r.updated_at.to_rfc3339(),
+        "started_at": r.started_at.map(Ts::to_rfc3339),
+        "ended_at": r.ended_at.map(Ts::to_rfc3339),
+    })
+}
+
+fn step_json(s: &StepRecord) -> Value {
+    json!({
+        "run_id": s.run_id,
+        "step_id": s.step_id,
+        "name": s.name,
+        "type": s.step_type,
+        "sequence": s.sequence,
+        "status": s.status,
+        "output": s.output,
+        "error": s.error,
+        "attempt": s.attempt,
+        "started_at": s.started_at.map(Ts::to_rfc3339),
+        "ended_at": s.ended_at.map(Ts::to_rfc3339),
+    })
+}
+
+fn history_json(h: &HistoryRecord) -> Value {
+    json!({
+        "seq": h.seq,
+        "recorded_at": h.recorded_at.to_rfc3339(),
+        "kind": h.kind,
+        "run_id": h.run_id,
+        "function_id": h.function_id,
+        "event_id": h.event_id,
+        "payload": h.payload,
+    })
+}

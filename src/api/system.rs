@@ -1,0 +1,75 @@
+//! Unauthenticated operational endpoints (`/health`, `/ready`, `/metrics`) and capabilities.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::time::Ts;
+
+use super::AppState;
+use super::auth::RequestContext;
+use super::error::ApiError;
+
+/// Liveness: the process answers. Does not touch the database.
+pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let warnings: Vec<&str> = if state.auth.dev_mode() {
+        vec!["authentication is disabled (--dev)"]
+    } else {
+        vec![]
+    };
+    Json(json!({
+        "status": "ok",
+        "timestamp": Ts::now().to_rfc3339(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "warnings": warnings,
+    }))
+}
+
+/// Readiness: the database answers. 503 with the reason otherwise.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    match state.engine.store().ping().await {
+        Ok(()) => Json(json!({"status": "ready", "issues": {}, "warnings": {}})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "not_ready", "issues": {"database": "unreachable"}, "warnings": {}})),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            handle.render(),
+        )
+            .into_response(),
+        None => ApiError::not_found("metrics are not enabled in this process").into_response(),
+    }
+}
+
+/// `GET /api/v1/capabilities`
+pub async fn capabilities(
+    State(state): State<AppState>,
+    _ctx: RequestContext,
+) -> Json<serde_json::Value> {
+    Json(json!({
+        "transports": ["rest", "connect"],
+        "features": ["events", "functions", "runs", "history", "idempotency", "cel_filters", "wildcard_triggers"],
+        "version": env!("CARGO_PKG_VERSION"),
+        "auth_required": !state.auth.dev_mode(),
+        "backend": state.engine.store().backend().as_str(),
+    }))
+}
+
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(format!("no route for {}", uri.path()))
+}

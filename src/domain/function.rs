@@ -1,0 +1,287 @@
+//! Function definitions: what a registration stores, how it is validated and versioned.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::domain::pattern::EventPattern;
+
+/// How the engine reaches the function's code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionMode {
+    #[default]
+    Pull,
+    Push,
+}
+
+/// Lifecycle of a function; only active functions are triggered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FunctionStatus {
+    Active,
+    Paused,
+    Archived,
+}
+
+impl FunctionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Paused => "paused",
+            Self::Archived => "archived",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let lower = s.trim().to_ascii_lowercase();
+        match lower.strip_prefix("function_status_").unwrap_or(&lower) {
+            "active" => Some(Self::Active),
+            "paused" => Some(Self::Paused),
+            "archived" => Some(Self::Archived),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct TriggerDef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expression: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RetryPolicy {
+    pub max_attempts: i32,
+    pub initial_delay_ms: i32,
+    pub backoff_factor: f64,
+    pub max_delay_ms: i32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub on_exhausted: String,
+}
+
+impl RetryPolicy {
+    /// Applied when a registration gives no retry policy.
+    pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ConcurrencyLimit {
+    pub limit: i32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DebounceDef {
+    pub period_ms: i32,
+    #[serde(default)]
+    pub key: String,
+    #[serde(default)]
+    pub max_wait_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CancelOnDef {
+    pub event: String,
+    #[serde(default)]
+    pub r#match: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CircuitBreakerDef {
+    pub failure_threshold: i32,
+    pub open_duration_ms: i32,
+    pub max_open_duration_ms: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ThrottleDef {
+    pub limit: i32,
+    pub period_ms: i32,
+    #[serde(default)]
+    pub key: String,
+}
+
+/// Everything a registration says about a function. Its canonical JSON is hashed to decide
+/// whether a registration is a new version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct FunctionDefinition {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub triggers: Vec<TriggerDef>,
+    #[serde(default)]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub timeout_ms: i32,
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyLimit>,
+    #[serde(default)]
+    pub mode: ExecutionMode,
+    #[serde(default)]
+    pub endpoint_url: String,
+    #[serde(default)]
+    pub actor_key: String,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub recording: bool,
+    #[serde(default)]
+    pub recording_profile: String,
+    #[serde(default)]
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub debounce: Option<DebounceDef>,
+    #[serde(default)]
+    pub cancel_on: Vec<CancelOnDef>,
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerDef>,
+    #[serde(default)]
+    pub throttle: Option<ThrottleDef>,
+}
+
+/// Why a definition was refused. Each names the field at fault.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DefinitionError {
+    #[error("triggers[{index}]: {reason}")]
+    Trigger { index: usize, reason: String },
+    #[error("{field}: {reason}")]
+    Field { field: &'static str, reason: String },
+}
+
+impl FunctionDefinition {
+    /// Checks the parts the engine relies on: trigger patterns, CEL expressions, limits, URLs.
+    pub fn validate(&self) -> Result<(), DefinitionError> {
+        for (index, t) in self.triggers.iter().enumerate() {
+            let trig_err = |reason: String| DefinitionError::Trigger { index, reason };
+            match (&t.event, &t.cron) {
+                (None, None) => return Err(trig_err("needs an event or a cron schedule".into())),
+                (Some(ev), _) => {
+                    EventPattern::parse(ev).map_err(|e| trig_err(e.to_string()))?;
+                }
+                (None, Some(_)) => {}
+            }
+            if let Some(expr) = &t.expression {
+                crate::domain::expression::TriggerExpression::compile(expr)
+                    .map_err(|e| trig_err(e.to_string()))?;
+            }
+        }
+        let non_negative = |field: &'static str, v: i64| {
+            if v < 0 {
+                Err(DefinitionError::Field {
+                    field,
+                    reason: format!("must not be negative (got {v})"),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        non_negative("timeout_ms", self.timeout_ms.into())?;
+        if let Some(r) = &self.retry {
+            non_negative("retry.max_attempts", r.max_attempts.into())?;
+            non_negative("retry.initial_delay_ms", r.initial_delay_ms.into())?;
+            non_negative("retry.max_delay_ms", r.max_delay_ms.into())?;
+            if r.backoff_factor < 0.0 || !r.backoff_factor.is_finite() {
+                return Err(DefinitionError::Field {
+                    field: "retry.backoff_factor",
+                    reason: format!("must be a finite number >= 0 (got {})", r.backoff_factor),
+                });
+            }
+        }
+        if let Some(c) = &self.concurrency {
+            non_negative("concurrency.limit", c.limit.into())?;
+        }
+        if self.mode == ExecutionMode::Push || !self.endpoint_url.is_empty() {
+            validate_endpoint_url(&self.endpoint_url, self.mode)?;
+        }
+        Ok(())
+    }
+
+    /// SHA-256 of the canonical JSON (struct field order, sorted metadata keys).
+    pub fn content_hash(&self) -> String {
+        let canonical = serde_json::to_vec(self).unwrap_or_default();
+        hex::encode(Sha256::digest(canonical))
+    }
+
+    pub fn max_attempts(&self) -> i32 {
+        self.retry
+            .as_ref()
+            .map_or(RetryPolicy::DEFAULT_MAX_ATTEMPTS, |r| r.max_attempts.max(1))
+    }
+}
+
+fn validate_endpoint_url(url: &str, mode: ExecutionMode) -> Result<(), DefinitionError> {
+    let field = "endpoint_url";
+    if url.is_empty() {
+        let reason = match mode {
+            ExecutionMode::Push => "is required for push mode".to_owned(),
+            ExecutionMode::Pull => "must not be empty".to_owned(),
+        };
+        return Err(DefinitionError::Field { field, reason });
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| DefinitionError::Field {
+            field,
+            reason: format!("'{url}' must be an http:// or https:// URL"),
+        })?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(DefinitionError::Field {
+            field,
+            reason: format!("'{url}' has no host"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(event: &str) -> FunctionDefinition {
+        FunctionDefinition {
+            name: "f".into(),
+            triggers: vec![TriggerDef {
+                event: Some(event.into()),
+                ..TriggerDef::default()
+            }],
+            ..FunctionDefinition::default()
+        }
+    }
+
+    #[test]
+    fn hash_changes_only_with_content() {
+        let a = def("order.created");
+        assert_eq!(a.content_hash(), def("order.created").content_hash());
+        assert_ne!(a.content_hash(), def("order.updated").content_hash());
+    }
+
+    #[test]
+    fn validation_names_the_problem() {
+        assert!(def("order.*").validate().is_ok());
+        let err = def("order..x").validate().unwrap_err();
+        assert!(err.to_string().starts_with("triggers[0]:"), "{err}");
+        let mut push = def("a");
+        push.mode = ExecutionMode::Push;
+        assert!(
+            push.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("required")
+        );
+        push.endpoint_url = "ftp://x".into();
+        assert!(push.validate().unwrap_err().to_string().contains("http"));
+        push.endpoint_url = "https://fn.example.com/api/ironflow".into();
+        assert!(push.validate().is_ok());
+        let mut cel = def("a");
+        cel.triggers[0].expression = Some("event.data.amount >".into());
+        assert!(cel.validate().is_err());
+    }
+}

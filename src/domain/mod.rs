@@ -1,0 +1,8 @@
+//! Domain types shared by the engine and the store: function definitions, triggers, run states,
+//! history kinds.
+
+pub mod expression;
+pub mod function;
+pub mod history;
+pub mod pattern;
+pub mod run;

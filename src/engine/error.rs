@@ -1,0 +1,30 @@
+//! The engine's one error type; transports map it to HTTP / Connect / gRPC status once.
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{kind} '{id}' not found")]
+    NotFound { kind: &'static str, id: String },
+    #[error("{what} is {size} bytes; the limit is {limit} bytes")]
+    PayloadTooLarge {
+        what: &'static str,
+        size: usize,
+        limit: usize,
+    },
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl EngineError {
+    pub fn not_found(kind: &'static str, id: impl ToString) -> Self {
+        Self::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+}

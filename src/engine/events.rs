@@ -1,0 +1,210 @@
+//! Emitting events (store + trigger matching in one transaction) and reading them back.
+
+use serde_json::Value;
+
+use crate::domain::expression::EventView;
+use crate::domain::pattern::validate_event_name;
+use crate::domain::run::RunStatus;
+use crate::ids::{EnvId, EventId, RunId};
+use crate::store::model::{
+    EventNameCount, EventNameQuery, EventOutcome, EventQuery, EventRecord, NewEvent, NewRun,
+    PageRequest,
+};
+use crate::store::time::Ts;
+
+use super::{Engine, EngineError, cursor, page_limit};
+
+/// An event as a transport parsed it.
+#[derive(Debug, Clone)]
+pub struct EmitEvent {
+    pub name: String,
+    pub data: Value,
+    pub metadata: Value,
+    pub idempotency_key: Option<String>,
+    pub source: String,
+    pub version: i32,
+}
+
+#[derive(Debug, Clone)]
+pub struct EmitResult {
+    pub event_id: EventId,
+    pub run_ids: Vec<RunId>,
+    /// True when the idempotency key was seen before and nothing new was stored.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventPageQuery {
+    pub cursor: Option<String>,
+    /// An event id: list only events older than it.
+    pub before: Option<String>,
+    pub limit: Option<i64>,
+    pub name: Option<String>,
+    pub names: Option<Vec<String>>,
+    pub source: Option<String>,
+    pub since: Option<Ts>,
+    pub until: Option<Ts>,
+    pub search: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventPage {
+    pub events: Vec<EventRecord>,
+    pub limit: i64,
+    pub next_cursor: Option<String>,
+    pub has_prev: bool,
+}
+
+impl Engine {
+    pub async fn emit(&self, env: &EnvId, request: EmitEvent) -> Result<EmitResult, EngineError> {
+        validate_event_name(&request.name)
+            .map_err(|e| EngineError::InvalidArgument(format!("event name: {e}")))?;
+        if let Some(key) = &request.idempotency_key {
+            if key.len() > 256 {
+                return Err(EngineError::InvalidArgument(format!(
+                    "idempotency_key is {} bytes; the limit is 256",
+                    key.len()
+                )));
+            }
+        }
+        let size = payload_size(&request.data) + payload_size(&request.metadata);
+        let limit = self.options().max_payload_bytes;
+        if size > limit {
+            return Err(EngineError::PayloadTooLarge {
+                what: "event payload (data + metadata)",
+                size,
+                limit,
+            });
+        }
+        let event = NewEvent {
+            id: EventId::generate(),
+            env_id: env.clone(),
+            name: request.name,
+            data: request.data,
+            metadata: request.metadata,
+            source: request.source,
+            idempotency_key: request.idempotency_key.filter(|k| !k.is_empty()),
+            version: request.version,
+            received_at: Ts::now(),
+        };
+        let runs = self.matching_runs(env, &event).await?;
+        match self.store().record_event(&event, &runs).await? {
+            EventOutcome::Stored { event_id, run_ids } => {
+                metrics::counter!("ironflow_events_received_total").increment(1);
+                metrics::counter!("ironflow_runs_created_total").increment(run_ids.len() as u64);
+                Ok(EmitResult {
+                    event_id,
+                    run_ids,
+                    duplicate: false,
+                })
+            }
+            EventOutcome::Duplicate { event_id, run_ids } => Ok(EmitResult {
+                event_id,
+                run_ids,
+                duplicate: true,
+            }),
+        }
+    }
+
+    async fn matching_runs(
+        &self,
+        env: &EnvId,
+        event: &NewEvent,
+    ) -> Result<Vec<NewRun>, EngineError> {
+        let view = EventView {
+            id: event.id.as_str(),
+            name: &event.name,
+            data: &event.data,
+            metadata: &event.metadata,
+            timestamp_ms: event.received_at.millis(),
+        };
+        let functions = self.store().active_functions(env).await?;
+        Ok(functions
+            .into_iter()
+            .filter(|f| self.inner.triggers.fires(&f.definition, &view))
+            .map(|f| NewRun {
+                id: RunId::generate(),
+                max_attempts: f.definition.max_attempts(),
+                function_id: f.id,
+                function_version: f.version,
+                status: RunStatus::Running,
+            })
+            .collect())
+    }
+
+    pub async fn get_event(
+        &self,
+        env: &EnvId,
+        id: &EventId,
+    ) -> Result<(EventRecord, Vec<RunId>), EngineError> {
+        let event = self
+            .store()
+            .get_event(env, id)
+            .await?
+            .ok_or_else(|| EngineError::not_found("event", id))?;
+        let runs = self.store().run_ids_for_event(env, id).await?;
+        Ok((event, runs))
+    }
+
+    pub async fn list_events(
+        &self,
+        env: &EnvId,
+        q: EventPageQuery,
+    ) -> Result<EventPage, EngineError> {
+        let limit = page_limit(q.limit)?;
+        let mut before_seq = q
+            .cursor
+            .as_deref()
+            .map(|c| cursor::decode_seq(c, "e"))
+            .transpose()?;
+        if let Some(before) = &q.before {
+            let id = EventId::parse(before)
+                .map_err(|e| EngineError::InvalidArgument(format!("before: {e}")))?;
+            let anchor = self
+                .store()
+                .get_event(env, &id)
+                .await?
+                .ok_or_else(|| EngineError::not_found("event", &id))?;
+            before_seq = Some(before_seq.map_or(anchor.seq, |s| s.min(anchor.seq)));
+        }
+        let query = EventQuery {
+            page: PageRequest {
+                before_seq,
+                limit: limit + 1,
+            },
+            name: q.name,
+            names: q.names,
+            source: q.source,
+            since: q.since,
+            until: q.until,
+            search: q.search,
+        };
+        let mut events = self.store().list_events(env, &query).await?;
+        let next_cursor = if events.len() as i64 > limit {
+            events.truncate(limit as usize);
+            events
+                .last()
+                .map(|e| cursor::encode("e", &e.seq.to_string()))
+        } else {
+            None
+        };
+        Ok(EventPage {
+            events,
+            limit,
+            next_cursor,
+            has_prev: before_seq.is_some(),
+        })
+    }
+
+    pub async fn event_names(
+        &self,
+        env: &EnvId,
+        query: EventNameQuery,
+    ) -> Result<(Vec<EventNameCount>, i64), EngineError> {
+        Ok(self.store().event_names(env, &query).await?)
+    }
+}
+
+fn payload_size(value: &Value) -> usize {
+    serde_json::to_vec(value).map_or(0, |v| v.len())
+}

@@ -1,0 +1,12 @@
+//! Ironflow: a Continuous History platform — events, durable workflows and time travel over
+//! the database you already run.
+
+pub mod api;
+pub mod cli;
+pub mod domain;
+pub mod engine;
+pub mod ids;
+pub mod proto;
+pub mod server;
+pub mod store;
+pub mod tenancy;

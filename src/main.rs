@@ -1,0 +1,68 @@
+//! The `ironflow` binary: parses the command line and runs the chosen command.
+
+use clap::Parser;
+use ironflow::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => {
+            init_logging(&args.log_level);
+            let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
+                .ok();
+            let server = ironflow::server::start(args.options(), metrics).await?;
+            eprintln!("ironflow: listening on http://{}", server.local_addr);
+            let token = server.shutdown.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutdown requested; finishing in-flight requests");
+                token.cancel();
+            });
+            server.wait().await?;
+            tracing::info!("ironflow stopped");
+        }
+        Command::Migrate(args) => {
+            init_logging("info");
+            let url = args.url();
+            ironflow::server::open_store(&url).await?.close().await;
+            eprintln!(
+                "ironflow: migrations applied to {}",
+                ironflow::server::redact_url(&url)
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,174 @@
+//! `ironflow serve`: opens the store, migrates, bootstraps tenancy, and serves the API until
+//! Ctrl-C / SIGTERM, then drains in-flight requests and closes the database.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState, auth::Authenticator};
+use crate::engine::{Engine, EngineOptions};
+use crate::store::{self, SharedStore};
+use crate::tenancy;
+
+/// Everything `serve` needs, already resolved from flags and environment.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub bind: std::net::IpAddr,
+    pub port: u16,
+    pub database_url: String,
+    pub dev: bool,
+    pub bootstrap_key_file: Option<PathBuf>,
+    pub max_payload_bytes: usize,
+}
+
+/// A running server: its address, and a token that stops it.
+pub struct Server {
+    pub local_addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Server {
+    /// Waits until the server has stopped (after `shutdown` is cancelled).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task panicked")?
+    }
+}
+
+/// Opens and migrates the store named by the URL.
+pub async fn open_store(database_url: &str) -> anyhow::Result<SharedStore> {
+    let store = store::open(database_url)
+        .await
+        .with_context(|| format!("opening database {}", redact_url(database_url)))?;
+    store.migrate().await.context("running migrations")?;
+    Ok(store)
+}
+
+/// Starts serving; returns once the listener is bound and the database is ready.
+pub async fn start(
+    options: ServeOptions,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> anyhow::Result<Server> {
+    let started = Instant::now();
+    let store = open_store(&options.database_url).await?;
+    if let Some(secret) = tenancy::bootstrap(&store)
+        .await
+        .context("bootstrapping tenancy")?
+    {
+        announce_bootstrap_key(&secret, options.bootstrap_key_file.as_deref())?;
+    }
+    if options.dev {
+        tracing::warn!(
+            "*** DEV MODE: authentication is OFF; every request acts as admin. Never use --dev in production. ***"
+        );
+        eprintln!("ironflow: WARNING: --dev disables authentication; every request acts as admin");
+    }
+    let engine = Engine::new(
+        store.clone(),
+        EngineOptions {
+            max_payload_bytes: options.max_payload_bytes,
+        },
+    );
+    let state = AppState {
+        engine,
+        auth: Authenticator::new(store.clone(), options.dev),
+        metrics,
+        max_request_bytes: api::request_limit(options.max_payload_bytes),
+    };
+    let app = api::router(state);
+    let listener = TcpListener::bind((options.bind, options.port))
+        .await
+        .with_context(|| format!("binding {}:{}", options.bind, options.port))?;
+    let local_addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { token.cancelled().await })
+            .await
+            .context("serving HTTP")?;
+        store.close().await;
+        Ok(())
+    });
+    tracing::info!(
+        addr = %local_addr,
+        backend = %options.database_url.split(':').next().unwrap_or_default(),
+        ready_ms = started.elapsed().as_millis() as u64,
+        "ironflow ready"
+    );
+    Ok(Server {
+        local_addr,
+        shutdown,
+        task,
+    })
+}
+
+fn announce_bootstrap_key(secret: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    eprintln!("ironflow: created the root organisation, the 'default' project and environment.");
+    eprintln!("ironflow: admin API key (shown once, only its hash is stored):\n\n    {secret}\n");
+    if let Some(path) = file {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        write_private(path, secret)
+            .with_context(|| format!("writing the bootstrap key to {}", path.display()))?;
+        eprintln!(
+            "ironflow: the admin key was also written to {}",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{secret}")
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    std::fs::write(path, format!("{secret}\n"))
+}
+
+/// Hides a password in a database URL before it is logged.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => {
+                    format!("{}://{user}:***@{}", &url[..scheme_end], &url[at + 1..])
+                }
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url(".ironflow/ironflow.db"), ".ironflow/ironflow.db");
+    }
+}

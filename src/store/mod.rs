@@ -1,0 +1,182 @@
+//! The storage API: one `Store` trait with a Postgres and a SQLite implementation.
+//!
+//! The store knows tables and transactions, never HTTP. Every query lives in `sql/<backend>/`;
+//! the Rust that binds parameters and maps rows is written once (`sql_store!`) and instantiated
+//! for both backends, so the two cannot drift apart.
+
+pub mod model;
+pub mod postgres;
+pub mod sqlite;
+pub mod time;
+
+mod sql_store;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::ids::{EnvId, EventId, FunctionId, ProjectId, RunId};
+use model::*;
+
+/// Store failures. `Unavailable` and `Internal` carry context for logs only; the API shows a
+/// generic message.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("conflicting concurrent write: {0}")]
+    Conflict(String),
+    #[error("stored data is not readable: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(db.to_string()),
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(err.to_string())
+            }
+            sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
+                Self::Corrupt(err.to_string())
+            }
+            _ => Self::Internal(err.to_string()),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        Self::Internal(format!("migration failed: {err}"))
+    }
+}
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// The one storage API. Every method that changes state appends to the history in the same
+/// transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Applies pending migrations and (re)creates the documented views in `sql/<backend>/views.sql`.
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates the tenancy root and the admin key if (and only if) no organisation exists.
+    async fn bootstrap(&self, plan: &BootstrapPlan) -> Result<BootstrapOutcome, StoreError>;
+
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// Looks an environment up by name or id inside a project.
+    async fn find_environment(
+        &self,
+        project_id: &ProjectId,
+        name_or_id: &str,
+    ) -> Result<Option<EnvironmentRecord>, StoreError>;
+
+    /// The default project's `default` environment of the first organisation (used by `--dev`).
+    async fn default_environment(&self) -> Result<Option<EnvironmentRecord>, StoreError>;
+
+    /// Stores a function definition; a new version only when its content hash changed.
+    async fn register_function(
+        &self,
+        registration: &FunctionRegistration,
+    ) -> Result<RegisterOutcome, StoreError>;
+
+    async fn get_function(
+        &self,
+        env: &EnvId,
+        id: &FunctionId,
+    ) -> Result<Option<FunctionRecord>, StoreError>;
+
+    async fn list_functions(
+        &self,
+        env: &EnvId,
+        query: &FunctionQuery,
+    ) -> Result<Vec<FunctionRecord>, StoreError>;
+
+    async fn active_functions(&self, env: &EnvId) -> Result<Vec<FunctionRecord>, StoreError>;
+
+    /// Stores an event and the runs it triggers in one transaction, or returns the first result
+    /// for a repeated idempotency key.
+    async fn record_event(
+        &self,
+        event: &NewEvent,
+        runs: &[NewRun],
+    ) -> Result<EventOutcome, StoreError>;
+
+    async fn get_event(&self, env: &EnvId, id: &EventId)
+    -> Result<Option<EventRecord>, StoreError>;
+
+    async fn list_events(
+        &self,
+        env: &EnvId,
+        query: &EventQuery,
+    ) -> Result<Vec<EventRecord>, StoreError>;
+
+    async fn event_names(
+        &self,
+        env: &EnvId,
+        query: &EventNameQuery,
+    ) -> Result<(Vec<EventNameCount>, i64), StoreError>;
+
+    async fn run_ids_for_event(
+        &self,
+        env: &EnvId,
+        event: &EventId,
+    ) -> Result<Vec<RunId>, StoreError>;
+
+    async fn get_run(&self, env: &EnvId, id: &RunId) -> Result<Option<RunRecord>, StoreError>;
+
+    async fn list_runs(&self, env: &EnvId, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError>;
+
+    async fn run_steps(&self, env: &EnvId, run: &RunId) -> Result<Vec<StepRecord>, StoreError>;
+
+    async fn cancel_run(
+        &self,
+        env: &EnvId,
+        id: &RunId,
+        reason: &str,
+    ) -> Result<CancelOutcome, StoreError>;
+
+    async fn run_history(&self, env: &EnvId, run: &RunId)
+    -> Result<Vec<HistoryRecord>, StoreError>;
+
+    async fn env_counts(&self, env: &EnvId) -> Result<EnvCounts, StoreError>;
+
+    /// Closes the pools; in-flight queries finish first.
+    async fn close(&self);
+}
+
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store a URL names: `postgres://…` or `sqlite://path` / a bare file path.
+pub async fn open(url: &str) -> Result<SharedStore, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        let path = path.strip_prefix("sqlite:").unwrap_or(path);
+        Ok(Arc::new(
+            sqlite::SqliteStore::open(std::path::Path::new(path)).await?,
+        ))
+    }
+}

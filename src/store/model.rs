@@ -1,0 +1,454 @@
+//! Records the store reads and writes, independent of the backend.
+
+use serde_json::Value;
+use sqlx::types::Json;
+
+use crate::domain::function::{FunctionDefinition, FunctionStatus};
+use crate::domain::run::RunStatus;
+use crate::ids::{ApiKeyId, EnvId, EventId, FunctionId, OrgId, ProjectId, RunId};
+use crate::store::time::Ts;
+
+/// An API key as stored (never the secret itself).
+#[derive(Debug, Clone)]
+pub struct ApiKeyRecord {
+    pub id: ApiKeyId,
+    pub org_id: OrgId,
+    pub project_id: ProjectId,
+    pub name: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnvironmentRecord {
+    pub id: EnvId,
+    pub project_id: ProjectId,
+    pub name: String,
+}
+
+/// What first boot creates.
+#[derive(Debug, Clone)]
+pub struct BootstrapPlan {
+    pub org_name: String,
+    pub project_name: String,
+    pub env_name: String,
+    pub key_name: String,
+    pub key_prefix: String,
+    pub key_hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum BootstrapOutcome {
+    /// The database was empty; the tenancy root and the admin key were created.
+    Created,
+    /// The database already had an organisation; nothing was written.
+    AlreadyBootstrapped,
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionRecord {
+    pub env_id: EnvId,
+    pub id: FunctionId,
+    pub status: FunctionStatus,
+    pub version: i32,
+    pub definition: FunctionDefinition,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+#[derive(Debug, Clone)]
+pub struct FunctionRegistration {
+    pub env_id: EnvId,
+    pub id: FunctionId,
+    pub definition: FunctionDefinition,
+    pub change_reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegisterOutcome {
+    pub function: FunctionRecord,
+    /// True when this registration stored a new version (first or changed).
+    pub created: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub seq: i64,
+    pub id: EventId,
+    pub env_id: EnvId,
+    pub name: String,
+    pub data: Value,
+    pub metadata: Value,
+    pub source: String,
+    pub idempotency_key: Option<String>,
+    pub version: i32,
+    pub received_at: Ts,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub env_id: EnvId,
+    pub name: String,
+    pub data: Value,
+    pub metadata: Value,
+    pub source: String,
+    pub idempotency_key: Option<String>,
+    pub version: i32,
+    pub received_at: Ts,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: RunId,
+    pub function_id: FunctionId,
+    pub function_version: i32,
+    pub status: RunStatus,
+    pub max_attempts: i32,
+}
+
+#[derive(Debug, Clone)]
+pub enum EventOutcome {
+    Stored {
+        event_id: EventId,
+        run_ids: Vec<RunId>,
+    },
+    /// The idempotency key was seen before: the first emit's result, nothing new written.
+    Duplicate {
+        event_id: EventId,
+        run_ids: Vec<RunId>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub seq: i64,
+    pub id: RunId,
+    pub env_id: EnvId,
+    pub function_id: FunctionId,
+    pub function_version: i32,
+    pub event_id: Option<EventId>,
+    pub event_name: Option<String>,
+    pub status: RunStatus,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub error: Option<Value>,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub parent_run_id: Option<RunId>,
+    pub cancellation_cause: Option<String>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+    pub started_at: Option<Ts>,
+    pub ended_at: Option<Ts>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub run_id: RunId,
+    pub step_id: String,
+    pub name: String,
+    pub step_type: String,
+    pub sequence: i32,
+    pub status: String,
+    pub output: Option<Value>,
+    pub error: Option<Value>,
+    pub attempt: i32,
+    pub started_at: Option<Ts>,
+    pub ended_at: Option<Ts>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryRecord {
+    pub seq: i64,
+    pub recorded_at: Ts,
+    pub env_id: EnvId,
+    pub kind: String,
+    pub run_id: Option<RunId>,
+    pub function_id: Option<FunctionId>,
+    pub event_id: Option<EventId>,
+    pub payload: Value,
+}
+
+#[derive(Debug, Clone)]
+pub enum CancelOutcome {
+    Cancelled(RunRecord),
+    /// The run had already ended; it is returned unchanged.
+    AlreadyEnded(RunRecord),
+    NotFound,
+}
+
+/// Keyset page request shared by the list queries: newest first, strictly older than `before_seq`.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub before_seq: Option<i64>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub page: PageRequest,
+    pub name: Option<String>,
+    pub names: Option<Vec<String>>,
+    pub source: Option<String>,
+    pub since: Option<Ts>,
+    pub until: Option<Ts>,
+    pub search: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub page: PageRequest,
+    pub function_id: Option<FunctionId>,
+    pub statuses: Vec<RunStatus>,
+    pub event_id: Option<EventId>,
+    pub since: Option<Ts>,
+    pub until: Option<Ts>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FunctionQuery {
+    pub status: Option<FunctionStatus>,
+    pub after_id: Option<String>,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventNameQuery {
+    pub source: Option<String>,
+    pub since: Option<Ts>,
+    pub until: Option<Ts>,
+    pub scan_cap: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventNameCount {
+    pub name: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EnvCounts {
+    pub functions: i64,
+    pub active_runs: i64,
+}
+
+/// Row shapes shared by both backends (sqlx's derive is generic over the row type).
+#[derive(sqlx::FromRow)]
+pub(crate) struct EventRow {
+    pub seq: i64,
+    pub id: String,
+    pub env_id: String,
+    pub name: String,
+    pub data: Json<Value>,
+    pub metadata: Json<Value>,
+    pub source: String,
+    pub idempotency_key: Option<String>,
+    pub version: i32,
+    pub received_at: Ts,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RunRow {
+    pub seq: i64,
+    pub id: String,
+    pub env_id: String,
+    pub function_id: String,
+    pub function_version: i32,
+    pub event_id: Option<String>,
+    pub event_name: Option<String>,
+    pub status: String,
+    pub input: Json<Value>,
+    pub output: Option<Json<Value>>,
+    pub error: Option<Json<Value>>,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub parent_run_id: Option<String>,
+    pub cancellation_cause: Option<String>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+    pub started_at: Option<Ts>,
+    pub ended_at: Option<Ts>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct FunctionRow {
+    pub env_id: String,
+    pub id: String,
+    pub status: String,
+    pub version: i32,
+    pub definition: Json<FunctionDefinition>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct StepRow {
+    pub run_id: String,
+    pub step_id: String,
+    pub name: String,
+    pub step_type: String,
+    pub sequence: i32,
+    pub status: String,
+    pub output: Option<Json<Value>>,
+    pub error: Option<Json<Value>>,
+    pub attempt: i32,
+    pub started_at: Option<Ts>,
+    pub ended_at: Option<Ts>,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct HistoryRow {
+    pub seq: i64,
+    pub recorded_at: Ts,
+    pub env_id: String,
+    pub kind: String,
+    pub run_id: Option<String>,
+    pub function_id: Option<String>,
+    pub event_id: Option<String>,
+    pub payload: Json<Value>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ApiKeyRow {
+    pub id: String,
+    pub org_id: String,
+    pub project_id: String,
+    pub name: String,
+    pub role: String,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EnvironmentRow {
+    pub id: String,
+    pub project_id: String,
+    pub name: String,
+}
+
+impl From<EventRow> for EventRecord {
+    fn from(r: EventRow) -> Self {
+        Self {
+            seq: r.seq,
+            id: EventId::from_stored(r.id),
+            env_id: EnvId::from_stored(r.env_id),
+            name: r.name,
+            data: r.data.0,
+            metadata: r.metadata.0,
+            source: r.source,
+            idempotency_key: r.idempotency_key,
+            version: r.version,
+            received_at: r.received_at,
+        }
+    }
+}
+
+impl TryFrom<RunRow> for RunRecord {
+    type Error = crate::store::StoreError;
+
+    fn try_from(r: RunRow) -> Result<Self, Self::Error> {
+        let status = r
+            .status
+            .parse()
+            .map_err(|e| crate::store::StoreError::Corrupt(format!("run {}: {e}", r.id)))?;
+        Ok(Self {
+            seq: r.seq,
+            id: RunId::from_stored(r.id),
+            env_id: EnvId::from_stored(r.env_id),
+            function_id: FunctionId::from_stored(r.function_id),
+            function_version: r.function_version,
+            event_id: r.event_id.map(EventId::from_stored),
+            event_name: r.event_name,
+            status,
+            input: r.input.0,
+            output: r.output.map(|j| j.0),
+            error: r.error.map(|j| j.0),
+            attempt: r.attempt,
+            max_attempts: r.max_attempts,
+            parent_run_id: r.parent_run_id.map(RunId::from_stored),
+            cancellation_cause: r.cancellation_cause,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+        })
+    }
+}
+
+impl TryFrom<FunctionRow> for FunctionRecord {
+    type Error = crate::store::StoreError;
+
+    fn try_from(r: FunctionRow) -> Result<Self, Self::Error> {
+        let status = FunctionStatus::parse(&r.status).ok_or_else(|| {
+            crate::store::StoreError::Corrupt(format!("function {}: status '{}'", r.id, r.status))
+        })?;
+        Ok(Self {
+            env_id: EnvId::from_stored(r.env_id),
+            id: FunctionId::from_stored(r.id),
+            status,
+            version: r.version,
+            definition: r.definition.0,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        })
+    }
+}
+
+impl From<StepRow> for StepRecord {
+    fn from(r: StepRow) -> Self {
+        Self {
+            run_id: RunId::from_stored(r.run_id),
+            step_id: r.step_id,
+            name: r.name,
+            step_type: r.step_type,
+            sequence: r.sequence,
+            status: r.status,
+            output: r.output.map(|j| j.0),
+            error: r.error.map(|j| j.0),
+            attempt: r.attempt,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+impl From<HistoryRow> for HistoryRecord {
+    fn from(r: HistoryRow) -> Self {
+        Self {
+            seq: r.seq,
+            recorded_at: r.recorded_at,
+            env_id: EnvId::from_stored(r.env_id),
+            kind: r.kind,
+            run_id: r.run_id.map(RunId::from_stored),
+            function_id: r.function_id.map(FunctionId::from_stored),
+            event_id: r.event_id.map(EventId::from_stored),
+            payload: r.payload.0,
+        }
+    }
+}
+
+impl From<ApiKeyRow> for ApiKeyRecord {
+    fn from(r: ApiKeyRow) -> Self {
+        Self {
+            id: ApiKeyId::from_stored(r.id),
+            org_id: OrgId::from_stored(r.org_id),
+            project_id: ProjectId::from_stored(r.project_id),
+            name: r.name,
+            role: r.role,
+        }
+    }
+}
+
+impl From<EnvironmentRow> for EnvironmentRecord {
+    fn from(r: EnvironmentRow) -> Self {
+        Self {
+            id: EnvId::from_stored(r.id),
+            project_id: ProjectId::from_stored(r.project_id),
+            name: r.name,
+        }
+    }
+}

@@ -1,0 +1,101 @@
+"""Fixtures and policy hooks for the Ironflow conformance suite.
+
+* `server`: one real `ironflow serve` per backend (sqlite, postgres) for the whole session; every test that
+  uses it runs once per backend. Teardown sends SIGTERM and requires exit code 0 within 10 s.
+* Postgres is mandatory: an unreachable IRONFLOW_TEST_DATABASE_URL fails the postgres tests (never skips).
+* Any skipped test turns the session's exit status into a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import ifconf
+from ifconf import BACKENDS, Server
+
+_skipped: list[str] = []
+
+
+# ── policy: a skip is a failure ──────────────────────────────────────────────────────────────────
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _skipped and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+    if _skipped:
+        terminalreporter.section("conformance policy", sep="=", red=True, bold=True)
+        terminalreporter.line(
+            f"{len(_skipped)} test(s) were skipped; the conformance suite treats any skip as a failure:", red=True
+        )
+        for nodeid in _skipped:
+            terminalreporter.line(f"  SKIPPED {nodeid}", red=True)
+
+
+# ── fixtures ─────────────────────────────────────────────────────────────────────────────────────
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> str:
+    url = ifconf.admin_url()
+    reason = ifconf.check_postgres_reachable(url)
+    if reason is not None:
+        pytest.fail(
+            f"Postgres backend tests cannot run: {url} is unreachable ({reason}). "
+            "Start Postgres or set IRONFLOW_TEST_DATABASE_URL to an admin URL.",
+            pytrace=False,
+        )
+    return url
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgres":
+        request.getfixturevalue("postgres_admin")
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def server(backend: str) -> Iterator[Server]:
+    srv, db = ifconf.start_server(backend)
+    try:
+        yield srv
+        code, took = srv.stop()
+        if code != 0:
+            pytest.fail(
+                f"graceful shutdown failed on {backend}: after SIGTERM the server "
+                + (f"was still running after {ifconf.STOP_TIMEOUT_S}s and was killed" if code is None
+                   else f"exited with code {code} after {took:.1f}s (expected 0)")
+                + f"\n{srv.logs()}",
+                pytrace=False,
+            )
+    finally:
+        ifconf.cleanup(srv, db)
+
+
+@pytest.fixture
+def rpc(server: Server):  # noqa: ANN201
+    client = server.rpc()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def rest(server: Server):  # noqa: ANN201
+    return server.rest()
+
+
+@pytest.fixture
+def uid() -> str:
+    return ifconf.uid()
