@@ -1,0 +1,509 @@
+//! Store behaviour on both backends: migrations and views, bootstrap, function versioning,
+//! events with idempotency, run creation, cancel, and the append-only history.
+
+mod common;
+
+use common::{Backend, fresh_store, raw_count, raw_execute};
+use ironflow::domain::function::{FunctionDefinition, TriggerDef};
+use ironflow::domain::run::RunStatus;
+use ironflow::ids::{EnvId, EventId, FunctionId, RunId};
+use ironflow::store::SharedStore;
+use ironflow::store::model::*;
+use ironflow::store::time::Ts;
+use serde_json::json;
+
+async fn default_env(store: &SharedStore) -> EnvId {
+    ironflow::tenancy::bootstrap(store)
+        .await
+        .expect("bootstrap");
+    store
+        .default_environment()
+        .await
+        .expect("query")
+        .expect("default env exists")
+        .id
+}
+
+fn definition(event: &str) -> FunctionDefinition {
+    FunctionDefinition {
+        name: "f".into(),
+        triggers: vec![TriggerDef {
+            event: Some(event.into()),
+            ..TriggerDef::default()
+        }],
+        ..FunctionDefinition::default()
+    }
+}
+
+fn registration(env: &EnvId, id: &str, event: &str) -> FunctionRegistration {
+    FunctionRegistration {
+        env_id: env.clone(),
+        id: FunctionId::parse(id).expect("id"),
+        definition: definition(event),
+        change_reason: String::new(),
+    }
+}
+
+fn new_event(env: &EnvId, name: &str, key: Option<&str>) -> NewEvent {
+    NewEvent {
+        id: EventId::generate(),
+        env_id: env.clone(),
+        name: name.into(),
+        data: json!({"n": 1}),
+        metadata: json!({}),
+        source: "test".into(),
+        idempotency_key: key.map(str::to_owned),
+        version: 0,
+        received_at: Ts::now(),
+    }
+}
+
+fn new_run(function: &str) -> NewRun {
+    NewRun {
+        id: RunId::generate(),
+        function_id: FunctionId::parse(function).expect("id"),
+        function_version: 1,
+        status: RunStatus::Running,
+        max_attempts: 3,
+    }
+}
+
+async fn migrations_are_idempotent_and_views_exist(backend: Backend) {
+    let (store, url, _g) = fresh_store(backend).await;
+    store.migrate().await.expect("second migrate is a no-op");
+    for view in [
+        "ironflow_events",
+        "ironflow_runs",
+        "ironflow_steps",
+        "ironflow_history",
+    ] {
+        assert_eq!(
+            raw_count(&url, &format!("SELECT COUNT(*) FROM {view}")).await,
+            0,
+            "{view}"
+        );
+    }
+}
+
+async fn bootstrap_happens_once(backend: Backend) {
+    let (store, url, _g) = fresh_store(backend).await;
+    let first = ironflow::tenancy::bootstrap(&store)
+        .await
+        .expect("bootstrap");
+    let secret = first.expect("first boot creates a key");
+    assert!(
+        ironflow::tenancy::bootstrap(&store)
+            .await
+            .expect("again")
+            .is_none()
+    );
+    let key = store
+        .find_api_key(&ironflow::tenancy::hash_api_key(&secret))
+        .await
+        .expect("lookup")
+        .expect("the key is found by its hash");
+    assert_eq!(key.role, "admin");
+    assert!(
+        store
+            .find_api_key("not-a-hash")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+    assert_eq!(raw_count(&url, "SELECT COUNT(*) FROM orgs").await, 1);
+    let stored_secret = raw_count(
+        &url,
+        &format!(
+            "SELECT COUNT(*) FROM api_keys WHERE key_hash = '{secret}' OR key_prefix = '{secret}'"
+        ),
+    )
+    .await;
+    assert_eq!(stored_secret, 0, "the secret itself is never stored");
+}
+
+async fn functions_are_versioned_by_content(backend: Backend) {
+    let (store, url, _g) = fresh_store(backend).await;
+    let env = default_env(&store).await;
+    let first = store
+        .register_function(&registration(&env, "fn-a", "order.created"))
+        .await
+        .expect("v1");
+    assert!(first.created);
+    assert_eq!(first.function.version, 1);
+    let same = store
+        .register_function(&registration(&env, "fn-a", "order.created"))
+        .await
+        .expect("same");
+    assert!(
+        !same.created,
+        "an unchanged definition is not a new version"
+    );
+    assert_eq!(same.function.version, 1);
+    let changed = store
+        .register_function(&registration(&env, "fn-a", "order.updated"))
+        .await
+        .expect("v2");
+    assert!(changed.created);
+    assert_eq!(changed.function.version, 2);
+    assert_eq!(
+        changed.function.definition.triggers[0].event.as_deref(),
+        Some("order.updated")
+    );
+    assert_eq!(
+        raw_count(
+            &url,
+            "SELECT COUNT(*) FROM function_versions WHERE function_id = 'fn-a'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        raw_count(&url, "SELECT COUNT(*) FROM history WHERE kind = 'function.registered' AND function_id = 'fn-a'").await,
+        2
+    );
+}
+
+async fn concurrent_first_registrations_agree(backend: Backend) {
+    let (store, url, _g) = fresh_store(backend).await;
+    let env = default_env(&store).await;
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let reg = registration(&env, "racer", "race.started");
+            tokio::spawn(async move { store.register_function(&reg).await })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        let outcome = t.await.expect("task").expect("no registration fails");
+        assert_eq!(outcome.function.version, 1);
+        created += usize::from(outcome.created);
+    }
+    assert_eq!(created, 1, "exactly one registration stored version 1");
+    assert_eq!(
+        raw_count(&url, "SELECT COUNT(*) FROM function_versions").await,
+        1
+    );
+}
+
+async fn events_create_runs_atomically_and_idempotently(backend: Backend) {
+    let (store, url, _g) = fresh_store(backend).await;
+    let env = default_env(&store).await;
+    let event = new_event(&env, "order.created", Some("key-1"));
+    let runs = vec![new_run("fn-a"), new_run("fn-b")];
+    let EventOutcome::Stored { event_id, run_ids } =
+        store.record_event(&event, &runs).await.expect("stored")
+    else {
+        panic!("first emit must store");
+    };
+    assert_eq!(run_ids.len(), 2);
+    let again = new_event(&env, "order.created", Some("key-1"));
+    match store
+        .record_event(&again, &[new_run("fn-a")])
+        .await
+        .expect("duplicate")
+    {
+        EventOutcome::Duplicate {
+            event_id: dup_event,
+            run_ids: dup_runs,
+        } => {
+            assert_eq!(dup_event, event_id);
+            assert_eq!(dup_runs, run_ids);
+        }
+        EventOutcome::Stored { .. } => panic!("a repeated idempotency key must not store again"),
+    }
+    assert_eq!(raw_count(&url, "SELECT COUNT(*) FROM events").await, 1);
+    assert_eq!(raw_count(&url, "SELECT COUNT(*) FROM runs").await, 2);
+    assert_eq!(
+        raw_count(
+            &url,
+            "SELECT COUNT(*) FROM history WHERE kind = 'event.received'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        raw_count(
+            &url,
+            "SELECT COUNT(*) FROM history WHERE kind = 'run.created'"
+        )
+        .await,
+        2
+    );
+    let run = store
+        .get_run(&env, &run_ids[0])
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.event_name.as_deref(), Some("order.created"));
+    assert_eq!(run.input, json!({"n": 1}));
+    assert!(run.started_at.is_none(), "not yet picked up by a worker");
+}
+
+async fn concurrent_idempotent_emits_store_once(backend: Backend) {
+    let (store, url, _g) = fresh_store(backend).await;
+    let env = default_env(&store).await;
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            let event = new_event(&env, "pay.requested", Some("same-key"));
+            tokio::spawn(async move { store.record_event(&event, &[new_run("payer")]).await })
+        })
+        .collect();
+    let mut event_ids = std::collections::HashSet::new();
+    for t in tasks {
+        match t.await.expect("task").expect("no emit fails") {
+            EventOutcome::Stored { event_id, .. } | EventOutcome::Duplicate { event_id, .. } => {
+                event_ids.insert(event_id);
+            }
+        }
+    }
+    assert_eq!(event_ids.len(), 1, "every caller sees the same event");
+    assert_eq!(raw_count(&url, "SELECT COUNT(*) FROM events").await, 1);
+    assert_eq!(raw_count(&url, "SELECT COUNT(*) FROM runs").await, 1);
+}
+
+async fn events_page_and_filter(backend: Backend) {
+    let (store, _url, _g) = fresh_store(backend).await;
+    let env = default_env(&store).await;
+    for i in 0..7 {
+        let name = if i % 2 == 0 { "a.even" } else { "b.odd" };
+        let mut e = new_event(&env, name, None);
+        e.data = json!({"i": i, "tag": format!("item_{i}")});
+        store.record_event(&e, &[]).await.expect("stored");
+    }
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let q = EventQuery {
+            page: PageRequest {
+                before_seq: before,
+                limit: 3,
+            },
+            ..EventQuery::default()
+        };
+        let page = store.list_events(&env, &q).await.expect("page");
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(|e| e.seq);
+        seen.extend(page.into_iter().map(|e| e.data["i"].as_i64().expect("i")));
+    }
+    assert_eq!(seen, vec![6, 5, 4, 3, 2, 1, 0], "newest first, each once");
+    let by_name = EventQuery {
+        page: PageRequest {
+            before_seq: None,
+            limit: 100,
+        },
+        name: Some("b.odd".into()),
+        ..EventQuery::default()
+    };
+    assert_eq!(store.list_events(&env, &by_name).await.expect("q").len(), 3);
+    let by_names = EventQuery {
+        page: PageRequest {
+            before_seq: None,
+            limit: 100,
+        },
+        names: Some(vec!["a.even".into(), "b.odd".into()]),
+        ..EventQuery::default()
+    };
+    assert_eq!(
+        store.list_events(&env, &by_names).await.expect("q").len(),
+        7
+    );
+    let search = EventQuery {
+        page: PageRequest {
+            before_seq: None,
+            limit: 100,
+        },
+        search: Some("item_5".into()),
+        ..EventQuery::default()
+    };
+    let found = store.list_events(&env, &search).await.expect("q");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].data["i"], 5);
+    let future = EventQuery {
+        page: PageRequest {
+            before_seq: None,
+            limit: 100,
+        },
+        since: Some(Ts(chrono::Utc::now() + chrono::Duration::hours(1))),
+        ..EventQuery::default()
+    };
+    assert!(
+        store
+            .list_events(&env, &future)
+            .await
+            .expect("q")
+            .is_empty()
+    );
+    let past = EventQuery {
+        page: PageRequest {
+            before_seq: None,
+            limit: 100,
+        },
+        since: Some(Ts(chrono::Utc::now() - chrono::Duration::hours(1))),
+        until: Some(Ts(chrono::Utc::now() + chrono::Duration::hours(1))),
+        ..EventQuery::default()
+    };
+    assert_eq!(store.list_events(&env, &past).await.expect("q").len(), 7);
+    let (names, scanned) = store
+        .event_names(
+            &env,
+            &EventNameQuery {
+                scan_cap: 100,
+                ..EventNameQuery::default()
+            },
+        )
+        .await
+        .expect("names");
+    assert_eq!(scanned, 7);
+    assert_eq!(names[0].name, "a.even");
+    assert_eq!(names[0].count, 4);
+}
+
+async fn cancel_records_history(backend: Backend) {
+    let (store, _url, _g) = fresh_store(backend).await;
+    let env = default_env(&store).await;
+    let run = new_run("fn-c");
+    store
+        .record_event(&new_event(&env, "x.y", None), std::slice::from_ref(&run))
+        .await
+        .expect("stored");
+    let CancelOutcome::Cancelled(cancelled) = store
+        .cancel_run(&env, &run.id, "user asked")
+        .await
+        .expect("cancel")
+    else {
+        panic!("a running run is cancelled");
+    };
+    assert_eq!(cancelled.status, RunStatus::Cancelled);
+    assert_eq!(cancelled.cancellation_cause.as_deref(), Some("user asked"));
+    assert!(cancelled.ended_at.is_some());
+    assert!(matches!(
+        store
+            .cancel_run(&env, &run.id, "again")
+            .await
+            .expect("cancel"),
+        CancelOutcome::AlreadyEnded(_)
+    ));
+    assert!(matches!(
+        store
+            .cancel_run(&env, &RunId::generate(), "x")
+            .await
+            .expect("cancel"),
+        CancelOutcome::NotFound
+    ));
+    let kinds: Vec<String> = store
+        .run_history(&env, &run.id)
+        .await
+        .expect("history")
+        .into_iter()
+        .map(|h| h.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec!["run.created", "run.status_changed", "run.cancelled"]
+    );
+    let seqs: Vec<i64> = store
+        .run_history(&env, &run.id)
+        .await
+        .expect("history")
+        .iter()
+        .map(|h| h.seq)
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "history sequence is increasing: {seqs:?}"
+    );
+}
+
+async fn history_is_append_only(backend: Backend) {
+    let (store, url, _g) = fresh_store(backend).await;
+    let env = default_env(&store).await;
+    store
+        .record_event(&new_event(&env, "a.b", None), &[])
+        .await
+        .expect("stored");
+    let update = raw_execute(&url, "UPDATE history SET kind = 'tampered'").await;
+    assert!(
+        update.is_err_and(|e| e.contains("append-only")),
+        "UPDATE must be refused"
+    );
+    let delete = raw_execute(&url, "DELETE FROM history").await;
+    assert!(
+        delete.is_err_and(|e| e.contains("append-only")),
+        "DELETE must be refused"
+    );
+    assert_eq!(
+        raw_count(
+            &url,
+            "SELECT COUNT(*) FROM history WHERE kind = 'event.received'"
+        )
+        .await,
+        1
+    );
+}
+
+async fn environments_isolate_data(backend: Backend) {
+    let (store, url, _g) = fresh_store(backend).await;
+    let env = default_env(&store).await;
+    let default = store.default_environment().await.expect("q").expect("env");
+    raw_execute(
+        &url,
+        &format!("INSERT INTO environments (id, project_id, name, created_at) VALUES ('env-staging', '{}', 'staging', '2026-01-01T00:00:00.000000Z')", default.project_id),
+    )
+    .await
+    .expect("second environment");
+    let staging = store
+        .find_environment(&default.project_id, "staging")
+        .await
+        .expect("q")
+        .expect("found by name")
+        .id;
+    store
+        .register_function(&registration(&env, "only-default", "a.b"))
+        .await
+        .expect("register");
+    store
+        .record_event(&new_event(&env, "a.b", Some("k")), &[])
+        .await
+        .expect("stored");
+    assert!(
+        store
+            .get_function(&staging, &FunctionId::parse("only-default").expect("id"))
+            .await
+            .expect("q")
+            .is_none()
+    );
+    let q = EventQuery {
+        page: PageRequest {
+            before_seq: None,
+            limit: 10,
+        },
+        ..EventQuery::default()
+    };
+    assert!(store.list_events(&staging, &q).await.expect("q").is_empty());
+    // The same idempotency key in another environment is a different event.
+    assert!(matches!(
+        store
+            .record_event(&new_event(&staging, "a.b", Some("k")), &[])
+            .await
+            .expect("stored"),
+        EventOutcome::Stored { .. }
+    ));
+}
+
+both_backends! {
+    migrations_idempotent => migrations_are_idempotent_and_views_exist;
+    bootstrap_once => bootstrap_happens_once;
+    function_versions => functions_are_versioned_by_content;
+    registration_race => concurrent_first_registrations_agree;
+    event_runs_idempotency => events_create_runs_atomically_and_idempotently;
+    idempotency_race => concurrent_idempotent_emits_store_once;
+    event_pages => events_page_and_filter;
+    cancel_history => cancel_records_history;
+    history_append_only => history_is_append_only;
+    environment_isolation => environments_isolate_data;
+}
