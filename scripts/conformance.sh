@@ -40,5 +40,5 @@ fi
 export IRONFLOW_BIN
 export IRONFLOW_TEST_DATABASE_URL="${IRONFLOW_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 
-# -rs lists skip reasons; conftest.py turns any skip into a failing exit status.
-exec "$VENV/bin/python" -m pytest "$SUITE" -p no:cacheprovider -q -rs "$@"
+# -rfEs lists failures, errors and skip reasons; conftest.py turns any skip into a failing exit status.
+exec "$VENV/bin/python" -m pytest "$SUITE" -p no:cacheprovider -q -rfEs "$@"

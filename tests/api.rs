@@ -230,6 +230,15 @@ async fn bad_input_is_a_clear_4xx(backend: Backend) {
     );
     let (status, body) = emit(&server, json!({"name": 5})).await;
     assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("'name'"),
+        "the field is named: {body}"
+    );
+    let (status, body) = emit(&server, json!(["name", "data"])).await;
+    assert_eq!(status, 400, "an array is not an event: {body}");
     let (status, body) = emit(&server, json!({"name": "order.*", "data": {}})).await;
     assert_eq!(
         status, 400,

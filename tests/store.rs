@@ -128,7 +128,7 @@ async fn functions_are_versioned_by_content(backend: Backend) {
         .register_function(&registration(&env, "fn-a", "order.created"))
         .await
         .expect("v1");
-    assert!(first.created);
+    assert!(first.created && first.new_version);
     assert_eq!(first.function.version, 1);
     let same = store
         .register_function(&registration(&env, "fn-a", "order.created"))
@@ -143,7 +143,8 @@ async fn functions_are_versioned_by_content(backend: Backend) {
         .register_function(&registration(&env, "fn-a", "order.updated"))
         .await
         .expect("v2");
-    assert!(changed.created);
+    assert!(!changed.created, "the function existed already");
+    assert!(changed.new_version);
     assert_eq!(changed.function.version, 2);
     assert_eq!(
         changed.function.definition.triggers[0].event.as_deref(),
@@ -177,7 +178,7 @@ async fn concurrent_first_registrations_agree(backend: Backend) {
     for t in tasks {
         let outcome = t.await.expect("task").expect("no registration fails");
         assert_eq!(outcome.function.version, 1);
-        created += usize::from(outcome.created);
+        created += usize::from(outcome.new_version);
     }
     assert_eq!(created, 1, "exactly one registration stored version 1");
     assert_eq!(

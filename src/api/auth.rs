@@ -58,9 +58,12 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
 pub struct Authenticator {
     store: SharedStore,
     dev_mode: bool,
-    keys: Mutex<HashMap<String, (Instant, Option<ApiKeyRecord>)>>,
-    envs: Mutex<HashMap<(ProjectId, String), (Instant, Option<EnvironmentRecord>)>>,
+    keys: TtlCache<String, Option<ApiKeyRecord>>,
+    envs: TtlCache<(ProjectId, String), Option<EnvironmentRecord>>,
 }
+
+/// Entries remembered with the instant they were looked up.
+type TtlCache<K, V> = Mutex<HashMap<K, (Instant, V)>>;
 
 pub const ENV_HEADERS: [&str; 2] = ["x-ironflow-environment", "x-ironflow-environment-id"];
 
@@ -151,17 +154,14 @@ impl Authenticator {
     }
 }
 
-fn cached<K: std::hash::Hash + Eq, V: Clone>(
-    map: &Mutex<HashMap<K, (Instant, V)>>,
-    key: &K,
-) -> Option<V> {
+fn cached<K: std::hash::Hash + Eq, V: Clone>(map: &TtlCache<K, V>, key: &K) -> Option<V> {
     let map = map.lock().unwrap_or_else(PoisonError::into_inner);
     map.get(key)
         .filter(|(at, _)| at.elapsed() < Authenticator::CACHE_TTL)
         .map(|(_, v)| v.clone())
 }
 
-fn remember<K: std::hash::Hash + Eq, V>(map: &Mutex<HashMap<K, (Instant, V)>>, key: K, value: V) {
+fn remember<K: std::hash::Hash + Eq, V>(map: &TtlCache<K, V>, key: K, value: V) {
     let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
     if map.len() >= Authenticator::CACHE_MAX {
         map.clear();

@@ -42,9 +42,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let Body(bytes) = Body::from_request(req, state).await?;
-        serde_json::from_slice(&bytes)
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))?;
+        // serde would also read a struct from an array, field by field; bodies are objects.
+        if !value.is_object() {
+            return Err(ApiError::invalid("the request body must be a JSON object"));
+        }
+        serde_path_to_error::deserialize(value)
             .map(JsonBody)
-            .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))
+            .map_err(|e| ApiError::invalid(format!("invalid field '{}': {}", e.path(), e.inner())))
     }
 }
 

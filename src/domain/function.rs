@@ -266,18 +266,23 @@ mod tests {
     #[test]
     fn validation_names_the_problem() {
         assert!(def("order.*").validate().is_ok());
-        let err = def("order..x").validate().unwrap_err();
+        let err = def("order..x").validate().expect_err("must be refused");
         assert!(err.to_string().starts_with("triggers[0]:"), "{err}");
         let mut push = def("a");
         push.mode = ExecutionMode::Push;
         assert!(
             push.validate()
-                .unwrap_err()
+                .expect_err("must be refused")
                 .to_string()
                 .contains("required")
         );
         push.endpoint_url = "ftp://x".into();
-        assert!(push.validate().unwrap_err().to_string().contains("http"));
+        assert!(
+            push.validate()
+                .expect_err("must be refused")
+                .to_string()
+                .contains("http")
+        );
         push.endpoint_url = "https://fn.example.com/api/ironflow".into();
         assert!(push.validate().is_ok());
         let mut cel = def("a");

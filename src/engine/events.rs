@@ -59,13 +59,11 @@ impl Engine {
     pub async fn emit(&self, env: &EnvId, request: EmitEvent) -> Result<EmitResult, EngineError> {
         validate_event_name(&request.name)
             .map_err(|e| EngineError::InvalidArgument(format!("event name: {e}")))?;
-        if let Some(key) = &request.idempotency_key {
-            if key.len() > 256 {
-                return Err(EngineError::InvalidArgument(format!(
-                    "idempotency_key is {} bytes; the limit is 256",
-                    key.len()
-                )));
-            }
+        if let Some(key) = request.idempotency_key.as_ref().filter(|k| k.len() > 256) {
+            return Err(EngineError::InvalidArgument(format!(
+                "idempotency_key is {} bytes; the limit is 256",
+                key.len()
+            )));
         }
         let size = payload_size(&request.data) + payload_size(&request.metadata);
         let limit = self.options().max_payload_bytes;

@@ -66,8 +66,10 @@ pub struct FunctionRegistration {
 #[derive(Debug, Clone)]
 pub struct RegisterOutcome {
     pub function: FunctionRecord,
-    /// True when this registration stored a new version (first or changed).
+    /// True when the function did not exist before this registration.
     pub created: bool,
+    /// True when this registration stored a new version (the first, or a changed definition).
+    pub new_version: bool,
 }
 
 #[derive(Debug, Clone)]

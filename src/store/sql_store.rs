@@ -89,7 +89,11 @@ macro_rules! sql_store {
                             || $crate::store::StoreError::Internal("function vanished under lock".into()),
                         )?;
                         tx.commit().await?;
-                        return Ok($crate::store::model::RegisterOutcome { function, created: false });
+                        return Ok($crate::store::model::RegisterOutcome {
+                            function,
+                            created: false,
+                            new_version: false,
+                        });
                     }
                     Some((version, _)) => {
                         let next = version + 1;
@@ -145,7 +149,11 @@ macro_rules! sql_store {
                     .await?
                     .ok_or_else(|| $crate::store::StoreError::Internal("function missing after write".into()))?;
                 tx.commit().await?;
-                Ok($crate::store::model::RegisterOutcome { function, created: true })
+                Ok($crate::store::model::RegisterOutcome {
+                    function,
+                    created: version == 1,
+                    new_version: true,
+                })
             }
         }
 

@@ -377,7 +377,7 @@ def test_malformed_json_is_400(server: Server, rest: IronflowClient, raw: bytes)
     [
         ({"data": {}}, ("name",)),
         ({"name": "", "data": {}}, ("name",)),
-        ({"name": 5, "data": {}}, ("name",)),
+        ({"name": 5, "data": {}}, ("name", "string", "type")),
         (["name", "data"], ("object", "map", "struct", "expected", "invalid")),
     ],
     ids=["missing-name", "empty-name", "name-not-string", "array-body"],

@@ -120,14 +120,15 @@ def test_version_bump_rules(server: Server, rpc: IronflowRPC, uid: str) -> None:
     same = register(rpc, fid, [f"{uid}.a"], metadata={"k": "v"})
     assert (same.created, same.function.version) == (False, 1), "identical re-registration must not bump"
 
+    # (`created` on a changed definition is not pinned down by the contract; only the version is asserted.)
     triggers_changed = register(rpc, fid, [f"{uid}.a", f"{uid}.b"], metadata={"k": "v"})
-    assert (triggers_changed.created, triggers_changed.function.version) == (False, 2)
+    assert triggers_changed.function.version == 2
 
     again = register(rpc, fid, [f"{uid}.a", f"{uid}.b"], metadata={"k": "v"})
-    assert again.function.version == 2
+    assert (again.created, again.function.version) == (False, 2)
 
     metadata_changed = register(rpc, fid, [f"{uid}.a", f"{uid}.b"], metadata={"k": "w"})
-    assert (metadata_changed.created, metadata_changed.function.version) == (False, 3)
+    assert metadata_changed.function.version == 3
 
     expression_changed = register(rpc, fid, [f"{uid}.a", (f"{uid}.b", "data.n > 1")], metadata={"k": "w"})
     assert expression_changed.function.version == 4

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: Rust unit + integration tests (SQLite and Postgres) and the
+# external conformance suite (ironflow-py 0.53.0 against a real `ironflow serve` on both backends).
+#
+#   scripts/test.sh
+#
+# Needs a Postgres server; IRONFLOW_TEST_DATABASE_URL is its admin URL (default
+# postgres://postgres@127.0.0.1:5432/postgres). Every test creates and drops its own database.
+# Exits non-zero if any test fails or if a required suite could not run.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+export IRONFLOW_TEST_DATABASE_URL="${IRONFLOW_TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+if ! command -v psql >/dev/null 2>&1; then
+  echo "test.sh: psql is required (Debian: apt-get install postgresql-client)" >&2
+  exit 1
+fi
+if ! psql "$IRONFLOW_TEST_DATABASE_URL" -Atqc 'SELECT 1' >/dev/null 2>&1; then
+  echo "test.sh: cannot reach Postgres at $IRONFLOW_TEST_DATABASE_URL — the Postgres suites are required" >&2
+  exit 1
+fi
+
+echo "== Rust: unit, store and API tests (SQLite + Postgres)"
+cargo test --workspace --all-targets
+
+echo "== Conformance: ironflow-py 0.53.0 against ironflow serve (SQLite + Postgres)"
+cargo build --bin ironflow
+IRONFLOW_BIN="$ROOT/target/debug/ironflow" scripts/conformance.sh
+
+echo "== all suites passed"
