@@ -508,3 +508,68 @@ both_backends! {
     history_append_only => history_is_append_only;
     environment_isolation => environments_isolate_data;
 }
+
+/// The README's example queries run against the documented views and give the right answers.
+async fn documented_queries_answer(backend: Backend) {
+    let (store, url, _g) = fresh_store(backend).await;
+    let env = default_env(&store).await;
+    let runs = vec![new_run("fn-x"), new_run("fn-x"), new_run("fn-y")];
+    store
+        .record_event(&new_event(&env, "order.created", None), &runs)
+        .await
+        .expect("stored");
+    let failed_at = match backend {
+        Backend::Postgres => "now()".to_owned(),
+        Backend::Sqlite => format!("'{}'", Ts::now().to_rfc3339()),
+    };
+    raw_execute(
+        &url,
+        &format!(
+            "UPDATE runs SET status = 'failed', ended_at = {failed_at} WHERE function_id = 'fn-x'"
+        ),
+    )
+    .await
+    .expect("mark failed");
+    let failed_per_function = match backend {
+        Backend::Postgres => {
+            "SELECT count(*) FROM (SELECT function_id, count(*) AS failed FROM ironflow_runs \
+             WHERE status = 'failed' AND ended_at > now() - interval '1 hour' \
+             GROUP BY function_id ORDER BY failed DESC) q WHERE failed = 2"
+        }
+        Backend::Sqlite => {
+            "SELECT count(*) FROM (SELECT function_id, count(*) AS failed FROM ironflow_runs \
+             WHERE status = 'failed' AND ended_at > strftime('%Y-%m-%dT%H:%M:%S', 'now', '-1 hour') \
+             GROUP BY function_id ORDER BY failed DESC) q WHERE failed = 2"
+        }
+    };
+    assert_eq!(
+        raw_count(&url, failed_per_function).await,
+        1,
+        "fn-x failed twice in the last hour"
+    );
+    let run_history = format!(
+        "SELECT count(*) FROM (SELECT seq, recorded_at, kind, payload FROM ironflow_history \
+         WHERE run_id = '{}' ORDER BY seq) q",
+        runs[0].id
+    );
+    assert_eq!(raw_count(&url, &run_history).await, 1);
+    let busiest = match backend {
+        Backend::Postgres => {
+            "SELECT runs FROM (SELECT e.name, count(DISTINCT e.event_id) AS events, count(r.run_id) AS runs \
+             FROM ironflow_events e LEFT JOIN ironflow_runs r ON r.event_id = e.event_id \
+             WHERE e.received_at >= date_trunc('day', now()) \
+             GROUP BY e.name ORDER BY events DESC LIMIT 10) q"
+        }
+        Backend::Sqlite => {
+            "SELECT runs FROM (SELECT e.name, count(DISTINCT e.event_id) AS events, count(r.run_id) AS runs \
+             FROM ironflow_events e LEFT JOIN ironflow_runs r ON r.event_id = e.event_id \
+             WHERE e.received_at >= strftime('%Y-%m-%dT00:00:00', 'now') \
+             GROUP BY e.name ORDER BY events DESC LIMIT 10) q"
+        }
+    };
+    assert_eq!(raw_count(&url, busiest).await, 3);
+}
+
+both_backends! {
+    documented_queries => documented_queries_answer;
+}
