@@ -538,3 +538,55 @@ both_backends! {
     connect_json => connect_json_accepts_both_casings;
     paging => lists_page_with_cursors;
 }
+
+/// A viewer key reads but cannot write: 403 with a JSON body naming the role.
+async fn viewer_keys_are_read_only(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let secret = "ifkey_viewer_for_tests_0123456789";
+    let hash = ironflow::tenancy::hash_api_key(secret);
+    common::raw_execute(
+        &server.url,
+        &format!(
+            "INSERT INTO api_keys (id, org_id, project_id, name, key_prefix, key_hash, role, created_at) \
+             SELECT 'viewer-key', org_id, project_id, 'viewer', 'ifkey_vi', '{hash}', 'viewer', created_at \
+             FROM api_keys LIMIT 1"
+        ),
+    )
+    .await
+    .expect("viewer key inserted");
+    let read = server
+        .http
+        .get(format!("{}/api/v1/events", server.base))
+        .bearer_auth(secret)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(read.status(), 200);
+    let write = server
+        .http
+        .post(format!("{}/api/v1/events", server.base))
+        .bearer_auth(secret)
+        .json(&json!({"name": "not.allowed"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(write.status(), 403);
+    let body: Value = write.json().await.expect("JSON");
+    assert_eq!(body["code"], "permission_denied");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("viewer"),
+        "{body}"
+    );
+    assert_eq!(
+        raw_count(&server.url, "SELECT COUNT(*) FROM events").await,
+        0
+    );
+    server.stop().await;
+}
+
+both_backends! {
+    viewer_read_only => viewer_keys_are_read_only;
+}

@@ -108,15 +108,10 @@ pub async fn list_events(
         search: non_empty(p.search),
     };
     let page = state.engine.list_events(&ctx.env, query).await?;
-    let events: Vec<Value> = page.events.iter().map(|e| event_json(e, None)).collect();
-    Ok(Json(json!({
-        "count": events.len(),
-        "events": events,
-        "limit": page.limit,
-        "has_next": page.next_cursor.is_some(),
-        "has_prev": page.has_prev,
-        "next_cursor": page.next_cursor,
-    })))
+    let events = page.events.iter().map(|e| event_json(e, None)).collect();
+    let mut body = page_json("events", events, Some(page.limit), page.next_cursor);
+    body["has_prev"] = json!(page.has_prev);
+    Ok(Json(body))
 }
 
 /// `GET /api/v1/events/{id}`
@@ -185,13 +180,13 @@ pub async fn list_functions(
         .engine
         .list_functions(&ctx.env, status, non_empty(p.cursor), p.limit)
         .await?;
-    let functions: Vec<Value> = page.functions.iter().map(function_json).collect();
-    Ok(Json(json!({
-        "count": functions.len(),
-        "functions": functions,
-        "has_next": page.next_cursor.is_some(),
-        "next_cursor": page.next_cursor,
-    })))
+    let functions = page.functions.iter().map(function_json).collect();
+    Ok(Json(page_json(
+        "functions",
+        functions,
+        None,
+        page.next_cursor,
+    )))
 }
 
 /// `GET /api/v1/functions/{id}`
@@ -254,14 +249,13 @@ pub async fn list_runs(
         until: parse_time("until", p.until)?,
     };
     let page = state.engine.list_runs(&ctx.env, query).await?;
-    let runs: Vec<Value> = page.runs.iter().map(run_json).collect();
-    Ok(Json(json!({
-        "count": runs.len(),
-        "runs": runs,
-        "limit": page.limit,
-        "has_next": page.next_cursor.is_some(),
-        "next_cursor": page.next_cursor,
-    })))
+    let runs = page.runs.iter().map(run_json).collect();
+    Ok(Json(page_json(
+        "runs",
+        runs,
+        Some(page.limit),
+        page.next_cursor,
+    )))
 }
 
 /// `GET /api/v1/runs/{id}`
@@ -329,6 +323,25 @@ pub async fn cancel_run(
         .cancel_run(&ctx.env, &id, body.reason.as_deref().unwrap_or_default())
         .await?;
     Ok(Json(run_json(&run)))
+}
+
+/// The list envelope: `{<field>: [...], count, limit?, has_next, next_cursor}`.
+fn page_json(
+    field: &str,
+    items: Vec<Value>,
+    limit: Option<i64>,
+    next_cursor: Option<String>,
+) -> Value {
+    let mut body = json!({
+        "count": items.len(),
+        "has_next": next_cursor.is_some(),
+        "next_cursor": next_cursor,
+    });
+    body[field] = Value::Array(items);
+    if let Some(limit) = limit {
+        body["limit"] = json!(limit);
+    }
+    body
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
