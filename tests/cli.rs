@@ -55,14 +55,12 @@ async fn serve_stops_cleanly_on_sigterm(backend: Backend) {
     let client = reqwest::Client::new();
     let started = Instant::now();
     loop {
-        if let Ok(r) = client
+        let ready = client
             .get(format!("http://127.0.0.1:{port}/ready"))
             .send()
-            .await
-        {
-            if r.status() == 200 {
-                break;
-            }
+            .await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
