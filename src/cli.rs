@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Largest accepted event payload in bytes (data + metadata).
     #[arg(long, env = "IRONFLOW_MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
     pub max_payload_bytes: usize,
+    /// Seconds a dispatched job stays leased without a heartbeat or checkpoint before it is
+    /// given to another worker (the stale-claim threshold).
+    #[arg(long, env = "IRONFLOW_LEASE_TTL_SECS", default_value_t = 90)]
+    pub lease_ttl_secs: u64,
     /// Log filter (`info`, `debug`, `ironflow=debug,sqlx=warn`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -78,6 +82,7 @@ impl ServeArgs {
             dev: self.dev,
             bootstrap_key_file: self.bootstrap_key_file.clone(),
             max_payload_bytes: self.max_payload_bytes,
+            lease_ttl: std::time::Duration::from_secs(self.lease_ttl_secs.max(1)),
         }
     }
 }

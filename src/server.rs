@@ -23,6 +23,8 @@ pub struct ServeOptions {
     pub dev: bool,
     pub bootstrap_key_file: Option<PathBuf>,
     pub max_payload_bytes: usize,
+    /// The stale-claim threshold: a leased job without heartbeat for this long is re-dispatched.
+    pub lease_ttl: std::time::Duration,
 }
 
 /// A running server: its address, and a token that stops it.
@@ -71,8 +73,11 @@ pub async fn start(
         store.clone(),
         EngineOptions {
             max_payload_bytes: options.max_payload_bytes,
+            lease_ttl: options.lease_ttl,
         },
     );
+    let background = engine.spawn_background();
+    let engine_token = engine.shutdown_token().clone();
     let state = AppState {
         engine,
         auth: Authenticator::new(store.clone(), options.dev),
@@ -88,9 +93,16 @@ pub async fn start(
     let token = shutdown.clone();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move { token.cancelled().await })
+            .with_graceful_shutdown(async move {
+                token.cancelled().await;
+                // Release held polls and sync waits so in-flight requests can finish.
+                engine_token.cancel();
+            })
             .await
             .context("serving HTTP")?;
+        for task in background {
+            let _ = task.await;
+        }
         store.close().await;
         Ok(())
     });

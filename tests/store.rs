@@ -65,6 +65,7 @@ fn new_run(function: &str) -> NewRun {
         function_version: 1,
         status: RunStatus::Running,
         max_attempts: 3,
+        lane: None,
     }
 }
 
@@ -192,8 +193,9 @@ async fn events_create_runs_atomically_and_idempotently(backend: Backend) {
     let env = default_env(&store).await;
     let event = new_event(&env, "order.created", Some("key-1"));
     let runs = vec![new_run("fn-a"), new_run("fn-b")];
-    let EventOutcome::Stored { event_id, run_ids } =
-        store.record_event(&event, &runs).await.expect("stored")
+    let EventOutcome::Stored {
+        event_id, run_ids, ..
+    } = store.record_event(&event, &runs).await.expect("stored")
     else {
         panic!("first emit must store");
     };

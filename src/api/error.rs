@@ -70,6 +70,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: Code,
     pub message: String,
+    /// A protocol code workers act on (`STALE_EXECUTION`), sent as the `error` field.
+    pub fence_code: Option<&'static str>,
 }
 
 impl ApiError {
@@ -78,6 +80,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            fence_code: None,
         }
     }
 
@@ -152,6 +155,10 @@ impl From<EngineError> for ApiError {
             EngineError::FailedPrecondition(m) => {
                 Self::new(StatusCode::PRECONDITION_FAILED, Code::FailedPrecondition, m)
             }
+            e @ EngineError::StaleExecution => Self {
+                fence_code: Some("STALE_EXECUTION"),
+                ..Self::new(StatusCode::CONFLICT, Code::Aborted, e.to_string())
+            },
             EngineError::Store(e) => Self::from_store(&e),
         }
     }
@@ -174,7 +181,7 @@ impl ApiError {
         serde_json::json!({
             "code": self.code.as_str(),
             "message": self.message,
-            "error": self.message,
+            "error": self.fence_code.unwrap_or(&self.message),
         })
     }
 }

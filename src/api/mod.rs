@@ -10,13 +10,14 @@ mod ironflow_rpc;
 mod proto_map;
 mod rest;
 mod system;
+mod workers;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::engine::Engine;
@@ -52,6 +53,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/history", get(rest::run_history))
         .route("/api/v1/runs/{id}/cancel", post(rest::cancel_run))
         .route("/api/v1/capabilities", get(system::capabilities))
+        .route("/api/v1/workers", get(workers::list))
+        .route(
+            "/api/v1/workers/{id}/register",
+            post(workers::register).put(workers::register),
+        )
+        .route(
+            "/api/v1/workers/{id}/heartbeat",
+            post(workers::heartbeat).put(workers::heartbeat),
+        )
+        .route("/api/v1/workers/{id}/jobs", get(workers::poll))
+        .route("/api/v1/workers/{id}/jobs/{job}/ack", put(workers::ack))
+        .route("/api/v1/workers/{id}/jobs/{job}", put(workers::report))
         .route(
             "/ironflow.v1.IronflowService/{method}",
             post(connect::ironflow_service),

@@ -76,6 +76,37 @@ impl TriggerExpression {
     }
 }
 
+/// The concurrency lane of a run: its `concurrency.key` expression (`event.data.customer_id`)
+/// evaluated over the triggering event (`{name, data}`), as text. An empty key is one lane for
+/// the whole function; a key that does not evaluate puts the run in the `""` lane.
+pub fn lane_key(key_expression: &str, event: &serde_json::Value) -> String {
+    if key_expression.trim().is_empty() {
+        return String::new();
+    }
+    let Ok(program) = TriggerExpression::compile(key_expression) else {
+        return String::new();
+    };
+    let data = event
+        .get("data")
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    let (Ok(ev), Ok(data)) = (cel::to_value(event), cel::to_value(&data)) else {
+        return String::new();
+    };
+    let mut ctx = Context::default();
+    ctx.add_variable_from_value("event", ev);
+    ctx.add_variable_from_value("data", data);
+    match program.program.execute(&ctx) {
+        Ok(Value::String(s)) => s.to_string(),
+        Ok(Value::Int(i)) => i.to_string(),
+        Ok(Value::UInt(u)) => u.to_string(),
+        Ok(Value::Float(f)) => f.to_string(),
+        Ok(Value::Bool(b)) => b.to_string(),
+        Ok(Value::Null) | Err(_) => String::new(),
+        Ok(other) => format!("{other:?}"),
+    }
+}
+
 impl std::fmt::Debug for TriggerExpression {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_tuple("TriggerExpression")

@@ -12,6 +12,15 @@ pub enum HistoryKind {
     RunCreated,
     RunStatusChanged,
     RunCancelled,
+    RunDispatched,
+    StepCompleted,
+    StepFailed,
+    RunRetrying,
+    RunYielded,
+    RunResumed,
+    RunCompleted,
+    RunFailed,
+    WorkerRegistered,
 }
 
 impl HistoryKind {
@@ -22,6 +31,15 @@ impl HistoryKind {
             Self::RunCreated => "run.created",
             Self::RunStatusChanged => "run.status_changed",
             Self::RunCancelled => "run.cancelled",
+            Self::RunDispatched => "run.dispatched",
+            Self::StepCompleted => "step.completed",
+            Self::StepFailed => "step.failed",
+            Self::RunRetrying => "run.retrying",
+            Self::RunYielded => "run.yielded",
+            Self::RunResumed => "run.resumed",
+            Self::RunCompleted => "run.completed",
+            Self::RunFailed => "run.failed",
+            Self::WorkerRegistered => "worker.registered",
         }
     }
 }

@@ -4,5 +4,6 @@
 pub mod expression;
 pub mod function;
 pub mod history;
+pub mod job;
 pub mod pattern;
 pub mod run;

@@ -16,6 +16,9 @@ pub enum EngineError {
     },
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The fence of an ack or report does not match the current dispatch.
+    #[error("this execution is stale: the run was re-dispatched, cancelled or its lease expired")]
+    StaleExecution,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

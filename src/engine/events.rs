@@ -2,10 +2,11 @@
 
 use serde_json::Value;
 
-use crate::domain::expression::EventView;
+use crate::domain::expression::{EventView, lane_key};
 use crate::domain::pattern::validate_event_name;
 use crate::domain::run::RunStatus;
 use crate::ids::{EnvId, EventId, RunId};
+use crate::store::model::Lane;
 use crate::store::model::{
     EventNameCount, EventNameQuery, EventOutcome, EventQuery, EventRecord, NewEvent, NewRun,
     PageRequest,
@@ -87,7 +88,12 @@ impl Engine {
         };
         let runs = self.matching_runs(env, &event).await?;
         match self.store().record_event(&event, &runs).await? {
-            EventOutcome::Stored { event_id, run_ids } => {
+            EventOutcome::Stored {
+                event_id,
+                run_ids,
+                effects,
+            } => {
+                self.bus().publish(&effects);
                 metrics::counter!("ironflow_events_received_total").increment(1);
                 metrics::counter!("ironflow_runs_created_total").increment(run_ids.len() as u64);
                 Ok(EmitResult {
@@ -117,10 +123,21 @@ impl Engine {
             timestamp_ms: event.received_at.millis(),
         };
         let functions = self.store().active_functions(env).await?;
+        let wire_event =
+            serde_json::json!({"id": event.id, "name": event.name, "data": event.data});
         Ok(functions
             .into_iter()
             .filter(|f| self.inner.triggers.fires(&f.definition, &view))
             .map(|f| NewRun {
+                lane: f
+                    .definition
+                    .concurrency
+                    .as_ref()
+                    .filter(|c| c.limit > 0)
+                    .map(|c| Lane {
+                        key: lane_key(&c.key, &wire_event),
+                        limit: c.limit,
+                    }),
                 id: RunId::generate(),
                 max_attempts: f.definition.max_attempts(),
                 function_id: f.id,

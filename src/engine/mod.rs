@@ -2,17 +2,21 @@
 //!
 //! Transport-agnostic: takes parsed ids and domain inputs, returns records or [`EngineError`].
 
+mod bus;
 mod cursor;
 mod error;
 mod events;
+mod execution;
 mod functions;
 mod runs;
 mod triggers;
 
 use std::sync::Arc;
 
+pub use bus::Bus;
 pub use error::EngineError;
 pub use events::{EmitEvent, EmitResult, EventPage, EventPageQuery};
+pub use execution::{PollOutcome, WorkerHello};
 pub use functions::{FunctionPage, RegisterFunction};
 pub use runs::{RunPage, RunPageQuery};
 
@@ -24,12 +28,16 @@ use crate::store::time::Ts;
 pub struct EngineOptions {
     /// Largest accepted event payload (`data` plus `metadata`, serialised), in bytes.
     pub max_payload_bytes: usize,
+    /// How long a dispatched job stays leased without a heartbeat or checkpoint before another
+    /// worker may claim it (the stale-claim threshold).
+    pub lease_ttl: std::time::Duration,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         Self {
             max_payload_bytes: 1024 * 1024,
+            lease_ttl: std::time::Duration::from_secs(90),
         }
     }
 }
@@ -45,6 +53,8 @@ struct Inner {
     options: EngineOptions,
     triggers: triggers::TriggerCache,
     started_at: Ts,
+    bus: Bus,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Engine {
@@ -55,6 +65,8 @@ impl Engine {
                 options,
                 triggers: triggers::TriggerCache::default(),
                 started_at: Ts::now(),
+                bus: Bus::default(),
+                shutdown: tokio_util::sync::CancellationToken::new(),
             }),
         }
     }
@@ -69,6 +81,36 @@ impl Engine {
 
     pub fn started_at(&self) -> Ts {
         self.inner.started_at
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    /// Cancelled when the server stops: held polls and sync waits return at once.
+    pub fn shutdown_token(&self) -> &tokio_util::sync::CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Starts the engine's background work: timers (sleeps, wait and invoke timeouts, lease
+    /// expiry wakeups) and cross-node wakeups. Both stop when the shutdown token is cancelled.
+    pub fn spawn_background(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let listener = {
+            let engine = self.clone();
+            tokio::spawn(async move {
+                let bus = engine.bus().clone();
+                let sink: crate::store::WakeupSink = std::sync::Arc::new(move |w| bus.wake(w));
+                engine
+                    .store()
+                    .listen(sink, engine.shutdown_token().clone())
+                    .await;
+            })
+        };
+        let timers = {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.run_timers().await })
+        };
+        vec![listener, timers]
     }
 }
 

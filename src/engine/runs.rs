@@ -96,6 +96,10 @@ impl Engine {
         };
         match self.store().cancel_run(env, id, reason).await? {
             CancelOutcome::Cancelled(run) => {
+                self.bus().publish(&crate::store::model::Effects {
+                    work_ready: true,
+                    finished_runs: vec![run.id.clone()],
+                });
                 metrics::counter!("ironflow_runs_cancelled_total").increment(1);
                 Ok(run)
             }

@@ -9,6 +9,7 @@ pub mod postgres;
 pub mod sqlite;
 pub mod time;
 
+mod exec_store;
 mod sql_store;
 
 use std::sync::Arc;
@@ -162,11 +163,69 @@ pub trait Store: Send + Sync + 'static {
 
     async fn env_counts(&self, env: &EnvId) -> Result<EnvCounts, StoreError>;
 
+    /// Claims due jobs (and jobs whose lease expired) for a worker, leasing them.
+    async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError>;
+
+    /// Confirms a worker started a dispatch; `Stale` if the fence does not match.
+    async fn ack_job(
+        &self,
+        dispatch_id: &str,
+        fence: &crate::domain::job::Fence,
+        lease_expires_at: crate::store::time::Ts,
+    ) -> Result<FenceOutcome, StoreError>;
+
+    /// Applies a checkpoint or a result in one transaction; `Stale` if the fence does not match.
+    async fn report_job(
+        &self,
+        report: &crate::domain::job::JobReport,
+        lease_expires_at: crate::store::time::Ts,
+    ) -> Result<FenceOutcome, StoreError>;
+
+    /// Resolves parked runs whose timer passed (wait and invoke timeouts).
+    async fn fire_timers(&self, limit: i64) -> Result<Effects, StoreError>;
+
+    /// When the next queued or parked job becomes due, if any.
+    async fn next_due(&self) -> Result<Option<crate::store::time::Ts>, StoreError>;
+
+    async fn register_worker(&self, worker: &WorkerRegistration) -> Result<(), StoreError>;
+
+    /// Records a heartbeat and renews the leases of the listed dispatches; false when the
+    /// worker is unknown (it must register again).
+    async fn heartbeat_worker(
+        &self,
+        env: &EnvId,
+        worker: &str,
+        dispatch_ids: &[String],
+        lease_expires_at: crate::store::time::Ts,
+    ) -> Result<bool, StoreError>;
+
+    async fn worker_functions(
+        &self,
+        env: &EnvId,
+        worker: &str,
+    ) -> Result<Option<Vec<String>>, StoreError>;
+
+    async fn list_workers(&self, env: &EnvId) -> Result<Vec<WorkerRecord>, StoreError>;
+
+    /// Forwards wakeups from other nodes (Postgres LISTEN) until shutdown; returns at once on
+    /// SQLite, where every writer is in this process.
+    async fn listen(&self, wakeups: WakeupSink, shutdown: tokio_util::sync::CancellationToken);
+
     /// Closes the pools; in-flight queries finish first.
     async fn close(&self);
 }
 
 pub type SharedStore = Arc<dyn Store>;
+
+/// A wakeup from another node: new work is claimable, or a run ended.
+#[derive(Debug, Clone)]
+pub enum Wakeup {
+    WorkReady,
+    RunFinished(RunId),
+}
+
+/// Where [`Store::listen`] delivers wakeups.
+pub type WakeupSink = Arc<dyn Fn(Wakeup) + Send + Sync>;
 
 /// Opens the store a URL names: `postgres://…` or `sqlite://path` / a bare file path.
 pub async fn open(url: &str) -> Result<SharedStore, StoreError> {

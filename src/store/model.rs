@@ -106,6 +106,8 @@ pub struct NewRun {
     pub function_version: i32,
     pub status: RunStatus,
     pub max_attempts: i32,
+    /// Set when the function has a concurrency limit.
+    pub lane: Option<Lane>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +115,7 @@ pub enum EventOutcome {
     Stored {
         event_id: EventId,
         run_ids: Vec<RunId>,
+        effects: Effects,
     },
     /// The idempotency key was seen before: the first emit's result, nothing new written.
     Duplicate {
@@ -452,5 +455,84 @@ impl From<EnvironmentRow> for EnvironmentRecord {
             project_id: ProjectId::from_stored(r.project_id),
             name: r.name,
         }
+    }
+}
+
+/// A concurrency lane a run is admitted to: at most `limit` active runs per (function, key).
+#[derive(Debug, Clone)]
+pub struct Lane {
+    pub key: String,
+    pub limit: i32,
+}
+
+/// A pull worker's registration.
+#[derive(Debug, Clone)]
+pub struct WorkerRegistration {
+    pub env_id: EnvId,
+    pub id: String,
+    pub hostname: String,
+    pub function_ids: Vec<String>,
+    pub max_concurrent: i32,
+    pub labels: Value,
+    pub version: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerRecord {
+    pub id: String,
+    pub hostname: String,
+    pub function_ids: Vec<String>,
+    pub max_concurrent: i32,
+    pub labels: Value,
+    pub version: Value,
+    pub registered_at: Ts,
+    pub last_heartbeat_at: Ts,
+}
+
+/// What a poll asks for.
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub env_id: EnvId,
+    pub worker_id: String,
+    pub function_ids: Vec<String>,
+    pub limit: i64,
+    pub lease_expires_at: Ts,
+}
+
+/// A dispatched job with everything the worker needs to replay the run.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub dispatch_id: String,
+    pub execution_seq: i64,
+    pub lease_token: String,
+    pub lease_expires_at: Ts,
+    pub run: RunRecord,
+    pub event: Option<EventRecord>,
+    pub completed_steps: Vec<StepRecord>,
+    pub step_sequence_base: i64,
+    pub definition: Option<FunctionDefinition>,
+}
+
+/// The result of applying an ack or a report.
+#[derive(Debug, Clone)]
+pub enum FenceOutcome {
+    Accepted(Effects),
+    /// The fence did not match the current dispatch (superseded, cancelled or lease lost).
+    Stale,
+}
+
+/// What other parts of the system must be told after a commit.
+#[derive(Debug, Clone, Default)]
+pub struct Effects {
+    /// New work became claimable (wake dispatchers).
+    pub work_ready: bool,
+    /// Runs that reached a terminal status (wake sync waiters).
+    pub finished_runs: Vec<RunId>,
+}
+
+impl Effects {
+    pub fn merge(&mut self, other: Effects) {
+        self.work_ready |= other.work_ready;
+        self.finished_runs.extend(other.finished_runs);
     }
 }

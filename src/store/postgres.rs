@@ -10,6 +10,7 @@ use super::StoreError;
 /// Store over a Postgres pool.
 pub struct PgStore {
     pool: PgPool,
+    url: String,
 }
 
 impl PgStore {
@@ -25,7 +26,10 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            url: url.to_owned(),
+        })
     }
 
     fn reader(&self) -> &PgPool {
@@ -34,6 +38,50 @@ impl PgStore {
 
     fn writer(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// LISTENs on `ironflow_jobs` and `ironflow_runs`; reconnects after a lost connection.
+    async fn listen_impl(
+        &self,
+        wakeups: super::WakeupSink,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        while !shutdown.is_cancelled() {
+            let mut listener = match sqlx::postgres::PgListener::connect(&self.url).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "LISTEN connection failed; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            if let Err(e) = listener
+                .listen_all(["ironflow_jobs", "ironflow_runs"])
+                .await
+            {
+                tracing::warn!(error = %e, "LISTEN failed; retrying");
+                continue;
+            }
+            // Anything may have happened while we were not listening.
+            wakeups(super::Wakeup::WorkReady);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    received = listener.recv() => match received {
+                        Ok(n) if n.channel() == "ironflow_runs" => {
+                            wakeups(super::Wakeup::RunFinished(crate::ids::RunId::from_stored(n.payload().to_owned())));
+                        }
+                        Ok(_) => wakeups(super::Wakeup::WorkReady),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
+                            break;
+                        }
+                    },
+                }
+            }
+        }
     }
 
     async fn run_migrations(&self) -> Result<(), StoreError> {

@@ -344,41 +344,40 @@ macro_rules! sql_store {
                     at,
                 )
                 .await?;
+                let mut effects = $crate::store::model::Effects::default();
                 for run in runs {
-                    sqlx::query(sql!("insert_run"))
-                        .bind(run.id.as_str())
-                        .bind(event.env_id.as_str())
-                        .bind(run.function_id.as_str())
-                        .bind(run.function_version)
-                        .bind(event.id.as_str())
-                        .bind(run.status.as_str())
-                        .bind(sqlx::types::Json(&event.data))
-                        .bind(run.max_attempts)
-                        .bind(at)
-                        .execute(&mut *tx)
-                        .await?;
-                    append_history(
-                        &mut tx,
-                        &NewHistoryEntry {
-                            env_id: event.env_id.clone(),
-                            kind: HistoryKind::RunCreated,
-                            run_id: Some(run.id.clone()),
-                            function_id: Some(run.function_id.clone()),
-                            event_id: Some(event.id.clone()),
-                            payload: serde_json::json!({
-                                "status": run.status.as_str(),
-                                "function_version": run.function_version,
-                                "event_name": event.name,
-                            }),
-                        },
-                        at,
-                    )
-                    .await?;
+                    let insert = RunInsert {
+                        env_id: &event.env_id,
+                        id: &run.id,
+                        function_id: &run.function_id,
+                        function_version: run.function_version,
+                        event_id: Some(&event.id),
+                        event_name: &event.name,
+                        input: &event.data,
+                        max_attempts: run.max_attempts,
+                        parent: None,
+                        parent_step: None,
+                        lane: run.lane.as_ref(),
+                    };
+                    effects.merge(create_run(&mut tx, &insert, at).await?);
+                }
+                let wire_event = serde_json::json!({
+                    "id": event.id,
+                    "name": event.name,
+                    "data": event.data,
+                    "metadata": event.metadata,
+                    "source": event.source,
+                    "timestamp": event.received_at.to_rfc3339(),
+                });
+                effects.merge(satisfy_waits(&mut tx, &event.env_id, &wire_event, &event.name, at).await?);
+                if effects.work_ready {
+                    sqlx::query(sql!("notify_jobs")).execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(EventOutcome::Stored {
                     event_id: event.id.clone(),
                     run_ids: runs.iter().map(|r| r.id.clone()).collect(),
+                    effects,
                 })
             }
 
@@ -521,6 +520,10 @@ macro_rules! sql_store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                let released = release_run(&mut tx, id, $crate::domain::run::RunStatus::Cancelled, None, None, now).await?;
+                if released.work_ready {
+                    sqlx::query(sql!("notify_jobs")).execute(&mut *tx).await?;
+                }
                 let run = select_run(&mut tx, env, id)
                     .await?
                     .ok_or_else(|| $crate::store::StoreError::Internal("run vanished under lock".into()))?;
@@ -569,11 +572,81 @@ macro_rules! sql_store {
                 Ok($crate::store::model::EnvCounts { functions, active_runs })
             }
 
+            async fn claim_jobs(
+                &self,
+                request: &$crate::store::model::ClaimRequest,
+            ) -> Result<Vec<$crate::store::model::ClaimedJob>, $crate::store::StoreError> {
+                self.claim_jobs_impl(request).await
+            }
+
+            async fn ack_job(
+                &self,
+                dispatch_id: &str,
+                fence: &$crate::domain::job::Fence,
+                lease_expires_at: $crate::store::time::Ts,
+            ) -> Result<$crate::store::model::FenceOutcome, $crate::store::StoreError> {
+                self.ack_job_impl(dispatch_id, fence, lease_expires_at).await
+            }
+
+            async fn report_job(
+                &self,
+                report: &$crate::domain::job::JobReport,
+                lease_expires_at: $crate::store::time::Ts,
+            ) -> Result<$crate::store::model::FenceOutcome, $crate::store::StoreError> {
+                self.report_job_impl(report, lease_expires_at).await
+            }
+
+            async fn fire_timers(&self, limit: i64) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
+                self.fire_timers_impl(limit).await
+            }
+
+            async fn next_due(&self) -> Result<Option<$crate::store::time::Ts>, $crate::store::StoreError> {
+                self.next_due_impl().await
+            }
+
+            async fn register_worker(
+                &self,
+                worker: &$crate::store::model::WorkerRegistration,
+            ) -> Result<(), $crate::store::StoreError> {
+                self.register_worker_impl(worker).await
+            }
+
+            async fn heartbeat_worker(
+                &self,
+                env: &$crate::ids::EnvId,
+                worker: &str,
+                dispatch_ids: &[String],
+                lease_expires_at: $crate::store::time::Ts,
+            ) -> Result<bool, $crate::store::StoreError> {
+                self.heartbeat_impl(env, worker, dispatch_ids, lease_expires_at).await
+            }
+
+            async fn worker_functions(
+                &self,
+                env: &$crate::ids::EnvId,
+                worker: &str,
+            ) -> Result<Option<Vec<String>>, $crate::store::StoreError> {
+                self.worker_functions_impl(env, worker).await
+            }
+
+            async fn list_workers(
+                &self,
+                env: &$crate::ids::EnvId,
+            ) -> Result<Vec<$crate::store::model::WorkerRecord>, $crate::store::StoreError> {
+                self.list_workers_impl(env).await
+            }
+
+            async fn listen(&self, wakeups: $crate::store::WakeupSink, shutdown: tokio_util::sync::CancellationToken) {
+                self.listen_impl(wakeups, shutdown).await;
+            }
+
             async fn close(&self) {
                 self.writer().close().await;
                 self.reader().close().await;
             }
         }
+
+        $crate::store::exec_store::exec_store!($store, $db, $dir);
 
         /// `LIKE` treats `%` and `_` as wildcards; a search for them should find them literally.
         fn escape_like(s: &str) -> String {

@@ -52,6 +52,13 @@ impl SqliteStore {
         &self.writer
     }
 
+    async fn listen_impl(
+        &self,
+        _wakeups: super::WakeupSink,
+        _shutdown: tokio_util::sync::CancellationToken,
+    ) {
+    }
+
     async fn run_migrations(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.writer)

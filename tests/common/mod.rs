@@ -61,6 +61,7 @@ pub struct TestServer {
 pub struct ServerConfig {
     pub dev: bool,
     pub max_payload_bytes: usize,
+    pub lease_ttl: std::time::Duration,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +69,7 @@ impl Default for ServerConfig {
         Self {
             dev: false,
             max_payload_bytes: 1024 * 1024,
+            lease_ttl: std::time::Duration::from_secs(90),
         }
     }
 }
@@ -88,6 +90,7 @@ impl TestServer {
             dev: config.dev,
             bootstrap_key_file: Some(key_file.clone()),
             max_payload_bytes: config.max_payload_bytes,
+            lease_ttl: config.lease_ttl,
         };
         let server = server::start(options, None).await.expect("server starts");
         let key = std::fs::read_to_string(&key_file)

@@ -1,0 +1,1 @@
+DELETE FROM jobs WHERE run_id = $1;

@@ -1,0 +1,3 @@
+UPDATE jobs SET lease_expires_at = $4
+WHERE env_id = $1 AND worker_id = $2 AND state = 'leased'
+  AND dispatch_id IN (SELECT jsonb_array_elements_text($3::jsonb));

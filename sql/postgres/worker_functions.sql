@@ -1,0 +1,1 @@
+SELECT function_ids FROM workers WHERE env_id = $1 AND id = $2;

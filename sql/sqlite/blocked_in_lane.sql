@@ -1,0 +1,4 @@
+SELECT run_id FROM jobs
+WHERE env_id = ?1 AND function_id = ?2 AND concurrency_key = ?3 AND state = 'blocked'
+ORDER BY seq
+LIMIT ?4;

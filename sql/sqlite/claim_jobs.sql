@@ -1,0 +1,18 @@
+-- Due work and expired leases, oldest first (one writer: no row locks needed).
+UPDATE jobs
+SET state = 'leased',
+    execution_seq = execution_seq + 1,
+    dispatch_id = run_id || '.' || (execution_seq + 1),
+    lease_token = lower(hex(randomblob(16))),
+    worker_id = ?5,
+    lease_expires_at = ?6
+WHERE run_id IN (
+    SELECT run_id
+    FROM jobs
+    WHERE env_id = ?1
+      AND function_id IN (SELECT value FROM json_each(?2))
+      AND ((state = 'queued' AND due_at <= ?3) OR (state = 'leased' AND lease_expires_at <= ?3))
+    ORDER BY due_at, seq
+    LIMIT ?4
+)
+RETURNING run_id, dispatch_id, execution_seq, lease_token;

@@ -1,0 +1,1 @@
+SELECT COUNT(*) FROM steps WHERE run_id = ?1;

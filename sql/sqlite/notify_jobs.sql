@@ -1,0 +1,2 @@
+-- In-process wakeups only.
+SELECT 1;

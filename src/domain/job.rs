@@ -1,0 +1,260 @@
+//! The pull-worker job protocol in domain terms: fences, reported steps, outcomes and yields,
+//! plus the retry and duration rules the engine applies to them.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::domain::function::RetryPolicy;
+use crate::store::time::Ts;
+
+/// Every ack and report must echo the dispatch's fence; a mismatch means the dispatch is stale.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub execution_seq: i64,
+    pub lease_token: String,
+}
+
+/// A step the worker executed in this dispatch (a `step.run`, publish or compensation).
+#[derive(Debug, Clone)]
+pub struct ReportedStep {
+    pub id: String,
+    pub name: String,
+    pub step_type: String,
+    pub completed: bool,
+    pub output: Option<Value>,
+    pub error: Option<Value>,
+    pub started_at: Option<Ts>,
+    pub ended_at: Option<Ts>,
+    pub compensation_for: Option<String>,
+}
+
+/// Why a run failed, as the worker reported it.
+#[derive(Debug, Clone)]
+pub struct JobFailure {
+    pub message: String,
+    pub code: String,
+    pub retryable: bool,
+    pub retry_after_ms: Option<i64>,
+}
+
+impl JobFailure {
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::json!({
+            "message": self.message,
+            "code": self.code,
+            "retryable": self.retryable,
+        });
+        if let Some(ms) = self.retry_after_ms {
+            v["retry_after_ms"] = ms.into();
+        }
+        v
+    }
+}
+
+/// Where a run parks until something happens.
+#[derive(Debug, Clone)]
+pub enum YieldRequest {
+    Sleep {
+        step_id: String,
+        until: Ts,
+    },
+    WaitForEvent {
+        step_id: String,
+        event: String,
+        /// A data path (`data.order_id`) compared between the trigger and the awaited event.
+        match_path: Option<String>,
+        /// An explicit value the awaited event's `match_path` must equal.
+        match_value: Option<String>,
+        timeout: Duration,
+    },
+    Invoke {
+        step_id: String,
+        function_id: String,
+        input: Value,
+        timeout: Duration,
+    },
+    InvokeAsync {
+        step_id: String,
+        function_id: String,
+        input: Value,
+    },
+}
+
+impl YieldRequest {
+    pub fn step_id(&self) -> &str {
+        match self {
+            Self::Sleep { step_id, .. }
+            | Self::WaitForEvent { step_id, .. }
+            | Self::Invoke { step_id, .. }
+            | Self::InvokeAsync { step_id, .. } => step_id,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ReportOutcome {
+    Progress,
+    Completed { output: Value },
+    Failed(JobFailure),
+    Yielded(YieldRequest),
+}
+
+/// One PUT of a job result or checkpoint.
+#[derive(Debug, Clone)]
+pub struct JobReport {
+    pub dispatch_id: String,
+    pub fence: Fence,
+    pub steps: Vec<ReportedStep>,
+    pub step_offset: i64,
+    pub outcome: ReportOutcome,
+}
+
+/// The delay before the next attempt, or `None` when the attempts are used up.
+/// `attempt` is the 1-based number of the attempt that just failed.
+pub fn retry_delay(
+    policy: Option<&RetryPolicy>,
+    attempt: i32,
+    max_attempts: i32,
+    retry_after_ms: Option<i64>,
+) -> Option<Duration> {
+    if attempt >= max_attempts {
+        return None;
+    }
+    if let Some(ms) = retry_after_ms.filter(|ms| *ms > 0) {
+        return Some(Duration::from_millis(ms.unsigned_abs()));
+    }
+    let initial = policy.map_or(1000, |p| {
+        if p.initial_delay_ms > 0 {
+            p.initial_delay_ms
+        } else {
+            1000
+        }
+    });
+    let factor = policy.map_or(2.0, |p| {
+        if p.backoff_factor > 0.0 {
+            p.backoff_factor
+        } else {
+            2.0
+        }
+    });
+    let max = policy.map_or(300_000, |p| {
+        if p.max_delay_ms > 0 {
+            p.max_delay_ms
+        } else {
+            300_000
+        }
+    });
+    let exponent = (attempt - 1).clamp(0, 62);
+    let delay = f64::from(initial) * factor.powi(exponent);
+    Some(Duration::from_millis(
+        delay.min(f64::from(max)).max(0.0) as u64
+    ))
+}
+
+/// Parses the SDK's duration strings: `500ms`, `90s`, `2m`, `1.5h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("duration '{text}' has no unit (ms, s, m, h, d)"))?;
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("duration '{text}' is not a number with a unit"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        "d" => value * 86_400.0,
+        other => {
+            return Err(format!(
+                "duration '{text}' has unknown unit '{other}' (use ms, s, m, h, d)"
+            ));
+        }
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("duration '{text}' is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// The readable name inside a step id `<run>:<name>:<n>` (escapes kept as sent).
+pub fn step_name(run_id: &str, step_id: &str) -> String {
+    let rest = step_id
+        .strip_prefix(run_id)
+        .and_then(|r| r.strip_prefix(':'))
+        .unwrap_or(step_id);
+    rest.rsplit_once(':')
+        .map_or(rest, |(name, _)| name)
+        .to_owned()
+}
+
+/// Reads a dotted path (`data.order.id`, with or without a leading `event.`) from an event
+/// object `{name, data, …}`.
+pub fn lookup_path<'a>(event: &'a Value, path: &str) -> Option<&'a Value> {
+    let path = path.strip_prefix("event.").unwrap_or(path);
+    path.split('.').try_fold(event, |v, key| v.get(key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_the_sdk_writes_them() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("5y").is_err());
+    }
+
+    #[test]
+    fn retries_back_off_and_stop() {
+        let p = RetryPolicy {
+            max_attempts: 3,
+            initial_delay_ms: 100,
+            backoff_factor: 2.0,
+            max_delay_ms: 1000,
+            on_exhausted: String::new(),
+        };
+        assert_eq!(
+            retry_delay(Some(&p), 1, 3, None),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            retry_delay(Some(&p), 2, 3, None),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(retry_delay(Some(&p), 3, 3, None), None);
+        assert_eq!(
+            retry_delay(Some(&p), 1, 3, Some(5000)),
+            Some(Duration::from_millis(5000))
+        );
+        let big = RetryPolicy {
+            max_attempts: 50,
+            ..p
+        };
+        assert_eq!(
+            retry_delay(Some(&big), 40, 50, None),
+            Some(Duration::from_millis(1000))
+        );
+    }
+
+    #[test]
+    fn paths_read_event_fields() {
+        let ev = serde_json::json!({"name": "a", "data": {"order": {"id": 7}}});
+        assert_eq!(
+            lookup_path(&ev, "data.order.id"),
+            Some(&serde_json::json!(7))
+        );
+        assert_eq!(
+            lookup_path(&ev, "event.data.order.id"),
+            Some(&serde_json::json!(7))
+        );
+        assert_eq!(lookup_path(&ev, "data.missing"), None);
+    }
+}

@@ -1,0 +1,179 @@
+//! Durable execution for pull workers: registration, heartbeats, long-poll dispatch, acks and
+//! reports under fencing, and the timer loop that makes sleeps and timeouts fire.
+
+use std::time::Duration;
+
+use crate::domain::job::{Fence, JobReport};
+use crate::ids::EnvId;
+use crate::store::model::{
+    ClaimRequest, ClaimedJob, FenceOutcome, WorkerRecord, WorkerRegistration,
+};
+use crate::store::time::Ts;
+
+use super::{Engine, EngineError};
+
+/// What a worker says when it registers.
+#[derive(Debug, Clone)]
+pub struct WorkerHello {
+    pub id: String,
+    pub hostname: String,
+    pub function_ids: Vec<String>,
+    pub max_concurrent: i32,
+    pub labels: serde_json::Value,
+    pub version: serde_json::Value,
+}
+
+#[derive(Debug)]
+pub enum PollOutcome {
+    Jobs(Vec<ClaimedJob>),
+    /// Nothing was due; `held` says whether the request waited for work before answering.
+    Empty {
+        held: bool,
+    },
+    /// The worker is not registered (it must register again).
+    UnknownWorker,
+}
+
+/// The longest a poll is held, below the SDK's 30 s request timeout.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(25);
+/// The timer loop wakes at least this often even when nothing is scheduled (safety sweep).
+const SAFETY_SWEEP: Duration = Duration::from_secs(5);
+
+impl Engine {
+    fn lease_expiry(&self) -> Ts {
+        let ttl = chrono::Duration::from_std(self.options().lease_ttl)
+            .unwrap_or(chrono::Duration::seconds(90));
+        Ts(Ts::now().0 + ttl)
+    }
+
+    pub async fn register_worker(
+        &self,
+        env: &EnvId,
+        hello: WorkerHello,
+    ) -> Result<(), EngineError> {
+        if hello.id.trim().is_empty() || hello.id.len() > 256 {
+            return Err(EngineError::InvalidArgument(
+                "worker_id must be 1 to 256 characters".into(),
+            ));
+        }
+        let registration = WorkerRegistration {
+            env_id: env.clone(),
+            id: hello.id,
+            hostname: hello.hostname,
+            function_ids: hello.function_ids,
+            max_concurrent: hello.max_concurrent.max(1),
+            labels: hello.labels,
+            version: hello.version,
+        };
+        self.store().register_worker(&registration).await?;
+        Ok(())
+    }
+
+    /// Records a heartbeat and renews the leases of the jobs the worker still runs.
+    pub async fn heartbeat(
+        &self,
+        env: &EnvId,
+        worker: &str,
+        job_ids: &[String],
+    ) -> Result<bool, EngineError> {
+        Ok(self
+            .store()
+            .heartbeat_worker(env, worker, job_ids, self.lease_expiry())
+            .await?)
+    }
+
+    pub async fn list_workers(&self, env: &EnvId) -> Result<Vec<WorkerRecord>, EngineError> {
+        Ok(self.store().list_workers(env).await?)
+    }
+
+    /// Claims up to `available` jobs, holding the request up to `wait` until work arrives.
+    pub async fn poll(
+        &self,
+        env: &EnvId,
+        worker: &str,
+        available: i64,
+        wait: Duration,
+    ) -> Result<PollOutcome, EngineError> {
+        let Some(function_ids) = self.store().worker_functions(env, worker).await? else {
+            return Ok(PollOutcome::UnknownWorker);
+        };
+        if available <= 0 || function_ids.is_empty() {
+            return Ok(PollOutcome::Empty { held: false });
+        }
+        let wait = wait.min(MAX_POLL_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        let work = self.bus().work();
+        loop {
+            // Register for the wakeup before looking, so a commit in between is not missed.
+            let notified = work.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let request = ClaimRequest {
+                env_id: env.clone(),
+                worker_id: worker.to_owned(),
+                function_ids: function_ids.clone(),
+                limit: available.min(100),
+                lease_expires_at: self.lease_expiry(),
+            };
+            let jobs = self.store().claim_jobs(&request).await?;
+            if !jobs.is_empty() {
+                metrics::counter!("ironflow_jobs_dispatched_total").increment(jobs.len() as u64);
+                return Ok(PollOutcome::Jobs(jobs));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Ok(PollOutcome::Empty {
+                    held: !wait.is_zero(),
+                });
+            }
+            tokio::select! {
+                () = &mut notified => {}
+                () = tokio::time::sleep_until(deadline) => {}
+                () = self.shutdown_token().cancelled() => return Ok(PollOutcome::Empty { held: false }),
+            }
+        }
+    }
+
+    pub async fn ack_job(&self, dispatch_id: &str, fence: &Fence) -> Result<(), EngineError> {
+        match self
+            .store()
+            .ack_job(dispatch_id, fence, self.lease_expiry())
+            .await?
+        {
+            FenceOutcome::Accepted(_) => Ok(()),
+            FenceOutcome::Stale => Err(EngineError::StaleExecution),
+        }
+    }
+
+    /// Applies a checkpoint or a result. Committed before this returns, so the worker's 2xx
+    /// means the steps are durable.
+    pub async fn report_job(&self, report: &JobReport) -> Result<(), EngineError> {
+        match self.store().report_job(report, self.lease_expiry()).await? {
+            FenceOutcome::Accepted(effects) => {
+                self.bus().publish(&effects);
+                Ok(())
+            }
+            FenceOutcome::Stale => Err(EngineError::StaleExecution),
+        }
+    }
+
+    /// Fires due timers and wakes pollers when scheduled work (a sleep's end, a retry's delay,
+    /// an expired lease) becomes claimable. Sleeps until the next such instant.
+    pub(crate) async fn run_timers(&self) {
+        loop {
+            match self.store().fire_timers(100).await {
+                Ok(effects) => self.bus().publish(&effects),
+                Err(e) => tracing::warn!(error = %e, "timer sweep failed"),
+            }
+            let next = self.store().next_due().await.ok().flatten();
+            let pause = next
+                .and_then(|t| (t.0 - chrono::Utc::now()).to_std().ok())
+                .map_or(SAFETY_SWEEP, |d| d.min(SAFETY_SWEEP));
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.shutdown_token().cancelled() => return,
+            }
+            // Whatever came due is claimable now.
+            self.bus().work_ready();
+        }
+    }
+}
