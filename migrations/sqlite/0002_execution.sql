@@ -33,12 +33,15 @@ CREATE TABLE jobs (
     lease_expires_at   TEXT,
     concurrency_key    TEXT NOT NULL DEFAULT '',
     concurrency_limit  INTEGER NOT NULL DEFAULT 0,
+    -- The run fails if it has not ended by then (function timeout, counted from first dispatch).
+    timeout_at         TEXT,
     created_at         TEXT NOT NULL
 );
 -- Exactly the claim query's predicates, so claiming reads only due work.
 CREATE INDEX jobs_claimable ON jobs (env_id, due_at, seq) WHERE state = 'queued';
 CREATE INDEX jobs_expired_leases ON jobs (env_id, lease_expires_at) WHERE state = 'leased';
 CREATE INDEX jobs_parked_timers ON jobs (due_at) WHERE state = 'parked';
+CREATE INDEX jobs_timeouts ON jobs (timeout_at) WHERE timeout_at IS NOT NULL;
 CREATE INDEX jobs_lane ON jobs (env_id, function_id, concurrency_key, seq);
 
 CREATE TABLE waits (

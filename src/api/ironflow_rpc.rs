@@ -48,6 +48,9 @@ pub async fn dispatch(
         "GetFunction" => respond(unary, |r| get_function(state, ctx, r)).await,
         "ListFunctions" => respond(unary, |r| list_functions(state, ctx, r)).await,
         "Trigger" | "Emit" => respond(unary, |r| emit(state, ctx, r)).await,
+        "TriggerSync" => respond(unary, |r| trigger_sync(state, ctx, r)).await,
+        "InvokeFunction" => respond(unary, |r| invoke_function(state, ctx, r)).await,
+        "InvokeFunctionSync" => respond(unary, |r| invoke_function_sync(state, ctx, r)).await,
         "GetRun" => respond(unary, |r| get_run(state, ctx, r)).await,
         "ListRuns" => respond(unary, |r| list_runs(state, ctx, r)).await,
         "GetRunSteps" => respond(unary, |r| get_run_steps(state, ctx, r)).await,
@@ -130,6 +133,93 @@ async fn emit(
         run_ids: result.run_ids.iter().map(ToString::to_string).collect(),
         event_id: result.event_id.to_string(),
         error: None,
+    })
+}
+
+fn sync_payload(
+    data: Option<pbjson_types::Struct>,
+    data_value: Option<pbjson_types::Value>,
+) -> serde_json::Value {
+    map::emit_request(
+        pb::TriggerRequest {
+            data,
+            data_value,
+            ..pb::TriggerRequest::default()
+        },
+        "",
+    )
+    .data
+}
+
+fn sync_timeout(timeout_ms: i32) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0))
+}
+
+async fn trigger_sync(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::TriggerSyncRequest,
+) -> Result<pb::TriggerSyncResponse, ApiError> {
+    ctx.require(Permission::Write)?;
+    let timeout = sync_timeout(req.timeout_ms);
+    let event = map::emit_request(
+        pb::TriggerRequest {
+            event: req.event,
+            data: req.data,
+            data_value: req.data_value,
+            idempotency_key: req.idempotency_key,
+            metadata: req.metadata,
+            version: req.version,
+        },
+        "rpc",
+    );
+    let outcome = state.engine.trigger_sync(&ctx.env, event, timeout).await?;
+    Ok(pb::TriggerSyncResponse {
+        event_id: outcome.emitted.event_id.to_string(),
+        results: map::run_results(&outcome),
+    })
+}
+
+async fn invoke_function(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::InvokeFunctionRequest,
+) -> Result<pb::InvokeFunctionResponse, ApiError> {
+    ctx.require(Permission::Write)?;
+    let id = FunctionId::parse(&req.function_id)
+        .map_err(|e| ApiError::invalid(format!("function_id: {e}")))?;
+    let data = sync_payload(req.data, req.data_value);
+    let key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key);
+    let emitted = state
+        .engine
+        .invoke_function(&ctx.env, &id, data, key)
+        .await?;
+    Ok(pb::InvokeFunctionResponse {
+        run_id: emitted
+            .run_ids
+            .first()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        event_id: emitted.event_id.to_string(),
+    })
+}
+
+async fn invoke_function_sync(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::InvokeFunctionSyncRequest,
+) -> Result<pb::InvokeFunctionSyncResponse, ApiError> {
+    ctx.require(Permission::Write)?;
+    let id = FunctionId::parse(&req.function_id)
+        .map_err(|e| ApiError::invalid(format!("function_id: {e}")))?;
+    let data = sync_payload(req.data, req.data_value);
+    let key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key);
+    let outcome = state
+        .engine
+        .invoke_sync(&ctx.env, &id, data, key, sync_timeout(req.timeout_ms))
+        .await?;
+    Ok(pb::InvokeFunctionSyncResponse {
+        result: map::run_results(&outcome).into_iter().next(),
     })
 }
 

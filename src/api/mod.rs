@@ -47,6 +47,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/events/{id}", get(rest::get_event))
         .route("/api/v1/functions", get(rest::list_functions))
         .route("/api/v1/functions/{id}", get(rest::get_function))
+        .route("/api/v1/functions/{id}/invoke", post(rest::invoke_function))
         .route("/api/v1/runs", get(rest::list_runs))
         .route("/api/v1/runs/{id}", get(rest::get_run))
         .route("/api/v1/runs/{id}/steps", get(rest::run_steps))

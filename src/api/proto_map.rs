@@ -399,3 +399,42 @@ pub fn emit_request(req: pb::TriggerRequest, source: &str) -> EmitEvent {
         version: req.version,
     }
 }
+
+/// One `RunResult` per run a sync call started. A run still going when the wait ended has
+/// `wait_timed_out` and an error saying so; it keeps running.
+pub fn run_results(outcome: &crate::engine::SyncOutcome) -> Vec<pb::RunResult> {
+    outcome
+        .runs
+        .iter()
+        .map(|r| {
+            let timed_out = outcome.timed_out.contains(&r.id);
+            let (output, output_value) = r.output.as_ref().map(payload_pair).unwrap_or_default();
+            let error = if timed_out {
+                Some(pb::Error {
+                    message: format!(
+                        "run {} did not finish within {} ms; it is still running",
+                        r.id,
+                        outcome.waited.as_millis()
+                    ),
+                    code: "WAIT_TIMEOUT".into(),
+                    ..pb::Error::default()
+                })
+            } else {
+                r.error.as_ref().map(error)
+            };
+            let duration = r
+                .ended_at
+                .map_or(0, |end| (end.0 - r.created_at.0).num_milliseconds());
+            pb::RunResult {
+                run_id: r.id.to_string(),
+                function_id: r.function_id.to_string(),
+                status: run_status(r.status) as i32,
+                output,
+                output_value,
+                error,
+                duration_ms: i32::try_from(duration).unwrap_or(i32::MAX),
+                wait_timed_out: timed_out,
+            }
+        })
+        .collect()
+}

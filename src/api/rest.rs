@@ -3,6 +3,8 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -36,14 +38,20 @@ pub struct EmitBody {
     source: Option<String>,
     #[serde(default)]
     version: Option<i32>,
+    /// Hold the request until the triggered runs end (a sync trigger).
+    #[serde(default)]
+    wait: bool,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
 }
 
-/// `POST /api/v1/events`
+/// `POST /api/v1/events`; with `"wait": true` it answers when the triggered runs have ended
+/// (200), or when `timeout_ms` passed (202, the unfinished runs keep running).
 pub async fn emit_event(
     State(state): State<AppState>,
     ctx: RequestContext,
     JsonBody(body): JsonBody<EmitBody>,
-) -> ApiResult {
+) -> Result<Response, ApiError> {
     ctx.require(Permission::Write)?;
     let metadata = match body.metadata {
         None | Some(Value::Null) => json!({}),
@@ -61,12 +69,100 @@ pub async fn emit_event(
             .unwrap_or_else(|| "api".into()),
         version: body.version.unwrap_or(0),
     };
+    if body.wait {
+        let timeout = std::time::Duration::from_millis(body.timeout_ms.unwrap_or(0));
+        let outcome = state
+            .engine
+            .trigger_sync(&ctx.env, request, timeout)
+            .await?;
+        return Ok(sync_response(&outcome));
+    }
     let result = state.engine.emit(&ctx.env, request).await?;
     Ok(Json(json!({
         "event_id": result.event_id,
         "run_ids": result.run_ids,
         "duplicate": result.duplicate,
-    })))
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct InvokeBody {
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    wait: bool,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// `POST /api/v1/functions/{id}/invoke`: one run of the function with `data` as its input;
+/// with `"wait": true`, answered when the run ends (200) or the timeout passed (202).
+pub async fn invoke_function(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<InvokeBody>,
+) -> Result<Response, ApiError> {
+    ctx.require(Permission::Write)?;
+    let id = FunctionId::parse(&id)?;
+    let data = body.data.unwrap_or_else(|| json!({}));
+    let key = body.idempotency_key.filter(|k| !k.is_empty());
+    if body.wait {
+        let timeout = std::time::Duration::from_millis(body.timeout_ms.unwrap_or(0));
+        let outcome = state
+            .engine
+            .invoke_sync(&ctx.env, &id, data, key, timeout)
+            .await?;
+        return Ok(sync_response(&outcome));
+    }
+    let result = state
+        .engine
+        .invoke_function(&ctx.env, &id, data, key)
+        .await?;
+    Ok(Json(json!({
+        "event_id": result.event_id,
+        "run_id": result.run_ids.first(),
+        "duplicate": result.duplicate,
+    }))
+    .into_response())
+}
+
+fn sync_response(outcome: &crate::engine::SyncOutcome) -> Response {
+    let results: Vec<Value> = outcome
+        .runs
+        .iter()
+        .map(|r| {
+            let timed_out = outcome.timed_out.contains(&r.id);
+            json!({
+                "run_id": r.id,
+                "function_id": r.function_id,
+                "status": r.status.as_str(),
+                "output": r.output,
+                "error": if timed_out {
+                    json!({"code": "WAIT_TIMEOUT", "message": format!("run {} did not finish within {} ms; it is still running", r.id, outcome.waited.as_millis())})
+                } else {
+                    json!(r.error)
+                },
+                "wait_timed_out": timed_out,
+                "duration_ms": r.ended_at.map(|end| (end.0 - r.created_at.0).num_milliseconds()),
+            })
+        })
+        .collect();
+    let status = if outcome.timed_out.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let body = json!({
+        "event_id": outcome.emitted.event_id,
+        "run_ids": outcome.emitted.run_ids,
+        "duplicate": outcome.emitted.duplicate,
+        "results": results,
+    });
+    (status, Json(body)).into_response()
 }
 
 #[derive(Deserialize, Default)]

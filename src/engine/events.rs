@@ -58,6 +58,22 @@ pub struct EventPage {
 
 impl Engine {
     pub async fn emit(&self, env: &EnvId, request: EmitEvent) -> Result<EmitResult, EngineError> {
+        if request.name.starts_with("ironflow/") {
+            return Err(EngineError::InvalidArgument(format!(
+                "event name '{}': the 'ironflow/' prefix is reserved for the server's own events",
+                request.name
+            )));
+        }
+        self.emit_to(env, request, None).await
+    }
+
+    /// Stores an event and starts runs: of every matching function, or only of `target`.
+    pub(crate) async fn emit_to(
+        &self,
+        env: &EnvId,
+        request: EmitEvent,
+        target: Option<crate::store::model::FunctionRecord>,
+    ) -> Result<EmitResult, EngineError> {
         validate_event_name(&request.name)
             .map_err(|e| EngineError::InvalidArgument(format!("event name: {e}")))?;
         if let Some(key) = request.idempotency_key.as_ref().filter(|k| k.len() > 256) {
@@ -86,7 +102,7 @@ impl Engine {
             version: request.version,
             received_at: Ts::now(),
         };
-        let runs = self.matching_runs(env, &event).await?;
+        let runs = self.matching_runs(env, &event, target).await?;
         match self.store().record_event(&event, &runs).await? {
             EventOutcome::Stored {
                 event_id,
@@ -94,6 +110,7 @@ impl Engine {
                 effects,
             } => {
                 self.bus().publish(&effects);
+                self.cancel_on_event(env, &event, &run_ids).await?;
                 metrics::counter!("ironflow_events_received_total").increment(1);
                 metrics::counter!("ironflow_runs_created_total").increment(run_ids.len() as u64);
                 Ok(EmitResult {
@@ -114,6 +131,7 @@ impl Engine {
         &self,
         env: &EnvId,
         event: &NewEvent,
+        target: Option<crate::store::model::FunctionRecord>,
     ) -> Result<Vec<NewRun>, EngineError> {
         let view = EventView {
             id: event.id.as_str(),
@@ -122,12 +140,16 @@ impl Engine {
             metadata: &event.metadata,
             timestamp_ms: event.received_at.millis(),
         };
-        let functions = self.store().active_functions(env).await?;
+        let functions = match target {
+            Some(f) => vec![f],
+            None => self.store().active_functions(env).await?,
+        };
+        let invoked = event.name == super::INVOKED_EVENT;
         let wire_event =
             serde_json::json!({"id": event.id, "name": event.name, "data": event.data});
         Ok(functions
             .into_iter()
-            .filter(|f| self.inner.triggers.fires(&f.definition, &view))
+            .filter(|f| invoked || self.inner.triggers.fires(&f.definition, &view))
             .map(|f| NewRun {
                 lane: f
                     .definition
@@ -145,6 +167,51 @@ impl Engine {
                 status: RunStatus::Running,
             })
             .collect())
+    }
+
+    /// Cancels the unfinished runs of functions whose `cancelOn` names this event and whose
+    /// `match` path has the same value in the run's trigger and in this event.
+    async fn cancel_on_event(
+        &self,
+        env: &EnvId,
+        event: &NewEvent,
+        started: &[RunId],
+    ) -> Result<(), EngineError> {
+        use crate::domain::job::lookup_path;
+        let incoming = serde_json::json!({"name": event.name, "data": event.data});
+        for function in self.store().active_functions(env).await? {
+            for spec in &function.definition.cancel_on {
+                let fires = crate::domain::pattern::EventPattern::parse(&spec.event)
+                    .is_ok_and(|p| p.matches(&event.name));
+                if !fires {
+                    continue;
+                }
+                for run in self
+                    .store()
+                    .active_runs_of_function(env, &function.id)
+                    .await?
+                {
+                    if started.contains(&run.0) {
+                        continue;
+                    }
+                    let trigger = serde_json::json!({"data": run.1});
+                    let same = spec.r#match.is_empty()
+                        || lookup_path(&trigger, &spec.r#match)
+                            .is_some_and(|v| lookup_path(&incoming, &spec.r#match) == Some(v));
+                    if same {
+                        let reason = format!("cancelled by event {} ({})", event.name, event.id);
+                        match self.cancel_run(env, &run.0, &reason).await {
+                            Ok(_)
+                            | Err(
+                                EngineError::FailedPrecondition(_) | EngineError::NotFound { .. },
+                            ) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn get_event(

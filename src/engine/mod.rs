@@ -9,6 +9,7 @@ mod events;
 mod execution;
 mod functions;
 mod runs;
+mod sync;
 mod triggers;
 
 use std::sync::Arc;
@@ -19,6 +20,7 @@ pub use events::{EmitEvent, EmitResult, EventPage, EventPageQuery};
 pub use execution::{PollOutcome, WorkerHello};
 pub use functions::{FunctionPage, RegisterFunction};
 pub use runs::{RunPage, RunPageQuery};
+pub use sync::{INVOKED_EVENT, MAX_SYNC_WAIT, SyncOutcome};
 
 use crate::store::SharedStore;
 use crate::store::time::Ts;

@@ -484,6 +484,12 @@ macro_rules! exec_store {
                     let run = $crate::ids::RunId::from_stored(run_id.clone());
                     sqlx::query(xsql!("wake_sleeping_steps")).bind(run.as_str()).bind(now).execute(&mut *tx).await?;
                     sqlx::query(xsql!("start_run")).bind(run.as_str()).bind(now).execute(&mut *tx).await?;
+                    let definition: Option<sqlx::types::Json<$crate::domain::function::FunctionDefinition>> =
+                        sqlx::query_scalar(xsql!("function_definition_for_run")).bind(run.as_str()).fetch_optional(&mut *tx).await?;
+                    if let Some(ms) = definition.map(|d| d.0.timeout_ms).filter(|ms| *ms > 0) {
+                        let at = $crate::store::time::Ts(now.0 + chrono::Duration::milliseconds(i64::from(ms)));
+                        sqlx::query(xsql!("set_job_timeout")).bind(run.as_str()).bind(at).execute(&mut *tx).await?;
+                    }
                     let payload = serde_json::json!({"execution_seq": seq, "worker_id": req.worker_id});
                     append_history(&mut tx, &entry(&req.env_id, $crate::domain::history::HistoryKind::RunDispatched, &run, payload), now).await?;
                 }
@@ -649,6 +655,14 @@ macro_rules! exec_store {
                             effects.merge(end_run(&mut tx, &env, &run, $crate::domain::run::RunStatus::Failed, None, Some(&err), now).await?);
                         }
                     }
+                }
+                let timed_out: Vec<String> = sqlx::query_scalar(xsql!("timed_out_runs")).bind(now).bind(limit).fetch_all(&mut *tx).await?;
+                for run_id in timed_out {
+                    let run = $crate::ids::RunId::from_stored(run_id);
+                    let brief: RunBrief = sqlx::query_as(xsql!("run_brief")).bind(run.as_str()).fetch_one(&mut *tx).await?;
+                    let env = $crate::ids::EnvId::from_stored(brief.0.clone());
+                    let err = serde_json::json!({"message": "the run exceeded its timeout", "code": "RUN_TIMEOUT", "retryable": false});
+                    effects.merge(end_run(&mut tx, &env, &run, $crate::domain::run::RunStatus::Failed, None, Some(&err), now).await?);
                 }
                 if effects.work_ready {
                     sqlx::query(xsql!("notify_jobs")).execute(&mut *tx).await?;

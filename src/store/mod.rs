@@ -189,6 +189,13 @@ pub trait Store: Send + Sync + 'static {
 
     async fn register_worker(&self, worker: &WorkerRegistration) -> Result<(), StoreError>;
 
+    /// Unfinished runs of a function with their inputs (for `cancelOn`).
+    async fn active_runs_of_function(
+        &self,
+        env: &EnvId,
+        function: &FunctionId,
+    ) -> Result<Vec<(RunId, serde_json::Value)>, StoreError>;
+
     /// Records a heartbeat and renews the leases of the listed dispatches; false when the
     /// worker is unknown (it must register again).
     async fn heartbeat_worker(

@@ -611,6 +611,19 @@ macro_rules! sql_store {
                 self.register_worker_impl(worker).await
             }
 
+            async fn active_runs_of_function(
+                &self,
+                env: &$crate::ids::EnvId,
+                function: &$crate::ids::FunctionId,
+            ) -> Result<Vec<($crate::ids::RunId, serde_json::Value)>, $crate::store::StoreError> {
+                let rows: Vec<(String, sqlx::types::Json<serde_json::Value>)> = sqlx::query_as(sql!("active_runs_of_function"))
+                    .bind(env.as_str())
+                    .bind(function.as_str())
+                    .fetch_all(self.reader())
+                    .await?;
+                Ok(rows.into_iter().map(|(id, input)| ($crate::ids::RunId::from_stored(id), input.0)).collect())
+            }
+
             async fn heartbeat_worker(
                 &self,
                 env: &$crate::ids::EnvId,

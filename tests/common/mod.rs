@@ -217,3 +217,123 @@ pub async fn raw_count(url: &str, sql: &str) -> i64 {
         n
     }
 }
+
+/// A pull worker speaking the REST protocol directly, for protocol-level tests.
+pub struct FakeWorker {
+    pub base: String,
+    pub key: String,
+    pub id: String,
+    pub http: reqwest::Client,
+}
+
+impl FakeWorker {
+    pub async fn register(server: &TestServer, id: &str, functions: &[&str]) -> Self {
+        Self::register_at(&server.base, &server.key, id, functions).await
+    }
+
+    pub async fn register_at(base: &str, key: &str, id: &str, functions: &[&str]) -> Self {
+        let worker = Self {
+            base: base.to_owned(),
+            key: key.to_owned(),
+            id: id.to_owned(),
+            http: reqwest::Client::new(),
+        };
+        let r = worker
+            .http
+            .post(format!("{base}/api/v1/workers/{id}/register"))
+            .bearer_auth(key)
+            .json(&serde_json::json!({"worker_id": id, "hostname": "test", "function_ids": functions, "max_concurrent_jobs": 10}))
+            .send()
+            .await
+            .expect("register sent");
+        assert_eq!(r.status(), 200);
+        worker
+    }
+
+    /// Polls once; returns the jobs (empty on 204).
+    pub async fn poll(&self, available: u32, wait_secs: u32) -> Vec<serde_json::Value> {
+        let r = self
+            .http
+            .get(format!(
+                "{}/api/v1/workers/{}/jobs?available={available}&wait={wait_secs}",
+                self.base, self.id
+            ))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .expect("poll sent");
+        match r.status().as_u16() {
+            204 => vec![],
+            200 => r.json::<serde_json::Value>().await.expect("json")["jobs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            other => panic!(
+                "poll answered {other}: {}",
+                r.text().await.unwrap_or_default()
+            ),
+        }
+    }
+
+    /// Polls until at least one job arrives (each poll is held by the server).
+    pub async fn next_job(&self) -> serde_json::Value {
+        for _ in 0..10 {
+            if let Some(job) = self.poll(1, 5).await.into_iter().next() {
+                return job;
+            }
+        }
+        panic!("no job arrived within 50 s");
+    }
+
+    pub async fn ack(&self, job: &serde_json::Value) -> u16 {
+        self.http
+            .put(format!("{}/api/v1/workers/{}/jobs/{}/ack", self.base, self.id, job["job_id"].as_str().expect("job_id")))
+            .bearer_auth(&self.key)
+            .json(&serde_json::json!({"run_id": job["run_id"], "execution_seq": job["execution_seq"], "lease_token": job["lease_token"]}))
+            .send()
+            .await
+            .expect("ack sent")
+            .status()
+            .as_u16()
+    }
+
+    /// Sends a report; `outcome` holds `status` and its fields. Returns status and body.
+    pub async fn report(
+        &self,
+        job: &serde_json::Value,
+        mut outcome: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        outcome["execution_seq"] = job["execution_seq"].clone();
+        outcome["lease_token"] = job["lease_token"].clone();
+        if outcome.get("steps").is_none() {
+            outcome["steps"] = serde_json::json!([]);
+        }
+        if outcome.get("step_offset").is_none() {
+            outcome["step_offset"] = job["step_sequence_base"].clone();
+        }
+        let r = self
+            .http
+            .put(format!(
+                "{}/api/v1/workers/{}/jobs/{}",
+                self.base,
+                self.id,
+                job["job_id"].as_str().expect("job_id")
+            ))
+            .bearer_auth(&self.key)
+            .json(&outcome)
+            .send()
+            .await
+            .expect("report sent");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// A completed `step.run` entry as the SDK reports it.
+pub fn step_entry(run_id: &str, name: &str, output: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "id": format!("{run_id}:{name}:0"), "name": name, "type": "invoke", "status": "completed",
+        "output": output, "started_at": "2026-01-01T00:00:00.000Z", "ended_at": "2026-01-01T00:00:00.001Z",
+        "duration_ms": 1,
+    })
+}

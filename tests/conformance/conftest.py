@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 import ifconf
+import workerkit
 from ifconf import BACKENDS, Server
 
 _skipped: list[str] = []
@@ -64,9 +65,8 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture(scope="session")
-def server(backend: str) -> Iterator[Server]:
-    srv, db = ifconf.start_server(backend)
+def _serve(backend: str, extra_args: tuple[str, ...] = ()) -> Iterator[Server]:
+    srv, db = ifconf.start_server(backend, extra_args)
     try:
         yield srv
         code, took = srv.stop()
@@ -80,6 +80,27 @@ def server(backend: str) -> Iterator[Server]:
             )
     finally:
         ifconf.cleanup(srv, db)
+
+
+@pytest.fixture(scope="session")
+def server(backend: str) -> Iterator[Server]:
+    yield from _serve(backend)
+
+
+@pytest.fixture(scope="session")
+def lease_server(backend: str) -> Iterator[Server]:
+    """A second server per backend for the pull-worker tests, with a short lease TTL (stale-claim threshold)."""
+    yield from _serve(backend, ("--lease-ttl-secs", str(workerkit.LEASE_TTL_S)))
+
+
+@pytest.fixture
+def wk(lease_server: Server, tmp_path) -> Iterator[workerkit.WorkerKit]:  # noqa: ANN001
+    """Per-test worker kit on the short-lease server; every worker process it started is SIGKILLed after."""
+    kit = workerkit.WorkerKit(lease_server, tmp_path)
+    try:
+        yield kit
+    finally:
+        kit.close()
 
 
 @pytest.fixture

@@ -245,6 +245,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     api_key: str = ""
     starts: int = 0
+    extra_args: list[str] = field(default_factory=list)  # appended to `ironflow serve` (e.g. --lease-ttl-secs)
     _logs: list[Path] = field(default_factory=list)
 
     @property
@@ -257,11 +258,12 @@ class Server:
 
     # lifecycle ------------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, port: int | None = None) -> None:
+        """Starts the process; `port` reuses a known port (a restart that clients must find again)."""
         binary = ironflow_bin()
         if not os.access(binary, os.X_OK):
             raise RuntimeError(f"server binary {binary} does not exist or is not executable (set IRONFLOW_BIN)")
-        self.port = free_port()
+        self.port = port or free_port()
         self.starts += 1
         args = [
             binary,
@@ -275,6 +277,7 @@ class Server:
         ]
         if self.db_url:
             args += ["--db", self.db_url]
+        args += self.extra_args
         env = {k: v for k, v in os.environ.items() if not k.startswith("IRONFLOW_")}
         out = self.workdir / f"server-{self.starts}.stdout.log"
         err = self.workdir / f"server-{self.starts}.stderr.log"
@@ -382,13 +385,13 @@ class Server:
         return self.request("POST", f"{SERVICE}/{method}", json_body=body, headers=headers)
 
 
-def start_server(backend: str) -> tuple[Server, PostgresDatabase | None]:
+def start_server(backend: str, extra_args: list[str] | tuple[str, ...] = ()) -> tuple[Server, PostgresDatabase | None]:
     workdir = Path(tempfile.mkdtemp(prefix=f"ironflow-conf-{backend}-"))
     db = None
     if backend == "postgres":
         db = PostgresDatabase(admin_url())
         db.create()
-    server = Server(backend=backend, workdir=workdir, db_url=db.url if db else None)
+    server = Server(backend=backend, workdir=workdir, db_url=db.url if db else None, extra_args=list(extra_args))
     try:
         server.start()
     except BaseException:
