@@ -616,7 +616,89 @@ async fn two_servers_share_one_postgres() {
     first.stop().await;
 }
 
+async fn cancels_fence_running_work(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    register_fn(&server, json!({"id": "cancellable", "triggers": [{"event": "x.go"}], "cancelOn": [{"event": "x.stop", "match": "data.order"}]})).await;
+    let worker = FakeWorker::register(&server, "w-cancel", &["cancellable"]).await;
+    let running = emit(&server, "x.go", json!({"order": 1})).await.remove(0);
+    let job = worker.next_job().await;
+    worker.ack(&job).await;
+    let (status, body) = server
+        .connect_json("CancelRun", json!({"id": running, "reason": "operator"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "RUN_STATUS_CANCELLED");
+    let (status, body) = worker
+        .report(
+            &job,
+            json!({"status": "progress", "steps": [step_entry(&running, "a", json!(1))]}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (409, Some("STALE_EXECUTION")),
+        "a cancelled run's worker is fenced off"
+    );
+    let (status, _) = server
+        .connect_json("CancelRun", json!({"id": running}))
+        .await;
+    assert_eq!(status, 200, "cancelling again is idempotent");
+
+    // cancelOn: a matching event cancels the sleeping run of the same order only.
+    let one = emit(&server, "x.go", json!({"order": 2})).await.remove(0);
+    let two = emit(&server, "x.go", json!({"order": 3})).await.remove(0);
+    for _ in 0..2 {
+        let job = worker.next_job().await;
+        let rid = job["run_id"].as_str().expect("id").to_owned();
+        let sleep = json!({"status": "yielded", "yield": {"step_id": format!("{rid}:nap:0"), "type": "sleep", "until": "2099-01-01T00:00:00.000Z"}});
+        assert_eq!(worker.report(&job, sleep).await.0, 200);
+    }
+    emit(&server, "x.stop", json!({"order": 2})).await;
+    let cancelled = run(&server, &one).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    assert!(
+        cancelled["cancellation_cause"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("x.stop")
+    );
+    assert_eq!(run(&server, &two).await["status"], "waiting");
+    let (status, body) = server.connect_json("CancelRun", json!({"id": one})).await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+}
+
+async fn run_timeouts_fail_the_run(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    register_fn(
+        &server,
+        json!({"id": "slowpoke", "triggers": [{"event": "t.go"}], "timeoutMs": 300}),
+    )
+    .await;
+    let worker = FakeWorker::register(&server, "w-timeout", &["slowpoke"]).await;
+    let run_id = emit(&server, "t.go", json!({})).await.remove(0);
+    let job = worker.next_job().await;
+    worker.ack(&job).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = run(&server, &run_id).await;
+        if r["status"] == "failed" {
+            assert_eq!(r["error"]["code"], "RUN_TIMEOUT");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) = worker
+        .report(&job, json!({"status": "completed", "output": "too late"}))
+        .await;
+    assert_eq!(status, 409);
+    server.stop().await;
+}
+
 both_backends! {
+    cancels => cancels_fence_running_work;
+    run_timeouts => run_timeouts_fail_the_run;
     fencing => fenced_results;
     lease_expiry => expired_leases_move_to_another_worker;
     heartbeats => heartbeats_keep_leases;
