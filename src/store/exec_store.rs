@@ -495,7 +495,7 @@ macro_rules! exec_store {
                 }
                 tx.commit().await?;
                 let mut jobs = Vec::with_capacity(rows.len());
-                let mut conn = self.writer().acquire().await?;
+                let mut conn = self.reader().acquire().await?;
                 for (run_id, dispatch_id, execution_seq, lease_token) in rows {
                     let run_key = $crate::ids::RunId::from_stored(run_id);
                     let Some(run) = select_run(&mut conn, &req.env_id, &run_key).await? else { continue };
