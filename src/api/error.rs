@@ -155,6 +155,12 @@ impl From<EngineError> for ApiError {
             EngineError::FailedPrecondition(m) => {
                 Self::new(StatusCode::PRECONDITION_FAILED, Code::FailedPrecondition, m)
             }
+            EngineError::ConditionFailed(m) => {
+                Self::new(StatusCode::PRECONDITION_FAILED, Code::FailedPrecondition, m)
+            }
+            EngineError::AlreadyExists(m) => {
+                Self::new(StatusCode::CONFLICT, Code::AlreadyExists, m)
+            }
             e @ EngineError::StaleExecution => Self {
                 fence_code: Some("STALE_EXECUTION"),
                 ..Self::new(StatusCode::CONFLICT, Code::Aborted, e.to_string())

@@ -7,6 +7,7 @@ mod connect;
 pub mod error;
 mod extract;
 mod ironflow_rpc;
+mod kv;
 mod proto_map;
 mod rest;
 mod system;
@@ -54,6 +55,23 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/runs/{id}/history", get(rest::run_history))
         .route("/api/v1/runs/{id}/cancel", post(rest::cancel_run))
         .route("/api/v1/capabilities", get(system::capabilities))
+        .route(
+            "/api/v1/kv/buckets",
+            post(kv::create_bucket).get(kv::list_buckets),
+        )
+        .route(
+            "/api/v1/kv/buckets/{bucket}",
+            get(kv::get_bucket).delete(kv::delete_bucket),
+        )
+        .route("/api/v1/kv/buckets/{bucket}/keys", get(kv::list_keys))
+        .route(
+            "/api/v1/kv/buckets/{bucket}/keys/{key}",
+            put(kv::put_key).get(kv::get_key).delete(kv::delete_key),
+        )
+        .route(
+            "/api/v1/kv/buckets/{bucket}/keys/{key}/history",
+            get(kv::key_history),
+        )
         .route("/api/v1/workers", get(workers::list))
         .route(
             "/api/v1/workers/{id}/register",

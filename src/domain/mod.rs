@@ -5,5 +5,6 @@ pub mod expression;
 pub mod function;
 pub mod history;
 pub mod job;
+pub mod kv;
 pub mod pattern;
 pub mod run;

@@ -16,6 +16,11 @@ pub enum EngineError {
     },
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A conditional write's precondition (If-Match / If-None-Match) did not hold.
+    #[error("{0}")]
+    ConditionFailed(String),
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The fence of an ack or report does not match the current dispatch.
     #[error("this execution is stale: the run was re-dispatched, cancelled or its lease expired")]
     StaleExecution,

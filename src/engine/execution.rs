@@ -164,6 +164,9 @@ impl Engine {
                 Ok(effects) => self.bus().publish(&effects),
                 Err(e) => tracing::warn!(error = %e, "timer sweep failed"),
             }
+            if let Err(e) = self.store().kv_expire().await {
+                tracing::warn!(error = %e, "KV expiry sweep failed");
+            }
             let next = self.store().next_due().await.ok().flatten();
             let pause = next
                 .and_then(|t| (t.0 - chrono::Utc::now()).to_std().ok())

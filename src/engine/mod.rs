@@ -8,6 +8,7 @@ mod error;
 mod events;
 mod execution;
 mod functions;
+mod kv;
 mod runs;
 mod sync;
 mod triggers;

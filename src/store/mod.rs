@@ -10,6 +10,7 @@ pub mod sqlite;
 pub mod time;
 
 mod exec_store;
+mod kv_store;
 mod sql_store;
 
 use std::sync::Arc;
@@ -217,6 +218,49 @@ pub trait Store: Send + Sync + 'static {
     /// Forwards wakeups from other nodes (Postgres LISTEN) until shutdown; returns at once on
     /// SQLite, where every writer is in this process.
     async fn listen(&self, wakeups: WakeupSink, shutdown: tokio_util::sync::CancellationToken);
+
+    /// Creates a KV bucket; false if it exists already.
+    async fn kv_create_bucket(
+        &self,
+        env: &EnvId,
+        bucket: &crate::domain::kv::BucketSettings,
+    ) -> Result<bool, StoreError>;
+
+    /// Buckets with usage, all or the one named.
+    async fn kv_buckets(
+        &self,
+        env: &EnvId,
+        name: Option<&str>,
+    ) -> Result<Vec<BucketRecord>, StoreError>;
+
+    async fn kv_delete_bucket(&self, env: &EnvId, name: &str) -> Result<bool, StoreError>;
+
+    /// Puts a value or a tombstone under a condition, atomically.
+    async fn kv_write(&self, write: &KvWrite) -> Result<KvWriteOutcome, StoreError>;
+
+    /// The key's live value (not deleted, not expired).
+    async fn kv_get(
+        &self,
+        env: &EnvId,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<KvEntry>, StoreError>;
+
+    /// Removes a key and all its revisions; returns how many revisions were removed.
+    async fn kv_purge(&self, env: &EnvId, bucket: &str, key: &str) -> Result<u64, StoreError>;
+
+    async fn kv_keys(&self, env: &EnvId, bucket: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Every kept revision of a key, oldest first (tombstones included).
+    async fn kv_history(
+        &self,
+        env: &EnvId,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Vec<KvEntry>, StoreError>;
+
+    /// Removes expired values; returns how many.
+    async fn kv_expire(&self) -> Result<u64, StoreError>;
 
     /// Closes the pools; in-flight queries finish first.
     async fn close(&self);

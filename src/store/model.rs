@@ -536,3 +536,46 @@ impl Effects {
         self.finished_runs.extend(other.finished_runs);
     }
 }
+
+/// A KV bucket with its usage.
+#[derive(Debug, Clone)]
+pub struct BucketRecord {
+    pub settings: crate::domain::kv::BucketSettings,
+    pub created_at: Ts,
+    pub values: i64,
+    pub bytes: i64,
+}
+
+/// One revision of a key.
+#[derive(Debug, Clone)]
+pub struct KvEntry {
+    pub key: String,
+    pub revision: i64,
+    pub deleted: bool,
+    pub value: Vec<u8>,
+    pub created_at: Ts,
+}
+
+#[derive(Debug, Clone)]
+pub struct KvWrite {
+    pub env_id: EnvId,
+    pub bucket: String,
+    pub key: String,
+    /// `None` writes a tombstone (delete).
+    pub value: Option<Vec<u8>>,
+    pub condition: crate::domain::kv::KvCondition,
+}
+
+#[derive(Debug, Clone)]
+pub enum KvWriteOutcome {
+    Written(KvEntry),
+    NoSuchBucket,
+    /// The condition did not hold; the key's latest revision (0 when absent).
+    ConditionFailed {
+        current: i64,
+    },
+    TooLarge {
+        size: usize,
+        limit: i64,
+    },
+}

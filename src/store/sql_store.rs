@@ -653,6 +653,42 @@ macro_rules! sql_store {
                 self.listen_impl(wakeups, shutdown).await;
             }
 
+            async fn kv_create_bucket(&self, env: &$crate::ids::EnvId, bucket: &$crate::domain::kv::BucketSettings) -> Result<bool, $crate::store::StoreError> {
+                self.kv_create_bucket_impl(env, bucket).await
+            }
+
+            async fn kv_buckets(&self, env: &$crate::ids::EnvId, name: Option<&str>) -> Result<Vec<$crate::store::model::BucketRecord>, $crate::store::StoreError> {
+                self.kv_buckets_impl(env, name).await
+            }
+
+            async fn kv_delete_bucket(&self, env: &$crate::ids::EnvId, name: &str) -> Result<bool, $crate::store::StoreError> {
+                self.kv_delete_bucket_impl(env, name).await
+            }
+
+            async fn kv_write(&self, write: &$crate::store::model::KvWrite) -> Result<$crate::store::model::KvWriteOutcome, $crate::store::StoreError> {
+                self.kv_write_impl(write).await
+            }
+
+            async fn kv_get(&self, env: &$crate::ids::EnvId, bucket: &str, key: &str) -> Result<Option<$crate::store::model::KvEntry>, $crate::store::StoreError> {
+                self.kv_get_impl(env, bucket, key).await
+            }
+
+            async fn kv_purge(&self, env: &$crate::ids::EnvId, bucket: &str, key: &str) -> Result<u64, $crate::store::StoreError> {
+                self.kv_purge_impl(env, bucket, key).await
+            }
+
+            async fn kv_keys(&self, env: &$crate::ids::EnvId, bucket: &str) -> Result<Vec<String>, $crate::store::StoreError> {
+                self.kv_keys_impl(env, bucket).await
+            }
+
+            async fn kv_history(&self, env: &$crate::ids::EnvId, bucket: &str, key: &str) -> Result<Vec<$crate::store::model::KvEntry>, $crate::store::StoreError> {
+                self.kv_history_impl(env, bucket, key).await
+            }
+
+            async fn kv_expire(&self) -> Result<u64, $crate::store::StoreError> {
+                self.kv_expire_impl().await
+            }
+
             async fn close(&self) {
                 self.writer().close().await;
                 self.reader().close().await;
@@ -660,6 +696,7 @@ macro_rules! sql_store {
         }
 
         $crate::store::exec_store::exec_store!($store, $db, $dir);
+        $crate::store::kv_store::kv_store!($store, $db, $dir);
 
         /// `LIKE` treats `%` and `_` as wildcards; a search for them should find them literally.
         fn escape_like(s: &str) -> String {

@@ -1,0 +1,1 @@
+DELETE FROM kv_entries WHERE env_id = $1 AND bucket = $2 AND key = $3;

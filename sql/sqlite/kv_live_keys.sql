@@ -1,0 +1,8 @@
+-- Keys whose newest revision is a live (unexpired) put.
+SELECT e.key
+FROM kv_entries e
+WHERE e.env_id = ?1 AND e.bucket = ?2
+  AND e.revision = (SELECT MAX(r.revision) FROM kv_entries r WHERE r.env_id = e.env_id AND r.bucket = e.bucket AND r.key = e.key)
+  AND e.operation = 'put'
+  AND (e.expires_at IS NULL OR e.expires_at > ?3)
+ORDER BY e.key;

@@ -1,0 +1,323 @@
+//! The database-backed KV store over REST on both backends: buckets, revisions, create-only
+//! and compare-and-set writes (atomic under concurrent writers), tombstones, purge, history,
+//! TTL and key filters.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use common::{Backend, TestServer};
+use serde_json::{Value, json};
+
+async fn create_bucket(server: &TestServer, body: Value) -> (u16, Value) {
+    let r = server
+        .post("/api/v1/kv/buckets")
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn put(
+    server: &TestServer,
+    bucket: &str,
+    key: &str,
+    value: &str,
+    header: Option<(&str, String)>,
+) -> (u16, Value) {
+    let mut req = server
+        .http
+        .put(format!(
+            "{}/api/v1/kv/buckets/{bucket}/keys/{key}",
+            server.base
+        ))
+        .bearer_auth(&server.key)
+        .header("content-type", "application/json")
+        .body(value.to_owned());
+    if let Some((name, v)) = header {
+        req = req.header(name, v);
+    }
+    let r = req.send().await.expect("sent");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(server: &TestServer, bucket: &str, key: &str) -> (u16, Value) {
+    let r = server
+        .get(&format!("/api/v1/kv/buckets/{bucket}/keys/{key}"))
+        .send()
+        .await
+        .expect("sent");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn decoded(entry: &Value) -> String {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(entry["value"].as_str().expect("value"))
+        .expect("base64");
+    String::from_utf8(bytes).expect("utf8")
+}
+
+async fn buckets_and_values(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (status, bucket) = create_bucket(
+        &server,
+        json!({"name": "orders", "description": "order state", "history": 3}),
+    )
+    .await;
+    assert_eq!(status, 201, "{bucket}");
+    assert_eq!(bucket["history"], 3);
+    assert_eq!(
+        create_bucket(&server, json!({"name": "orders"})).await.0,
+        409
+    );
+    let (status, body) = create_bucket(&server, json!({"name": "bad name!"})).await;
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bucket name"),
+        "{body}"
+    );
+    let (status, first) = put(&server, "orders", "o.1", r#"{"status": "new"}"#, None).await;
+    assert_eq!(status, 200, "{first}");
+    let (_, second) = put(&server, "orders", "o.2", "plain text", None).await;
+    assert!(
+        second["revision"].as_i64() > first["revision"].as_i64(),
+        "revisions increase per bucket"
+    );
+    let (status, entry) = get(&server, "orders", "o.1").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        decoded(&entry),
+        r#"{"status": "new"}"#,
+        "values are stored verbatim"
+    );
+    assert_eq!(entry["operation"], "put");
+    assert_eq!(get(&server, "orders", "o.404").await.0, 404);
+    assert_eq!(get(&server, "nobucket", "o.1").await.0, 404);
+    assert_eq!(
+        put(&server, "nobucket", "o.1", "x", None).await.0,
+        404,
+        "writes to a missing bucket are 404"
+    );
+    assert_eq!(put(&server, "orders", "bad..key", "x", None).await.0, 400);
+    let keys: Value = server
+        .get("/api/v1/kv/buckets/orders/keys?filter=o.*")
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(keys["keys"], json!(["o.1", "o.2"]));
+    let bad_filter = server
+        .get("/api/v1/kv/buckets/orders/keys?filter=o..*")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(bad_filter.status(), 400);
+    let list: Value = server
+        .get("/api/v1/kv/buckets")
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["buckets"][0]["values"], 2);
+    server.stop().await;
+}
+
+async fn conditional_writes(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    create_bucket(&server, json!({"name": "claims", "history": 5})).await;
+    let create_only = || Some(("if-none-match", "*".to_owned()));
+    let (status, claimed) = put(&server, "claims", "job-1", "\"me\"", create_only()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        put(&server, "claims", "job-1", "\"you\"", create_only())
+            .await
+            .0,
+        412,
+        "create-only over a live value"
+    );
+    let rev = claimed["revision"].as_i64().expect("rev");
+    assert_eq!(
+        put(
+            &server,
+            "claims",
+            "job-1",
+            "\"v2\"",
+            Some(("if-match", (rev + 100).to_string()))
+        )
+        .await
+        .0,
+        412
+    );
+    let (status, updated) = put(
+        &server,
+        "claims",
+        "job-1",
+        "\"v2\"",
+        Some(("if-match", rev.to_string())),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(updated["revision"].as_i64() > Some(rev));
+    let del = server
+        .http
+        .delete(format!(
+            "{}/api/v1/kv/buckets/claims/keys/job-1",
+            server.base
+        ))
+        .bearer_auth(&server.key)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(del.status(), 204);
+    assert_eq!(
+        get(&server, "claims", "job-1").await.0,
+        404,
+        "a tombstone reads as absent"
+    );
+    assert_eq!(
+        put(&server, "claims", "job-1", "\"again\"", create_only())
+            .await
+            .0,
+        200,
+        "create-only succeeds over a tombstone"
+    );
+    let history: Value = server
+        .get("/api/v1/kv/buckets/claims/keys/job-1/history")
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let ops: Vec<&str> = history["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["operation"].as_str())
+        .collect();
+    assert_eq!(ops, ["put", "put", "delete", "put"]);
+    let purge = server
+        .http
+        .delete(format!(
+            "{}/api/v1/kv/buckets/claims/keys/job-1?purge=true",
+            server.base
+        ))
+        .bearer_auth(&server.key)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(purge.status(), 204);
+    let history: Value = server
+        .get("/api/v1/kv/buckets/claims/keys/job-1/history")
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(history["count"], 0, "purge removes every revision");
+    server.stop().await;
+}
+
+/// 20 writers increment one counter through CAS retries; no update is lost.
+async fn cas_race_loses_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    create_bucket(&server, json!({"name": "counters"})).await;
+    put(&server, "counters", "hits", "0", None).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (http, base, key) = (server.http.clone(), server.base.clone(), server.key.clone());
+        tasks.push(tokio::spawn(async move {
+            let url = format!("{base}/api/v1/kv/buckets/counters/keys/hits");
+            loop {
+                let entry: Value = http
+                    .get(&url)
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .expect("get")
+                    .json()
+                    .await
+                    .expect("json");
+                let n: i64 = decoded(&entry).parse().expect("number");
+                let rev = entry["revision"].as_i64().expect("rev");
+                let r = http
+                    .put(&url)
+                    .bearer_auth(&key)
+                    .header("if-match", rev.to_string())
+                    .body((n + 1).to_string())
+                    .send()
+                    .await
+                    .expect("put");
+                match r.status().as_u16() {
+                    200 => return,
+                    412 => continue,
+                    other => panic!("unexpected {other}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+    assert_eq!(decoded(&get(&server, "counters", "hits").await.1), "20");
+    server.stop().await;
+}
+
+async fn history_limits_and_ttl(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    create_bucket(
+        &server,
+        json!({"name": "short", "history": 2, "ttl_seconds": 1, "max_value_size": 8}),
+    )
+    .await;
+    for v in ["1", "2", "3"] {
+        assert_eq!(put(&server, "short", "k", v, None).await.0, 200);
+    }
+    let history: Value = server
+        .get("/api/v1/kv/buckets/short/keys/k/history")
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(history["count"], 2, "only `history` revisions are kept");
+    let (status, body) = put(&server, "short", "big", "123456789", None).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(get(&server, "short", "k").await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&server, "short", "k").await.0 != 404 {
+        assert!(Instant::now() < deadline, "the value never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let keys: Value = server
+        .get("/api/v1/kv/buckets/short/keys")
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(keys["count"], 0, "expired keys are not listed");
+    server.stop().await;
+}
+
+both_backends! {
+    buckets => buckets_and_values;
+    conditional => conditional_writes;
+    cas_race => cas_race_loses_nothing;
+    ttl => history_limits_and_ttl;
+}
