@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 struct Args {
     db: Option<String>,
@@ -17,12 +17,20 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { db: None, events: 300 };
+    let mut args = Args {
+        db: None,
+        events: 300,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--db" => args.db = it.next(),
-            "--events" => args.events = it.next().and_then(|n| n.parse().ok()).unwrap_or(args.events),
+            "--events" => {
+                args.events = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(args.events)
+            }
             other => {
                 eprintln!("unknown argument {other}; usage: latency [--db URL] [--events N]");
                 std::process::exit(2);
@@ -41,7 +49,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 async fn main() -> anyhow::Result<()> {
     let args = parse_args();
     let dir = tempfile::tempdir()?;
-    let db = args.db.clone().unwrap_or_else(|| dir.path().join("latency.db").display().to_string());
+    let db = args
+        .db
+        .clone()
+        .unwrap_or_else(|| dir.path().join("latency.db").display().to_string());
     let options = ironflow::server::ServeOptions {
         bind: "127.0.0.1".parse()?,
         port: 0,
@@ -56,12 +67,14 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let function = format!("latency-probe-{}", uuid::Uuid::new_v4().simple());
     let event = format!("bench.{function}");
-    http.post(format!("{base}/ironflow.v1.IronflowService/RegisterFunction"))
-        .header("content-type", "application/json")
-        .body(json!({"id": function, "triggers": [{"event": event}]}).to_string())
-        .send()
-        .await?
-        .error_for_status()?;
+    http.post(format!(
+        "{base}/ironflow.v1.IronflowService/RegisterFunction"
+    ))
+    .header("content-type", "application/json")
+    .body(json!({"id": function, "triggers": [{"event": event}]}).to_string())
+    .send()
+    .await?
+    .error_for_status()?;
     let worker = format!("latency-worker-{}", uuid::Uuid::new_v4().simple());
     http.post(format!("{base}/api/v1/workers/{worker}/register"))
         .json(&json!({"worker_id": worker, "hostname": "bench", "function_ids": [function], "max_concurrent_jobs": 1}))
@@ -74,17 +87,28 @@ async fn main() -> anyhow::Result<()> {
         let (http, base, worker) = (http.clone(), base.clone(), worker.clone());
         tokio::spawn(async move {
             loop {
-                let Ok(response) = http.get(format!("{base}/api/v1/workers/{worker}/jobs?available=1&wait=20")).send().await else {
+                let Ok(response) = http
+                    .get(format!(
+                        "{base}/api/v1/workers/{worker}/jobs?available=1&wait=20"
+                    ))
+                    .send()
+                    .await
+                else {
                     return;
                 };
                 if response.status() != 200 {
                     continue;
                 }
                 let at = Instant::now();
-                let Ok(body) = response.json::<Value>().await else { return };
+                let Ok(body) = response.json::<Value>().await else {
+                    return;
+                };
                 for job in body["jobs"].as_array().cloned().unwrap_or_default() {
                     let _ = arrived_tx.send(at);
-                    let url = format!("{base}/api/v1/workers/{worker}/jobs/{}", job["job_id"].as_str().unwrap_or_default());
+                    let url = format!(
+                        "{base}/api/v1/workers/{worker}/jobs/{}",
+                        job["job_id"].as_str().unwrap_or_default()
+                    );
                     let _ = http
                         .put(url)
                         .json(&json!({"status": "completed", "output": null, "steps": [], "step_offset": 0,
@@ -111,7 +135,11 @@ async fn main() -> anyhow::Result<()> {
     }
     poller.abort();
     samples.sort_by(f64::total_cmp);
-    let backend = if db.starts_with("postgres") { "postgres" } else { "sqlite" };
+    let backend = if db.starts_with("postgres") {
+        "postgres"
+    } else {
+        "sqlite"
+    };
     println!(
         "event -> first step start ({backend}, {} events): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         samples.len(),

@@ -1,2 +1,2 @@
-UPDATE steps SET status = 'completed', updated_at = ?2
+UPDATE steps SET status = 'completed', ended_at = ?2, updated_at = ?2
 WHERE run_id = ?1 AND status = 'sleeping';

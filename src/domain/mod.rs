@@ -8,3 +8,4 @@ pub mod job;
 pub mod kv;
 pub mod pattern;
 pub mod run;
+pub mod secret;

@@ -13,6 +13,8 @@ use crate::store::model::Effects;
 #[derive(Clone)]
 pub struct Bus {
     work: Arc<Notify>,
+    /// Wakes the timer loop: something may now be due earlier than it planned to wake.
+    schedule: Arc<Notify>,
     runs: broadcast::Sender<RunId>,
 }
 
@@ -21,6 +23,7 @@ impl Default for Bus {
         let (runs, _) = broadcast::channel(4096);
         Self {
             work: Arc::new(Notify::new()),
+            schedule: Arc::new(Notify::new()),
             runs,
         }
     }
@@ -32,6 +35,9 @@ impl Bus {
         if effects.work_ready {
             self.work.notify_waiters();
         }
+        // Any commit may have scheduled a sleep, a retry, a wait or a lease earlier than the
+        // timer's current plan.
+        self.schedule.notify_waiters();
         for run in &effects.finished_runs {
             let _ = self.runs.send(run.clone());
         }
@@ -39,7 +45,10 @@ impl Bus {
 
     pub fn wake(&self, wakeup: Wakeup) {
         match wakeup {
-            Wakeup::WorkReady => self.work.notify_waiters(),
+            Wakeup::WorkReady => {
+                self.work.notify_waiters();
+                self.schedule.notify_waiters();
+            }
             Wakeup::RunFinished(run) => {
                 let _ = self.runs.send(run);
             }
@@ -53,6 +62,11 @@ impl Bus {
     /// A handle to await the next "work ready" wakeup; create it *before* checking for work.
     pub fn work(&self) -> Arc<Notify> {
         self.work.clone()
+    }
+
+    /// A handle to await "the schedule may have changed"; enable it before reading the schedule.
+    pub fn schedule(&self) -> Arc<Notify> {
+        self.schedule.clone()
     }
 
     pub fn subscribe_runs(&self) -> broadcast::Receiver<RunId> {

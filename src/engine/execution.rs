@@ -159,24 +159,37 @@ impl Engine {
     /// Fires due timers and wakes pollers when scheduled work (a sleep's end, a retry's delay,
     /// an expired lease) becomes claimable. Sleeps until the next such instant.
     pub(crate) async fn run_timers(&self) {
+        let schedule = self.bus().schedule();
+        let mut sweep = true;
         loop {
-            match self.store().fire_timers(100).await {
-                Ok(effects) => self.bus().publish(&effects),
-                Err(e) => tracing::warn!(error = %e, "timer sweep failed"),
+            if sweep {
+                match self.store().fire_timers(100).await {
+                    Ok(effects) => self.bus().publish(&effects),
+                    Err(e) => tracing::warn!(error = %e, "timer sweep failed"),
+                }
+                if let Err(e) = self.store().kv_expire().await {
+                    tracing::warn!(error = %e, "KV expiry sweep failed");
+                }
             }
-            if let Err(e) = self.store().kv_expire().await {
-                tracing::warn!(error = %e, "KV expiry sweep failed");
-            }
+            // Listen for schedule changes before reading the schedule, so a commit in between
+            // is not missed (our own publish above happened before, so it does not wake us).
+            let changed = schedule.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let next = self.store().next_due().await.ok().flatten();
             let pause = next
                 .and_then(|t| (t.0 - chrono::Utc::now()).to_std().ok())
                 .map_or(SAFETY_SWEEP, |d| d.min(SAFETY_SWEEP));
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
+            // A schedule change only moves the wake-up time; the sweep runs when a timer is due.
+            sweep = tokio::select! {
+                () = tokio::time::sleep(pause) => {
+                    // Whatever came due is claimable now.
+                    self.bus().work_ready();
+                    true
+                }
+                () = &mut changed => false,
                 () = self.shutdown_token().cancelled() => return,
-            }
-            // Whatever came due is claimable now.
-            self.bus().work_ready();
+            };
         }
     }
 }

@@ -348,7 +348,7 @@ macro_rules! exec_store {
             let payload;
             match request {
                 YieldRequest::Sleep { step_id, until } => {
-                    insert_step(step_id, "sleep", "sleeping", None, Some(*until)).execute(&mut *conn).await?;
+                    insert_step(step_id, "sleep", "sleeping", None, None).execute(&mut *conn).await?;
                     sqlx::query(xsql!("requeue_job")).bind(run.as_str()).bind(*until).execute(&mut *conn).await?;
                     payload = serde_json::json!({"type": "sleep", "step_id": step_id, "until": until.to_rfc3339()});
                     effects.work_ready = true;

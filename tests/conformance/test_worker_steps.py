@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 
-from ifconf import parse_ts
 from workerkit import WorkerKit, error_code, step_by_name
 
 # A timer (sleep end, wait timeout) may fire this late and still count as "when due".

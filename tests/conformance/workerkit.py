@@ -188,10 +188,11 @@ class WorkerKit:
 
     def effects(self, run: str | None = None) -> list[dict[str, Any]]:
         try:
-            lines = self.effects_path.read_text().splitlines()
+            text = self.effects_path.read_text()
         except FileNotFoundError:
             return []
-        out = [json.loads(line) for line in lines if line.strip()]
+        # Only newline-terminated lines: a line being appended right now is read on the next call.
+        out = [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
         return [e for e in out if run is None or e["run"] == run]
 
     def whats(self, run: str | None = None) -> list[str]:

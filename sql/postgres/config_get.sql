@@ -1,0 +1,1 @@
+SELECT name, data, revision, updated_at FROM configs WHERE env_id = $1 AND name = $2;

@@ -1,0 +1,1 @@
+SELECT data, revision FROM configs WHERE env_id = $1 AND name = $2 FOR UPDATE;

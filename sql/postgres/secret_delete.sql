@@ -1,0 +1,1 @@
+DELETE FROM secrets WHERE env_id = $1 AND name = $2;

@@ -1,0 +1,1 @@
+SELECT name, description, revision, created_at, updated_at FROM secrets WHERE env_id = $1 AND ($2::text IS NULL OR name = $2) ORDER BY name;
