@@ -68,14 +68,23 @@ pub struct ServeArgs {
     /// given to another worker (the stale-claim threshold).
     #[arg(long, env = "IRONFLOW_LEASE_TTL_SECS", default_value_t = 90)]
     pub lease_ttl_secs: u64,
+    /// AES-256 key for secrets at rest: 32 bytes as 64 hex characters or base64.
+    #[arg(long, env = "IRONFLOW_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
     /// Log filter (`info`, `debug`, `ironflow=debug,sqlx=warn`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 }
 
 impl ServeArgs {
-    pub fn options(&self) -> ServeOptions {
-        ServeOptions {
+    pub fn options(&self) -> anyhow::Result<ServeOptions> {
+        let master_key = self
+            .master_key
+            .as_deref()
+            .filter(|k| !k.trim().is_empty())
+            .map(crate::domain::secret::MasterKey::parse)
+            .transpose()?;
+        Ok(ServeOptions {
             bind: self.bind,
             port: self.port,
             database_url: self.database.url(),
@@ -83,6 +92,7 @@ impl ServeArgs {
             bootstrap_key_file: self.bootstrap_key_file.clone(),
             max_payload_bytes: self.max_payload_bytes,
             lease_ttl: std::time::Duration::from_secs(self.lease_ttl_secs.max(1)),
-        }
+            master_key,
+        })
     }
 }

@@ -25,6 +25,8 @@ pub struct ServeOptions {
     pub max_payload_bytes: usize,
     /// The stale-claim threshold: a leased job without heartbeat for this long is re-dispatched.
     pub lease_ttl: std::time::Duration,
+    /// `IRONFLOW_MASTER_KEY`, already parsed; `None` disables storing secrets.
+    pub master_key: Option<crate::domain::secret::MasterKey>,
 }
 
 /// A running server: its address, and a token that stops it.
@@ -74,8 +76,13 @@ pub async fn start(
         EngineOptions {
             max_payload_bytes: options.max_payload_bytes,
             lease_ttl: options.lease_ttl,
+            master_key: options.master_key.clone(),
         },
     );
+    engine
+        .check_master_key()
+        .await
+        .context("checking IRONFLOW_MASTER_KEY against stored secrets")?;
     let background = engine.spawn_background();
     let engine_token = engine.shutdown_token().clone();
     let state = AppState {

@@ -536,6 +536,7 @@ async fn two_servers_share_one_postgres() {
         bootstrap_key_file: None,
         max_payload_bytes: 1 << 20,
         lease_ttl: Duration::from_secs(90),
+        master_key: None,
     };
     let second = ironflow::server::start(options, None)
         .await

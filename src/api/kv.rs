@@ -108,7 +108,8 @@ pub async fn delete_bucket(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn condition(headers: &HeaderMap) -> Result<KvCondition, ApiError> {
+/// `If-None-Match: *` (create-only) or `If-Match: <revision>` (compare-and-set).
+pub(super) fn condition(headers: &HeaderMap) -> Result<KvCondition, ApiError> {
     let header = |name: &str| {
         headers
             .get(name)

@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod connect;
+mod data;
 pub mod error;
 mod extract;
 mod ironflow_rpc;
@@ -71,6 +72,25 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/kv/buckets/{bucket}/keys/{key}/history",
             get(kv::key_history),
+        )
+        .route("/api/v1/config", get(data::list_configs))
+        .route(
+            "/api/v1/config/{name}",
+            get(data::get_config)
+                .post(data::set_config)
+                .patch(data::patch_config)
+                .delete(data::delete_config),
+        )
+        .route(
+            "/api/v1/secrets",
+            post(data::create_secret).get(data::list_secrets),
+        )
+        .route(
+            "/api/v1/secrets/{name}",
+            get(data::get_secret)
+                .put(data::update_secret)
+                .patch(data::patch_secret)
+                .delete(data::delete_secret),
         )
         .route("/api/v1/workers", get(workers::list))
         .route(

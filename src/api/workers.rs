@@ -186,7 +186,7 @@ fn job_assignment(job: &ClaimedJob) -> Value {
         .map(|r| r.on_exhausted.clone())
         .filter(|o| !o.is_empty())
         .unwrap_or_else(|| "fail".to_owned());
-    json!({
+    let mut assignment = json!({
         "job_id": job.dispatch_id,
         "run_id": run.id,
         "function_id": run.function_id,
@@ -199,7 +199,11 @@ fn job_assignment(job: &ClaimedJob) -> Value {
         "execution_seq": job.execution_seq,
         "lease_token": job.lease_token,
         "lease_expires_at": job.lease_expires_at.to_rfc3339(),
-    })
+    });
+    if !job.secrets.is_empty() {
+        assignment["context"] = json!({"secrets": job.secrets});
+    }
+    assignment
 }
 
 #[derive(Deserialize)]

@@ -21,6 +21,9 @@ pub enum HistoryKind {
     RunCompleted,
     RunFailed,
     WorkerRegistered,
+    ConfigUpdated,
+    ConfigDeleted,
+    SecretChanged,
 }
 
 impl HistoryKind {
@@ -40,6 +43,9 @@ impl HistoryKind {
             Self::RunCompleted => "run.completed",
             Self::RunFailed => "run.failed",
             Self::WorkerRegistered => "worker.registered",
+            Self::ConfigUpdated => "config.updated",
+            Self::ConfigDeleted => "config.deleted",
+            Self::SecretChanged => "secret.changed",
         }
     }
 }

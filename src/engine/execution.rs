@@ -115,8 +115,11 @@ impl Engine {
                 limit: available.min(100),
                 lease_expires_at: self.lease_expiry(),
             };
-            let jobs = self.store().claim_jobs(&request).await?;
+            let mut jobs = self.store().claim_jobs(&request).await?;
             if !jobs.is_empty() {
+                for job in &mut jobs {
+                    job.secrets = self.secrets_for_run(env, job.definition.as_ref()).await;
+                }
                 metrics::counter!("ironflow_jobs_dispatched_total").increment(jobs.len() as u64);
                 return Ok(PollOutcome::Jobs(jobs));
             }

@@ -4,6 +4,7 @@
 
 mod bus;
 mod cursor;
+mod data;
 mod error;
 mod events;
 mod execution;
@@ -16,6 +17,7 @@ mod triggers;
 use std::sync::Arc;
 
 pub use bus::Bus;
+pub use data::config_document;
 pub use error::EngineError;
 pub use events::{EmitEvent, EmitResult, EventPage, EventPageQuery};
 pub use execution::{PollOutcome, WorkerHello};
@@ -34,6 +36,8 @@ pub struct EngineOptions {
     /// How long a dispatched job stays leased without a heartbeat or checkpoint before another
     /// worker may claim it (the stale-claim threshold).
     pub lease_ttl: std::time::Duration,
+    /// Encrypts secrets; without it the server refuses to store them.
+    pub master_key: Option<crate::domain::secret::MasterKey>,
 }
 
 impl Default for EngineOptions {
@@ -41,6 +45,7 @@ impl Default for EngineOptions {
         Self {
             max_payload_bytes: 1024 * 1024,
             lease_ttl: std::time::Duration::from_secs(90),
+            master_key: None,
         }
     }
 }

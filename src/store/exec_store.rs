@@ -516,6 +516,7 @@ macro_rules! exec_store {
                         completed_steps: steps.into_iter().map(Into::into).collect(),
                         step_sequence_base: base,
                         definition: definition.map(|d| d.0),
+                        secrets: Default::default(),
                     });
                 }
                 Ok(jobs)

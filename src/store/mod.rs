@@ -9,6 +9,7 @@ pub mod postgres;
 pub mod sqlite;
 pub mod time;
 
+mod data_store;
 mod exec_store;
 mod kv_store;
 mod sql_store;
@@ -261,6 +262,53 @@ pub trait Store: Send + Sync + 'static {
 
     /// Removes expired values; returns how many.
     async fn kv_expire(&self) -> Result<u64, StoreError>;
+
+    /// Replaces, merges or deletes a config document under a revision condition.
+    async fn config_write(&self, write: &ConfigWrite) -> Result<ConfigOutcome, StoreError>;
+
+    /// Config documents, all or the one named.
+    async fn configs(
+        &self,
+        env: &EnvId,
+        name: Option<&str>,
+    ) -> Result<Vec<ConfigRecord>, StoreError>;
+
+    /// Stores a new sealed secret; false if the name exists.
+    async fn secret_create(
+        &self,
+        env: &EnvId,
+        name: &str,
+        description: &str,
+        sealed: &crate::domain::secret::Sealed,
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces a secret's value and/or description; false if it does not exist.
+    async fn secret_update(
+        &self,
+        env: &EnvId,
+        name: &str,
+        sealed: Option<&crate::domain::secret::Sealed>,
+        description: Option<&str>,
+    ) -> Result<bool, StoreError>;
+
+    async fn secret_delete(&self, env: &EnvId, name: &str) -> Result<bool, StoreError>;
+
+    /// Secrets' metadata, all or the one named (values are never read here).
+    async fn secret_meta(
+        &self,
+        env: &EnvId,
+        name: Option<&str>,
+    ) -> Result<Vec<SecretMeta>, StoreError>;
+
+    /// The sealed values of the named secrets (for injection into a run).
+    async fn secret_sealed(
+        &self,
+        env: &EnvId,
+        names: &[String],
+    ) -> Result<Vec<(String, crate::domain::secret::Sealed)>, StoreError>;
+
+    /// The ids of the master keys stored secrets were sealed with.
+    async fn secret_key_ids(&self) -> Result<Vec<String>, StoreError>;
 
     /// Closes the pools; in-flight queries finish first.
     async fn close(&self);

@@ -511,6 +511,8 @@ pub struct ClaimedJob {
     pub completed_steps: Vec<StepRecord>,
     pub step_sequence_base: i64,
     pub definition: Option<FunctionDefinition>,
+    /// The declared secrets' values, filled in by the engine (the store only holds ciphertext).
+    pub secrets: std::collections::BTreeMap<String, String>,
 }
 
 /// The result of applying an ack or a report.
@@ -578,4 +580,50 @@ pub enum KvWriteOutcome {
         size: usize,
         limit: i64,
     },
+}
+
+/// What a config write does.
+#[derive(Debug, Clone)]
+pub enum ConfigChange {
+    /// Full replacement of the document.
+    Replace(serde_json::Map<String, Value>),
+    /// Shallow merge of top-level keys (creates the document when absent).
+    Merge(serde_json::Map<String, Value>),
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfigWrite {
+    pub env_id: EnvId,
+    pub name: String,
+    pub change: ConfigChange,
+    pub condition: crate::domain::kv::KvCondition,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConfigRecord {
+    pub name: String,
+    pub data: Value,
+    pub revision: i64,
+    pub updated_at: Ts,
+}
+
+#[derive(Debug, Clone)]
+pub enum ConfigOutcome {
+    Written(ConfigRecord),
+    Deleted,
+    /// The condition did not hold; the current revision (0 when absent).
+    ConditionFailed {
+        current: i64,
+    },
+}
+
+/// A secret's metadata (never its value).
+#[derive(Debug, Clone)]
+pub struct SecretMeta {
+    pub name: String,
+    pub description: String,
+    pub revision: i64,
+    pub created_at: Ts,
+    pub updated_at: Ts,
 }

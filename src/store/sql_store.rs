@@ -689,6 +689,38 @@ macro_rules! sql_store {
                 self.kv_expire_impl().await
             }
 
+            async fn config_write(&self, write: &$crate::store::model::ConfigWrite) -> Result<$crate::store::model::ConfigOutcome, $crate::store::StoreError> {
+                self.config_write_impl(write).await
+            }
+
+            async fn configs(&self, env: &$crate::ids::EnvId, name: Option<&str>) -> Result<Vec<$crate::store::model::ConfigRecord>, $crate::store::StoreError> {
+                self.configs_impl(env, name).await
+            }
+
+            async fn secret_create(&self, env: &$crate::ids::EnvId, name: &str, description: &str, sealed: &$crate::domain::secret::Sealed) -> Result<bool, $crate::store::StoreError> {
+                self.secret_create_impl(env, name, description, sealed).await
+            }
+
+            async fn secret_update(&self, env: &$crate::ids::EnvId, name: &str, sealed: Option<&$crate::domain::secret::Sealed>, description: Option<&str>) -> Result<bool, $crate::store::StoreError> {
+                self.secret_update_impl(env, name, sealed, description).await
+            }
+
+            async fn secret_delete(&self, env: &$crate::ids::EnvId, name: &str) -> Result<bool, $crate::store::StoreError> {
+                self.secret_delete_impl(env, name).await
+            }
+
+            async fn secret_meta(&self, env: &$crate::ids::EnvId, name: Option<&str>) -> Result<Vec<$crate::store::model::SecretMeta>, $crate::store::StoreError> {
+                self.secret_meta_impl(env, name).await
+            }
+
+            async fn secret_sealed(&self, env: &$crate::ids::EnvId, names: &[String]) -> Result<Vec<(String, $crate::domain::secret::Sealed)>, $crate::store::StoreError> {
+                self.secret_sealed_impl(env, names).await
+            }
+
+            async fn secret_key_ids(&self) -> Result<Vec<String>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar(sql!("secret_key_ids")).fetch_all(self.reader()).await?)
+            }
+
             async fn close(&self) {
                 self.writer().close().await;
                 self.reader().close().await;
@@ -697,6 +729,7 @@ macro_rules! sql_store {
 
         $crate::store::exec_store::exec_store!($store, $db, $dir);
         $crate::store::kv_store::kv_store!($store, $db, $dir);
+        $crate::store::data_store::data_store!($store, $db, $dir);
 
         /// `LIKE` treats `%` and `_` as wildcards; a search for them should find them literally.
         fn escape_like(s: &str) -> String {

@@ -62,6 +62,7 @@ pub struct ServerConfig {
     pub dev: bool,
     pub max_payload_bytes: usize,
     pub lease_ttl: std::time::Duration,
+    pub master_key: Option<ironflow::domain::secret::MasterKey>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +71,7 @@ impl Default for ServerConfig {
             dev: false,
             max_payload_bytes: 1024 * 1024,
             lease_ttl: std::time::Duration::from_secs(90),
+            master_key: None,
         }
     }
 }
@@ -91,6 +93,7 @@ impl TestServer {
             bootstrap_key_file: Some(key_file.clone()),
             max_payload_bytes: config.max_payload_bytes,
             lease_ttl: config.lease_ttl,
+            master_key: config.master_key.clone(),
         };
         let server = server::start(options, None).await.expect("server starts");
         let key = std::fs::read_to_string(&key_file)
