@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/ironflow/v1/types.proto",
         "proto/ironflow/v1/ironflow.proto",
+        "proto/ironflow/v1/pubsub.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

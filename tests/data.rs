@@ -267,7 +267,67 @@ async fn wrong_master_key_fails_loudly(backend: Backend) {
     assert!(message.contains("master key"), "{message}");
 }
 
+async fn publishing_is_durable_and_starts_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (status, _) = server
+        .connect_json(
+            "RegisterFunction",
+            json!({"id": "not-on-topics", "triggers": [{"event": "orders.>"}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let srv = &server;
+    let publish = |body: Value| async move {
+        let r = srv
+            .post("/ironflow.v1.PubSubService/Publish")
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("sent");
+        let status = r.status().as_u16();
+        (status, r.json::<Value>().await.unwrap_or(Value::Null))
+    };
+    let (status, first) =
+        publish(json!({"topic": "orders.shipped", "data": {"id": 1}, "idempotencyKey": "k1"}))
+            .await;
+    assert_eq!(status, 200, "{first}");
+    assert!(first["eventId"].as_str().is_some_and(|s| !s.is_empty()));
+    let (_, second) = publish(json!({"topic": "orders.shipped", "dataValue": [1, 2]})).await;
+    assert!(
+        second["sequence"]
+            .as_str()
+            .and_then(|s| s.parse::<u64>().ok())
+            > first["sequence"].as_str().and_then(|s| s.parse().ok())
+    );
+    let (_, again) =
+        publish(json!({"topic": "orders.shipped", "data": {"id": 1}, "idempotencyKey": "k1"}))
+            .await;
+    assert_eq!(
+        (again["eventId"].clone(), again["duplicate"].clone()),
+        (first["eventId"].clone(), json!(true))
+    );
+    assert_eq!(
+        publish(json!({"topic": "orders.*", "data": {}})).await.0,
+        400,
+        "wildcards are for subscribers"
+    );
+    assert_eq!(
+        raw_count(&server.url, "SELECT COUNT(*) FROM messages").await,
+        2
+    );
+    assert_eq!(
+        raw_count(&server.url, "SELECT COUNT(*) FROM runs").await,
+        0,
+        "publishing does not start functions"
+    );
+    let (status, body) = server.connect_json("NoSuchThing", json!({})).await;
+    assert_eq!(status, 404, "{body}");
+    server.stop().await;
+}
+
 both_backends! {
+    publish => publishing_is_durable_and_starts_nothing;
     configs => config_documents;
     no_master_key => secrets_need_a_master_key;
     sealed_secrets => secrets_are_sealed_and_write_only;

@@ -142,7 +142,11 @@ pub async fn ironflow_service(
     }
 }
 
-fn prepare(headers: &HeaderMap, body: Bytes, max_bytes: usize) -> Result<Unary, ApiError> {
+pub(super) fn prepare(
+    headers: &HeaderMap,
+    body: Bytes,
+    max_bytes: usize,
+) -> Result<Unary, ApiError> {
     let codec = Codec::from_headers(headers)?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)

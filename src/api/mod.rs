@@ -10,6 +10,7 @@ mod extract;
 mod ironflow_rpc;
 mod kv;
 mod proto_map;
+mod pubsub_rpc;
 mod rest;
 mod system;
 mod workers;
@@ -107,6 +108,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/ironflow.v1.IronflowService/{method}",
             post(connect::ironflow_service),
+        )
+        .route(
+            "/ironflow.v1.PubSubService/{method}",
+            post(pubsub_rpc::pubsub_service),
         )
         .route_layer(middleware::from_fn_with_state(
             state.auth.clone(),

@@ -10,6 +10,7 @@ mod events;
 mod execution;
 mod functions;
 mod kv;
+mod pubsub;
 mod runs;
 mod sync;
 mod triggers;
@@ -22,6 +23,7 @@ pub use error::EngineError;
 pub use events::{EmitEvent, EmitResult, EventPage, EventPageQuery};
 pub use execution::{PollOutcome, WorkerHello};
 pub use functions::{FunctionPage, RegisterFunction};
+pub use pubsub::Published;
 pub use runs::{RunPage, RunPageQuery};
 pub use sync::{INVOKED_EVENT, MAX_SYNC_WAIT, SyncOutcome};
 

@@ -307,6 +307,16 @@ pub trait Store: Send + Sync + 'static {
         names: &[String],
     ) -> Result<Vec<(String, crate::domain::secret::Sealed)>, StoreError>;
 
+    /// Stores a message on a topic; a repeated idempotency key returns the first message's
+    /// (id, sequence) with `true`.
+    async fn publish_message(
+        &self,
+        env: &EnvId,
+        topic: &str,
+        data: &serde_json::Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<(String, i64, bool), StoreError>;
+
     /// The ids of the master keys stored secrets were sealed with.
     async fn secret_key_ids(&self) -> Result<Vec<String>, StoreError>;
 

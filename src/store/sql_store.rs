@@ -717,6 +717,39 @@ macro_rules! sql_store {
                 self.secret_sealed_impl(env, names).await
             }
 
+            async fn publish_message(
+                &self,
+                env: &$crate::ids::EnvId,
+                topic: &str,
+                data: &serde_json::Value,
+                idempotency_key: Option<&str>,
+            ) -> Result<(String, i64, bool), $crate::store::StoreError> {
+                let id = $crate::ids::EventId::generate().to_string();
+                let mut tx = self.writer().begin().await?;
+                let seq: Option<i64> = sqlx::query_scalar(sql!("publish_message"))
+                    .bind(&id)
+                    .bind(env.as_str())
+                    .bind(topic)
+                    .bind(sqlx::types::Json(data))
+                    .bind(idempotency_key)
+                    .bind($crate::store::time::Ts::now())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                let outcome = match seq {
+                    Some(seq) => (id, seq, false),
+                    None => {
+                        let (first, seq): (String, i64) = sqlx::query_as(sql!("message_by_idempotency_key"))
+                            .bind(env.as_str())
+                            .bind(idempotency_key)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        (first, seq, true)
+                    }
+                };
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
             async fn secret_key_ids(&self) -> Result<Vec<String>, $crate::store::StoreError> {
                 Ok(sqlx::query_scalar(sql!("secret_key_ids")).fetch_all(self.reader()).await?)
             }

@@ -1,0 +1,14 @@
+-- Pub/sub messages: the durable copy of everything published to developer topics.
+
+CREATE TABLE messages (
+    seq              INTEGER PRIMARY KEY AUTOINCREMENT,
+    id               TEXT NOT NULL UNIQUE,
+    env_id           TEXT NOT NULL REFERENCES environments (id),
+    topic            TEXT NOT NULL,
+    data             TEXT NOT NULL,
+    idempotency_key  TEXT,
+    published_at     TEXT NOT NULL
+);
+CREATE INDEX messages_topic ON messages (env_id, topic, seq);
+CREATE UNIQUE INDEX messages_idempotency ON messages (env_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;

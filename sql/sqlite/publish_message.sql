@@ -1,0 +1,5 @@
+-- Returns no row when the idempotency key was seen before.
+INSERT INTO messages (id, env_id, topic, data, idempotency_key, published_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (env_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING seq;

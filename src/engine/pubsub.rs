@@ -1,0 +1,47 @@
+//! Publishing to developer topics: durable in the database, never starts functions.
+//! (Live subscriptions are not served yet.)
+
+use serde_json::Value;
+
+use crate::domain::pattern::validate_event_name;
+use crate::ids::EnvId;
+
+use super::{Engine, EngineError};
+
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub event_id: String,
+    pub sequence: i64,
+    pub duplicate: bool,
+}
+
+impl Engine {
+    pub async fn publish(
+        &self,
+        env: &EnvId,
+        topic: &str,
+        data: Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Published, EngineError> {
+        validate_event_name(topic).map_err(|e| {
+            EngineError::InvalidArgument(format!("topic: {e}").replace("event pattern", "topic"))
+        })?;
+        let size = serde_json::to_vec(&data).map_or(0, |v| v.len());
+        let limit = self.options().max_payload_bytes;
+        if size > limit {
+            return Err(EngineError::PayloadTooLarge {
+                what: "message data",
+                size,
+                limit,
+            });
+        }
+        let key = idempotency_key.filter(|k| !k.is_empty());
+        let (event_id, sequence, duplicate) =
+            self.store().publish_message(env, topic, &data, key).await?;
+        Ok(Published {
+            event_id,
+            sequence,
+            duplicate,
+        })
+    }
+}
