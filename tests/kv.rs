@@ -297,6 +297,10 @@ async fn history_limits_and_ttl(backend: Backend) {
     assert_eq!(history["count"], 2, "only `history` revisions are kept");
     let (status, body) = put(&server, "short", "big", "123456789", None).await;
     assert_eq!(status, 413, "{body}");
+    create_bucket(&server, json!({"name": "tiny", "max_bytes": 10})).await;
+    assert_eq!(put(&server, "tiny", "a", "123456", None).await.0, 200);
+    let (status, body) = put(&server, "tiny", "b", "123456", None).await;
+    assert_eq!(status, 413, "max_bytes is enforced: {body}");
     assert_eq!(get(&server, "short", "k").await.0, 200);
     let deadline = Instant::now() + Duration::from_secs(10);
     while get(&server, "short", "k").await.0 != 404 {

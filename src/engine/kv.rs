@@ -80,6 +80,11 @@ impl Engine {
                     _ => format!("key '{key}' is at revision {current}"),
                 }))
             }
+            KvWriteOutcome::BucketFull { used, limit } => Err(EngineError::PayloadTooLarge {
+                what: "bucket (max_bytes) after this write; bytes used now",
+                size: usize::try_from(used).unwrap_or(usize::MAX),
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            }),
             KvWriteOutcome::TooLarge { size, limit } => Err(EngineError::PayloadTooLarge {
                 what: "value",
                 size,

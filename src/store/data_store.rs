@@ -36,6 +36,11 @@ macro_rules! data_store {
                 use $crate::store::model::{ConfigChange, ConfigOutcome, ConfigRecord};
                 let now = $crate::store::time::Ts::now();
                 let mut tx = self.writer().begin().await?;
+                // A row lock cannot cover a document that does not exist yet; lock its name.
+                sqlx::query(dsql!("config_lock_name"))
+                    .bind(format!("config/{}/{}", w.env_id, w.name))
+                    .execute(&mut *tx)
+                    .await?;
                 let current: Option<(sqlx::types::Json<serde_json::Value>, i64)> = sqlx::query_as(dsql!("config_lock"))
                     .bind(w.env_id.as_str())
                     .bind(&w.name)

@@ -122,12 +122,14 @@ macro_rules! kv_store {
                 use $crate::store::model::KvWriteOutcome;
                 let now = $crate::store::time::Ts::now();
                 let mut tx = self.writer().begin().await?;
-                let bucket: Option<(i64, i64, i64, i32)> = sqlx::query_as(kvsql!("kv_lock_bucket"))
-                    .bind(w.env_id.as_str())
-                    .bind(&w.bucket)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some((revision, max_value_size, ttl_seconds, history)) = bucket else {
+                let bucket: Option<(i64, i64, i64, i32, i64)> =
+                    sqlx::query_as(kvsql!("kv_lock_bucket"))
+                        .bind(w.env_id.as_str())
+                        .bind(&w.bucket)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some((revision, max_value_size, ttl_seconds, history, max_bytes)) = bucket
+                else {
                     return Ok(KvWriteOutcome::NoSuchBucket);
                 };
                 if let Some(value) = &w.value {
@@ -136,6 +138,19 @@ macro_rules! kv_store {
                             size: value.len(),
                             limit: max_value_size,
                         });
+                    }
+                    if max_bytes > 0 {
+                        let used: i64 = sqlx::query_scalar(kvsql!("kv_bucket_bytes"))
+                            .bind(w.env_id.as_str())
+                            .bind(&w.bucket)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        if used + value.len() as i64 > max_bytes {
+                            return Ok(KvWriteOutcome::BucketFull {
+                                used,
+                                limit: max_bytes,
+                            });
+                        }
                     }
                 }
                 let latest: Option<KvRow> = sqlx::query_as(kvsql!("kv_latest"))

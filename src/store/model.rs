@@ -580,6 +580,11 @@ pub enum KvWriteOutcome {
         size: usize,
         limit: i64,
     },
+    /// The bucket's `max_bytes` would be exceeded.
+    BucketFull {
+        used: i64,
+        limit: i64,
+    },
 }
 
 /// What a config write does.

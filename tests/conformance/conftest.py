@@ -2,6 +2,8 @@
 
 * `server`: one real `ironflow serve` per backend (sqlite, postgres) for the whole session; every test that
   uses it runs once per backend. Teardown sends SIGTERM and requires exit code 0 within 10 s.
+* `lease_server` (short lease TTL, pull-worker tests) and `secrets_server` (IRONFLOW_MASTER_KEY set) are
+  further session servers per backend, started only when a selected test needs them.
 * Postgres is mandatory: an unreachable IRONFLOW_TEST_DATABASE_URL fails the postgres tests (never skips).
 * Any skipped test turns the session's exit status into a failure.
 """
@@ -65,8 +67,8 @@ def backend(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def _serve(backend: str, extra_args: tuple[str, ...] = ()) -> Iterator[Server]:
-    srv, db = ifconf.start_server(backend, extra_args)
+def _serve(backend: str, extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    srv, db = ifconf.start_server(backend, extra_args, extra_env)
     try:
         yield srv
         code, took = srv.stop()
@@ -91,6 +93,12 @@ def server(backend: str) -> Iterator[Server]:
 def lease_server(backend: str) -> Iterator[Server]:
     """A second server per backend for the pull-worker tests, with a short lease TTL (stale-claim threshold)."""
     yield from _serve(backend, ("--lease-ttl-secs", str(workerkit.LEASE_TTL_S)))
+
+
+@pytest.fixture(scope="session")
+def secrets_server(backend: str) -> Iterator[Server]:
+    """A server per backend started with IRONFLOW_MASTER_KEY, so it can store secrets."""
+    yield from _serve(backend, extra_env={"IRONFLOW_MASTER_KEY": ifconf.MASTER_KEY})
 
 
 @pytest.fixture

@@ -17,14 +17,17 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ironflow import IronflowClient
+from ironflow import IronflowClient, IronflowError
 from ironflow.rpc import IronflowRPC
 from ironflow.rpc.v1 import (
     ExecutionMode,
@@ -44,6 +47,8 @@ STOP_TIMEOUT_S = 10.0
 HTTP_TIMEOUT_S = 15.0
 SERVICE = "/ironflow.v1.IronflowService"
 TERMINAL_REST = {"completed", "failed", "cancelled"}
+#: IRONFLOW_MASTER_KEY of the `secrets_server` fixture (32 bytes as 64 hex characters; test-only).
+MASTER_KEY = "5f1c0e3a9b7d24c68e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f"
 
 
 # ── small utilities ──────────────────────────────────────────────────────────────────────────────
@@ -181,6 +186,33 @@ def assert_json_error(
     return body
 
 
+def fails(status: int, call: Callable[..., Any], *args: Any, **kwargs: Any) -> IronflowError:
+    """Runs an SDK call that must fail with HTTP `status`; returns the SDK's error."""
+    try:
+        got = call(*args, **kwargs)
+    except IronflowError as err:
+        assert err.status_code == status, (
+            f"expected HTTP {status}, got {err.status_code}: {err} (code {err.code!r})")
+        assert str(err).strip(), "the error carries no message"
+        return err
+    raise AssertionError(f"expected HTTP {status}, but the call succeeded with {got!r}")
+
+
+def parallel(n: int, call: Callable[[int], Any]) -> list[Any]:
+    """Runs call(i) for i in 0..n on n threads released together; returns each result or exception."""
+    barrier = threading.Barrier(n)
+
+    def one(i: int) -> Any:
+        barrier.wait(timeout=10)
+        try:
+            return call(i)
+        except Exception as exc:  # noqa: BLE001
+            return exc
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
+
+
 # ── server process ───────────────────────────────────────────────────────────────────────────────
 
 
@@ -246,6 +278,7 @@ class Server:
     api_key: str = ""
     starts: int = 0
     extra_args: list[str] = field(default_factory=list)  # appended to `ironflow serve` (e.g. --lease-ttl-secs)
+    extra_env: dict[str, str] = field(default_factory=dict)  # set for the process (e.g. IRONFLOW_MASTER_KEY)
     _logs: list[Path] = field(default_factory=list)
 
     @property
@@ -279,6 +312,7 @@ class Server:
             args += ["--db", self.db_url]
         args += self.extra_args
         env = {k: v for k, v in os.environ.items() if not k.startswith("IRONFLOW_")}
+        env.update(self.extra_env)
         out = self.workdir / f"server-{self.starts}.stdout.log"
         err = self.workdir / f"server-{self.starts}.stderr.log"
         self._logs = [out, err]
@@ -385,13 +419,20 @@ class Server:
         return self.request("POST", f"{SERVICE}/{method}", json_body=body, headers=headers)
 
 
-def start_server(backend: str, extra_args: list[str] | tuple[str, ...] = ()) -> tuple[Server, PostgresDatabase | None]:
+def start_server(
+    backend: str,
+    extra_args: list[str] | tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+) -> tuple[Server, PostgresDatabase | None]:
     workdir = Path(tempfile.mkdtemp(prefix=f"ironflow-conf-{backend}-"))
     db = None
     if backend == "postgres":
         db = PostgresDatabase(admin_url())
         db.create()
-    server = Server(backend=backend, workdir=workdir, db_url=db.url if db else None, extra_args=list(extra_args))
+    server = Server(
+        backend=backend, workdir=workdir, db_url=db.url if db else None,
+        extra_args=list(extra_args), extra_env=dict(extra_env or {}),
+    )
     try:
         server.start()
     except BaseException:

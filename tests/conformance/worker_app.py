@@ -191,6 +191,15 @@ def build(p: str) -> dict[str, list[Function]]:
         await ctx.step.run("work", body(ctx, f"work:{name}", name, ctx.event.data["gate"]))
         return {"name": name}
 
+    # 11 — secrets injection: one function declares the secret `{p}_A`, the other declares none ----------
+    @function(id=f"{p}-secrets", triggers=ev("secrets"), secrets=[f"{p}_A"])
+    async def with_secrets(ctx: Any) -> Any:
+        return {"secrets": dict(ctx.secrets)}
+
+    @function(id=f"{p}-nosecrets", triggers=ev("nosecrets"))
+    async def without_secrets(ctx: Any) -> Any:
+        return {"secrets": dict(ctx.secrets)}
+
     return {
         "three": [three],
         "nap": [nap],
@@ -200,6 +209,7 @@ def build(p: str) -> dict[str, list[Function]]:
         "saga": [saga, saga_exhaust],
         "cancel": [long, busy, quick],
         "serial": [serial],
+        "secrets": [with_secrets, without_secrets],
     }
 
 
