@@ -14,6 +14,7 @@ mod pubsub_rpc;
 mod rest;
 mod system;
 mod workers;
+mod ws;
 
 use std::sync::Arc;
 
@@ -121,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(system::health))
         .route("/ready", get(system::ready))
         .route("/metrics", get(system::metrics))
+        .route("/ws", get(ws::ws))
         .merge(protected)
         .fallback(system::not_found)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -6,12 +6,13 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, broadcast};
 
-use crate::ids::RunId;
+use crate::ids::{EnvId, RunId};
 use crate::store::Wakeup;
 use crate::store::model::Effects;
 
 #[derive(Clone)]
 pub struct Bus {
+    messages: broadcast::Sender<Arc<BusMessage>>,
     work: Arc<Notify>,
     /// Wakes the timer loop: something may now be due earlier than it planned to wake.
     schedule: Arc<Notify>,
@@ -21,7 +22,9 @@ pub struct Bus {
 impl Default for Bus {
     fn default() -> Self {
         let (runs, _) = broadcast::channel(4096);
+        let (messages, _) = broadcast::channel(8192);
         Self {
+            messages,
             work: Arc::new(Notify::new()),
             schedule: Arc::new(Notify::new()),
             runs,
@@ -55,6 +58,11 @@ impl Bus {
         }
     }
 
+    /// A commit appended to the history: wake the system-event tailer (and the timer).
+    pub fn history_appended(&self) {
+        self.schedule.notify_waiters();
+    }
+
     pub fn work_ready(&self) {
         self.work.notify_waiters();
     }
@@ -69,7 +77,44 @@ impl Bus {
         self.schedule.clone()
     }
 
+    /// Live fan-out to `/ws` subscribers on this node.
+    pub fn publish_message(&self, message: BusMessage) {
+        if self.messages.receiver_count() > 0 {
+            let _ = self.messages.send(Arc::new(message));
+        }
+    }
+
+    pub fn has_subscribers(&self) -> bool {
+        self.messages.receiver_count() > 0
+    }
+
+    pub fn subscribe_messages(&self) -> broadcast::Receiver<Arc<BusMessage>> {
+        self.messages.subscribe()
+    }
+
     pub fn subscribe_runs(&self) -> broadcast::Receiver<RunId> {
         self.runs.subscribe()
     }
+}
+
+/// Where a live message comes from; subscription patterns choose with a prefix
+/// (`topic:` or none, `events:`, `system.`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Topic,
+    Event,
+    System,
+}
+
+/// One message delivered to live subscribers.
+#[derive(Debug, Clone)]
+pub struct BusMessage {
+    pub env_id: EnvId,
+    pub kind: MessageKind,
+    pub subject: String,
+    pub id: String,
+    /// The durable copy's sequence (messages.seq, events.seq or history.seq).
+    pub sequence: i64,
+    pub data: serde_json::Value,
+    pub timestamp: crate::store::time::Ts,
 }

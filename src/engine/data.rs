@@ -59,7 +59,9 @@ impl Engine {
             change,
             condition,
         };
-        match self.store().config_write(&write).await? {
+        let outcome = self.store().config_write(&write).await?;
+        self.bus().history_appended();
+        match outcome {
             ConfigOutcome::Written(record) => Ok(Some(record)),
             ConfigOutcome::Deleted => Ok(None),
             ConfigOutcome::ConditionFailed { current: 0 } => Err(EngineError::ConditionFailed(

@@ -110,6 +110,15 @@ impl Engine {
                 effects,
             } => {
                 self.bus().publish(&effects);
+                self.bus().publish_message(super::BusMessage {
+                    env_id: env.clone(),
+                    kind: super::MessageKind::Event,
+                    subject: event.name.clone(),
+                    id: event.id.to_string(),
+                    sequence: 0,
+                    data: event.data.clone(),
+                    timestamp: event.received_at,
+                });
                 self.cancel_on_event(env, &event, &run_ids).await?;
                 metrics::counter!("ironflow_events_received_total").increment(1);
                 metrics::counter!("ironflow_runs_created_total").increment(run_ids.len() as u64);

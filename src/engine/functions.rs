@@ -40,7 +40,9 @@ impl Engine {
             definition: request.definition,
             change_reason: request.change_reason,
         };
-        Ok(self.store().register_function(&registration).await?)
+        let outcome = self.store().register_function(&registration).await?;
+        self.bus().history_appended();
+        Ok(outcome)
     }
 
     pub async fn get_function(

@@ -13,11 +13,12 @@ mod kv;
 mod pubsub;
 mod runs;
 mod sync;
+mod system_events;
 mod triggers;
 
 use std::sync::Arc;
 
-pub use bus::Bus;
+pub use bus::{Bus, BusMessage, MessageKind};
 pub use data::config_document;
 pub use error::EngineError;
 pub use events::{EmitEvent, EmitResult, EventPage, EventPageQuery};
@@ -120,7 +121,11 @@ impl Engine {
             let engine = self.clone();
             tokio::spawn(async move { engine.run_timers().await })
         };
-        vec![listener, timers]
+        let tailer = {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.run_history_tailer().await })
+        };
+        vec![listener, timers, tailer]
     }
 }
 

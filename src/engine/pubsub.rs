@@ -38,6 +38,17 @@ impl Engine {
         let key = idempotency_key.filter(|k| !k.is_empty());
         let (event_id, sequence, duplicate) =
             self.store().publish_message(env, topic, &data, key).await?;
+        if !duplicate {
+            self.bus().publish_message(super::BusMessage {
+                env_id: env.clone(),
+                kind: super::MessageKind::Topic,
+                subject: topic.to_owned(),
+                id: event_id.clone(),
+                sequence,
+                data,
+                timestamp: crate::store::time::Ts::now(),
+            });
+        }
         Ok(Published {
             event_id,
             sequence,

@@ -317,6 +317,32 @@ pub trait Store: Send + Sync + 'static {
         idempotency_key: Option<&str>,
     ) -> Result<(String, i64, bool), StoreError>;
 
+    /// History entries of every environment after `after_seq`, in order (for live system events).
+    async fn history_after(
+        &self,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<HistoryRecord>, StoreError>;
+
+    async fn max_history_seq(&self) -> Result<i64, StoreError>;
+
+    /// Topic messages newest first: the latest `limit`, or only those after `after_seq`.
+    async fn recent_messages(
+        &self,
+        env: &EnvId,
+        after_seq: Option<i64>,
+        limit: i64,
+    ) -> Result<
+        Vec<(
+            String,
+            i64,
+            String,
+            serde_json::Value,
+            crate::store::time::Ts,
+        )>,
+        StoreError,
+    >;
+
     /// The ids of the master keys stored secrets were sealed with.
     async fn secret_key_ids(&self) -> Result<Vec<String>, StoreError>;
 

@@ -750,6 +750,30 @@ macro_rules! sql_store {
                 Ok(outcome)
             }
 
+            async fn history_after(&self, after_seq: i64, limit: i64) -> Result<Vec<$crate::store::model::HistoryRecord>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::model::HistoryRow> = sqlx::query_as(sql!("history_after"))
+                    .bind(after_seq)
+                    .bind(limit)
+                    .fetch_all(self.reader())
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn max_history_seq(&self) -> Result<i64, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar(sql!("max_history_seq")).fetch_one(self.reader()).await?)
+            }
+
+            async fn recent_messages(
+                &self,
+                env: &$crate::ids::EnvId,
+                after_seq: Option<i64>,
+                limit: i64,
+            ) -> Result<Vec<(String, i64, String, serde_json::Value, $crate::store::time::Ts)>, $crate::store::StoreError> {
+                let rows: Vec<(String, i64, String, sqlx::types::Json<serde_json::Value>, $crate::store::time::Ts)> =
+                    sqlx::query_as(sql!("recent_messages")).bind(env.as_str()).bind(after_seq).bind(limit).fetch_all(self.reader()).await?;
+                Ok(rows.into_iter().map(|r| (r.0, r.1, r.2, r.3 .0, r.4)).collect())
+            }
+
             async fn secret_key_ids(&self) -> Result<Vec<String>, $crate::store::StoreError> {
                 Ok(sqlx::query_scalar(sql!("secret_key_ids")).fetch_all(self.reader()).await?)
             }

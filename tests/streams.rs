@@ -1,0 +1,209 @@
+//! `/ws` live subscriptions on both backends: system events for every run transition, topic
+//! messages with replay and gap-free resume, emitted events, filters, and refusals.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, FakeWorker, TestServer, step_entry};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(server: &TestServer) -> Socket {
+    let url = format!(
+        "{}/ws?env=default&token={}",
+        server.base.replace("http://", "ws://"),
+        server.key
+    );
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("ws connects")
+        .0
+}
+
+async fn next_frame(socket: &mut Socket) -> Value {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("socket open")
+            .expect("frame");
+        if let Message::Text(text) = message {
+            return serde_json::from_str(&text).expect("JSON frame");
+        }
+    }
+}
+
+async fn subscribe(socket: &mut Socket, pattern: &str, options: Value) -> Value {
+    let request =
+        json!({"type": "subscribe", "subscription": {"pattern": pattern, "options": options}});
+    socket
+        .send(Message::Text(request.to_string().into()))
+        .await
+        .expect("sent");
+    next_frame(socket).await
+}
+
+async fn publish(server: &TestServer, topic: &str, data: Value) -> i64 {
+    let body: Value = server
+        .post("/ironflow.v1.PubSubService/Publish")
+        .header("content-type", "application/json")
+        .body(json!({"topic": topic, "data": data}).to_string())
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    body["sequence"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .expect("sequence")
+}
+
+async fn system_events_follow_a_run(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (status, _) = server
+        .connect_json(
+            "RegisterFunction",
+            json!({"id": "watched", "triggers": [{"event": "w.go"}]}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let worker = FakeWorker::register(&server, "w-ws", &["watched"]).await;
+    let mut socket = connect(&server).await;
+    let ok = subscribe(&mut socket, "system.run.>", json!({})).await;
+    assert_eq!(ok["success"], true, "{ok}");
+    let body: Value = server
+        .post("/api/v1/events")
+        .json(&json!({"name": "w.go"}))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let run = body["run_ids"][0].as_str().expect("run").to_owned();
+    let job = worker.next_job().await;
+    worker
+        .report(
+            &job,
+            json!({"status": "completed", "output": 1, "steps": [step_entry(&run, "a", json!(1))]}),
+        )
+        .await;
+    let mut subjects = Vec::new();
+    while subjects.last().map(String::as_str)
+        != Some(format!("system.run.{run}.run.completed").as_str())
+    {
+        let frame = next_frame(&mut socket).await;
+        assert_eq!(frame["type"], "event", "{frame}");
+        subjects.push(frame["topic"].as_str().expect("topic").to_owned());
+    }
+    let expected: Vec<String> = [
+        "run.created",
+        "run.dispatched",
+        "step.completed",
+        "run.completed",
+    ]
+    .iter()
+    .map(|k| format!("system.run.{run}.{k}"))
+    .collect();
+    assert_eq!(subjects, expected, "every transition, in order");
+    server.stop().await;
+}
+
+async fn topics_replay_and_resume_without_gaps(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let mut seqs = Vec::new();
+    for i in 0..3 {
+        seqs.push(publish(&server, "orders.created", json!({"i": i})).await);
+    }
+    publish(&server, "users.created", json!({"ignored": true})).await;
+    let mut socket = connect(&server).await;
+    let ok = subscribe(&mut socket, "orders.*", json!({"replay": 2})).await;
+    assert_eq!(ok["success"], true);
+    let replayed: Vec<i64> = [next_frame(&mut socket).await, next_frame(&mut socket).await]
+        .iter()
+        .map(|f| f["data"]["i"].as_i64().expect("i"))
+        .collect();
+    assert_eq!(replayed, [1, 2], "the last two, oldest first");
+    publish(&server, "users.created", json!({"ignored": true})).await;
+    let live_seq = publish(&server, "orders.shipped", json!({"i": 3})).await;
+    let live = next_frame(&mut socket).await;
+    assert_eq!(
+        (live["topic"].as_str(), live["data"]["i"].as_i64()),
+        (Some("orders.shipped"), Some(3))
+    );
+    assert_eq!(live["meta"]["sequence"], live_seq);
+    drop(socket);
+    // Resume after the second message: the third and the live one, each once.
+    let mut again = connect(&server).await;
+    subscribe(
+        &mut again,
+        "topic:orders.>",
+        json!({"startAfterSequence": seqs[1]}),
+    )
+    .await;
+    let first = next_frame(&mut again).await;
+    let second = next_frame(&mut again).await;
+    assert_eq!(
+        (first["data"]["i"].as_i64(), second["data"]["i"].as_i64()),
+        (Some(2), Some(3))
+    );
+    publish(&server, "orders.created", json!({"i": 4})).await;
+    assert_eq!(
+        next_frame(&mut again).await["data"]["i"],
+        4,
+        "no duplicate of replayed messages"
+    );
+    server.stop().await;
+}
+
+async fn events_filters_and_refusals(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let mut socket = connect(&server).await;
+    let ok = subscribe(
+        &mut socket,
+        "events:order.*",
+        json!({"filter": "data.amount > 100"}),
+    )
+    .await;
+    assert_eq!(ok["success"], true);
+    for amount in [50, 500] {
+        server
+            .post("/api/v1/events")
+            .json(&json!({"name": "order.created", "data": {"amount": amount}}))
+            .send()
+            .await
+            .expect("sent");
+    }
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(
+        (frame["topic"].as_str(), frame["data"]["amount"].as_i64()),
+        (Some("order.created"), Some(500))
+    );
+    let bad = subscribe(&mut socket, "order..x", json!({})).await;
+    assert_eq!(bad["success"], false);
+    assert!(
+        bad["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("empty token"),
+        "{bad}"
+    );
+    let anonymous =
+        tokio_tungstenite::connect_async(format!("{}/ws", server.base.replace("http://", "ws://")))
+            .await;
+    assert!(anonymous.is_err(), "no key, no upgrade");
+    server.stop().await;
+}
+
+both_backends! {
+    system_events => system_events_follow_a_run;
+    topics => topics_replay_and_resume_without_gaps;
+    events => events_filters_and_refusals;
+}
