@@ -207,3 +207,55 @@ both_backends! {
     topics => topics_replay_and_resume_without_gaps;
     events => events_filters_and_refusals;
 }
+
+/// Two servers on one Postgres: a subscriber on one node sees what the other node stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fan_out_crosses_nodes_over_notify() {
+    let first = TestServer::start(Backend::Postgres).await;
+    let options = ironflow::server::ServeOptions {
+        bind: "127.0.0.1".parse().expect("ip"),
+        port: 0,
+        database_url: first.url.clone(),
+        dev: false,
+        bootstrap_key_file: None,
+        max_payload_bytes: 1 << 20,
+        lease_ttl: Duration::from_secs(90),
+        master_key: None,
+    };
+    let second = ironflow::server::start(options, None)
+        .await
+        .expect("second server");
+    let url = format!(
+        "ws://{}/ws?env=default&token={}",
+        second.local_addr, first.key
+    );
+    let mut socket = tokio_tungstenite::connect_async(url).await.expect("ws").0;
+    assert_eq!(
+        subscribe(&mut socket, "orders.*", json!({})).await["success"],
+        true
+    );
+    assert_eq!(
+        subscribe(&mut socket, "events:order.*", json!({})).await["success"],
+        true
+    );
+    publish(&first, "orders.paid", json!({"n": 1})).await;
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(
+        (frame["topic"].as_str(), frame["data"]["n"].as_i64()),
+        (Some("orders.paid"), Some(1))
+    );
+    first
+        .post("/api/v1/events")
+        .json(&json!({"name": "order.created", "data": {"n": 2}}))
+        .send()
+        .await
+        .expect("sent");
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(
+        (frame["topic"].as_str(), frame["data"]["n"].as_i64()),
+        (Some("order.created"), Some(2))
+    );
+    second.shutdown.cancel();
+    second.wait().await.expect("second stops");
+    first.stop().await;
+}

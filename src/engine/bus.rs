@@ -55,6 +55,8 @@ impl Bus {
             Wakeup::RunFinished(run) => {
                 let _ = self.runs.send(run);
             }
+            // Needs a read of the durable copy; the engine relays these (see `relay_stored`).
+            Wakeup::Stored { .. } => {}
         }
     }
 

@@ -109,8 +109,14 @@ impl Engine {
         let listener = {
             let engine = self.clone();
             tokio::spawn(async move {
-                let bus = engine.bus().clone();
-                let sink: crate::store::WakeupSink = std::sync::Arc::new(move |w| bus.wake(w));
+                let relay = engine.clone();
+                let sink: crate::store::WakeupSink = std::sync::Arc::new(move |w| match w {
+                    crate::store::Wakeup::Stored { kind, seq } => {
+                        let relay = relay.clone();
+                        tokio::spawn(async move { relay.relay_stored(kind, seq).await });
+                    }
+                    other => relay.bus().wake(other),
+                });
                 engine
                     .store()
                     .listen(sink, engine.shutdown_token().clone())

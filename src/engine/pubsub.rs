@@ -56,3 +56,49 @@ impl Engine {
         })
     }
 }
+
+impl Engine {
+    /// Fans out a message or event stored by another node to this node's live subscribers.
+    pub(crate) async fn relay_stored(&self, kind: crate::store::StoredKind, seq: i64) {
+        if !self.bus().has_subscribers() {
+            return;
+        }
+        let message = match kind {
+            crate::store::StoredKind::Topic => match self.store().message_by_seq(seq).await {
+                Ok(Some((env_id, id, topic, data, at))) => Some(super::BusMessage {
+                    env_id,
+                    kind: super::MessageKind::Topic,
+                    subject: topic,
+                    id,
+                    sequence: seq,
+                    data,
+                    timestamp: at,
+                }),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "relaying a message from another node");
+                    None
+                }
+            },
+            crate::store::StoredKind::Event => match self.store().event_by_seq(seq).await {
+                Ok(Some(e)) => Some(super::BusMessage {
+                    env_id: e.env_id,
+                    kind: super::MessageKind::Event,
+                    subject: e.name,
+                    id: e.id.to_string(),
+                    sequence: 0,
+                    data: e.data,
+                    timestamp: e.received_at,
+                }),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "relaying an event from another node");
+                    None
+                }
+            },
+        };
+        if let Some(m) = message {
+            self.bus().publish_message(m);
+        }
+    }
+}

@@ -343,6 +343,23 @@ pub trait Store: Send + Sync + 'static {
         StoreError,
     >;
 
+    /// A topic message by its sequence: (env, id, topic, data, published_at).
+    async fn message_by_seq(
+        &self,
+        seq: i64,
+    ) -> Result<
+        Option<(
+            EnvId,
+            String,
+            String,
+            serde_json::Value,
+            crate::store::time::Ts,
+        )>,
+        StoreError,
+    >;
+
+    async fn event_by_seq(&self, seq: i64) -> Result<Option<EventRecord>, StoreError>;
+
     /// The ids of the master keys stored secrets were sealed with.
     async fn secret_key_ids(&self) -> Result<Vec<String>, StoreError>;
 
@@ -352,11 +369,22 @@ pub trait Store: Send + Sync + 'static {
 
 pub type SharedStore = Arc<dyn Store>;
 
-/// A wakeup from another node: new work is claimable, or a run ended.
+/// A wakeup from another node: new work is claimable, a run ended, or a message was stored.
 #[derive(Debug, Clone)]
 pub enum Wakeup {
     WorkReady,
     RunFinished(RunId),
+    /// A topic message (`messages.seq`) or an event (`events.seq`) to fan out live.
+    Stored {
+        kind: StoredKind,
+        seq: i64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredKind {
+    Topic,
+    Event,
 }
 
 /// Where [`Store::listen`] delivers wakeups.

@@ -11,6 +11,8 @@ use super::StoreError;
 pub struct PgStore {
     pool: PgPool,
     url: String,
+    /// Tags this process's NOTIFY payloads so it does not relay its own messages twice.
+    node_id: String,
 }
 
 impl PgStore {
@@ -29,7 +31,12 @@ impl PgStore {
         Ok(Self {
             pool,
             url: url.to_owned(),
+            node_id: uuid::Uuid::new_v4().simple().to_string(),
         })
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node_id
     }
 
     fn reader(&self) -> &PgPool {
@@ -58,7 +65,7 @@ impl PgStore {
                 }
             };
             if let Err(e) = listener
-                .listen_all(["ironflow_jobs", "ironflow_runs"])
+                .listen_all(["ironflow_jobs", "ironflow_runs", "ironflow_messages"])
                 .await
             {
                 tracing::warn!(error = %e, "LISTEN failed; retrying");
@@ -70,6 +77,11 @@ impl PgStore {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     received = listener.recv() => match received {
+                        Ok(n) if n.channel() == "ironflow_messages" => {
+                            if let Some(w) = parse_stored(n.payload(), &self.node_id) {
+                                wakeups(w);
+                            }
+                        }
                         Ok(n) if n.channel() == "ironflow_runs" => {
                             wakeups(super::Wakeup::RunFinished(crate::ids::RunId::from_stored(n.payload().to_owned())));
                         }
@@ -101,3 +113,18 @@ super::sql_store::sql_store!(
     "postgres",
     super::Backend::Postgres
 );
+
+/// `<node>:<kind>:<seq>` from another node → a wakeup; our own payloads → `None`.
+fn parse_stored(payload: &str, own_node: &str) -> Option<super::Wakeup> {
+    let mut parts = payload.splitn(3, ':');
+    let (node, kind, seq) = (parts.next()?, parts.next()?, parts.next()?.parse().ok()?);
+    if node == own_node {
+        return None;
+    }
+    let kind = match kind {
+        "topic" => super::StoredKind::Topic,
+        "event" => super::StoredKind::Event,
+        _ => return None,
+    };
+    Some(super::Wakeup::Stored { kind, seq })
+}

@@ -325,6 +325,12 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(EventOutcome::Duplicate { event_id: first, run_ids });
                 }
+                if let Some(seq) = inserted {
+                    sqlx::query(sql!("notify_message"))
+                        .bind(format!("{}:event:{seq}", self.node_id()))
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 let at = event.received_at;
                 append_history(
                     &mut tx,
@@ -736,7 +742,13 @@ macro_rules! sql_store {
                     .fetch_optional(&mut *tx)
                     .await?;
                 let outcome = match seq {
-                    Some(seq) => (id, seq, false),
+                    Some(seq) => {
+                        sqlx::query(sql!("notify_message"))
+                            .bind(format!("{}:topic:{seq}", self.node_id()))
+                            .execute(&mut *tx)
+                            .await?;
+                        (id, seq, false)
+                    }
                     None => {
                         let (first, seq): (String, i64) = sqlx::query_as(sql!("message_by_idempotency_key"))
                             .bind(env.as_str())
@@ -772,6 +784,21 @@ macro_rules! sql_store {
                 let rows: Vec<(String, i64, String, sqlx::types::Json<serde_json::Value>, $crate::store::time::Ts)> =
                     sqlx::query_as(sql!("recent_messages")).bind(env.as_str()).bind(after_seq).bind(limit).fetch_all(self.reader()).await?;
                 Ok(rows.into_iter().map(|r| (r.0, r.1, r.2, r.3 .0, r.4)).collect())
+            }
+
+            async fn message_by_seq(
+                &self,
+                seq: i64,
+            ) -> Result<Option<($crate::ids::EnvId, String, String, serde_json::Value, $crate::store::time::Ts)>, $crate::store::StoreError> {
+                let row: Option<(String, String, String, sqlx::types::Json<serde_json::Value>, $crate::store::time::Ts)> =
+                    sqlx::query_as(sql!("message_by_seq")).bind(seq).fetch_optional(self.reader()).await?;
+                Ok(row.map(|r| ($crate::ids::EnvId::from_stored(r.0), r.1, r.2, r.3 .0, r.4)))
+            }
+
+            async fn event_by_seq(&self, seq: i64) -> Result<Option<$crate::store::model::EventRecord>, $crate::store::StoreError> {
+                let row: Option<$crate::store::model::EventRow> =
+                    sqlx::query_as(sql!("event_by_seq")).bind(seq).fetch_optional(self.reader()).await?;
+                Ok(row.map(Into::into))
             }
 
             async fn secret_key_ids(&self) -> Result<Vec<String>, $crate::store::StoreError> {

@@ -44,6 +44,10 @@ impl SqliteStore {
         Ok(Self { writer, reader })
     }
 
+    fn node_id(&self) -> &str {
+        "local"
+    }
+
     fn reader(&self) -> &SqlitePool {
         &self.reader
     }
