@@ -10,6 +10,9 @@ use crate::ids::{EnvId, RunId};
 use crate::store::Wakeup;
 use crate::store::model::Effects;
 
+/// Sent on the run channel when any run may have ended (waiters re-check theirs).
+pub const ANY_RUN: &str = "*";
+
 #[derive(Clone)]
 pub struct Bus {
     messages: broadcast::Sender<Arc<BusMessage>>,
@@ -54,6 +57,9 @@ impl Bus {
             }
             Wakeup::RunFinished(run) => {
                 let _ = self.runs.send(run);
+            }
+            Wakeup::RunsChanged => {
+                let _ = self.runs.send(RunId::from_stored(ANY_RUN.to_owned()));
             }
             // Needs a read of the durable copy; the engine relays these (see `relay_stored`).
             Wakeup::Stored { .. } => {}

@@ -99,6 +99,7 @@ impl Engine {
                 self.bus().publish(&crate::store::model::Effects {
                     work_ready: true,
                     finished_runs: vec![run.id.clone()],
+                    ..Default::default()
                 });
                 metrics::counter!("ironflow_runs_cancelled_total").increment(1);
                 Ok(run)

@@ -101,7 +101,9 @@ impl Engine {
         while !pending.is_empty() {
             tokio::select! {
                 received = finished.recv() => match received {
-                    Ok(run) if pending.contains(&run) => self.drop_ended(env, &mut pending).await?,
+                    Ok(run) if pending.contains(&run) || run.as_str() == super::bus::ANY_RUN => {
+                        self.drop_ended(env, &mut pending).await?;
+                    }
                     Ok(_) => {}
                     Err(RecvError::Lagged(_)) => self.drop_ended(env, &mut pending).await?,
                     Err(RecvError::Closed) => break,

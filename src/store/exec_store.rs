@@ -111,7 +111,7 @@ macro_rules! exec_store {
             created.function_id = Some(r.function_id.clone());
             created.event_id = r.event_id.cloned();
             append_history(conn, &created, now).await?;
-            Ok($crate::store::model::Effects { work_ready: admitted, finished_runs: vec![] })
+            Ok($crate::store::model::Effects { work_ready: admitted, ..Default::default() })
         }
 
         /// Loose equality for wait matches: `"42"` given as a match value matches the number 42.
@@ -246,7 +246,7 @@ macro_rules! exec_store {
             error: Option<&JsonValue>,
             now: $crate::store::time::Ts,
         ) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
-            let mut effects = $crate::store::model::Effects { work_ready: false, finished_runs: vec![run.clone()] };
+            let mut effects = $crate::store::model::Effects { finished_runs: vec![run.clone()], ..Default::default() };
             let lane: Option<(String, String, String, i32)> = sqlx::query_as(xsql!("run_lane"))
                 .bind(run.as_str()).fetch_optional(&mut *conn).await?;
             sqlx::query(xsql!("delete_waits")).bind(run.as_str()).execute(&mut *conn).await?;
@@ -282,7 +282,6 @@ macro_rules! exec_store {
                 resume(conn, &parent, now).await?;
                 effects.work_ready = true;
             }
-            sqlx::query(xsql!("notify_run_finished")).bind(run.as_str()).execute(&mut *conn).await?;
             Ok(effects)
         }
 
@@ -617,9 +616,7 @@ macro_rules! exec_store {
                         effects.merge(apply_yield(&mut tx, &env, &run, &brief, request, position, now).await?);
                     }
                 }
-                if effects.work_ready {
-                    sqlx::query(xsql!("notify_jobs")).execute(&mut *tx).await?;
-                }
+                notify_commit(&mut tx, self.node_id(), &effects).await?;
                 tx.commit().await?;
                 Ok($crate::store::model::FenceOutcome::Accepted(effects))
             }
@@ -665,9 +662,7 @@ macro_rules! exec_store {
                     let err = serde_json::json!({"message": "the run exceeded its timeout", "code": "RUN_TIMEOUT", "retryable": false});
                     effects.merge(end_run(&mut tx, &env, &run, $crate::domain::run::RunStatus::Failed, None, Some(&err), now).await?);
                 }
-                if effects.work_ready {
-                    sqlx::query(xsql!("notify_jobs")).execute(&mut *tx).await?;
-                }
+                notify_commit(&mut tx, self.node_id(), &effects).await?;
                 tx.commit().await?;
                 Ok(effects)
             }

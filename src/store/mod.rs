@@ -369,11 +369,67 @@ pub trait Store: Send + Sync + 'static {
 
 pub type SharedStore = Arc<dyn Store>;
 
+/// The one NOTIFY payload of a transaction: `<node>|<token>;<token>…` with `w` (work ready),
+/// `r:<run>` (a run ended), `t:<seq>` / `e:<seq>` (a topic message / an event stored). Over
+/// Postgres' 8000-byte limit the run tokens collapse to `R` ("re-check your runs").
+pub fn notify_payload(node: &str, effects: &model::Effects) -> Option<String> {
+    let mut tokens: Vec<String> = Vec::new();
+    if effects.work_ready {
+        tokens.push("w".into());
+    }
+    for (kind, seq) in &effects.stored {
+        tokens.push(match kind {
+            StoredKind::Topic => format!("t:{seq}"),
+            StoredKind::Event => format!("e:{seq}"),
+        });
+    }
+    let runs: Vec<String> = effects
+        .finished_runs
+        .iter()
+        .map(|r| format!("r:{r}"))
+        .collect();
+    let runs_len: usize = runs.iter().map(|r| r.len() + 1).sum();
+    if node.len() + runs_len + tokens.iter().map(|t| t.len() + 1).sum::<usize>() > 7000 {
+        tokens.push("R".into());
+    } else {
+        tokens.extend(runs);
+    }
+    (!tokens.is_empty()).then(|| format!("{node}|{}", tokens.join(";")))
+}
+
+/// Parses a payload from another node; our own payloads (already delivered locally) → empty.
+pub fn parse_notify_payload(payload: &str, own_node: &str) -> Vec<Wakeup> {
+    let Some((node, body)) = payload.split_once('|') else {
+        return vec![];
+    };
+    if node == own_node {
+        return vec![];
+    }
+    body.split(';')
+        .filter_map(|token| match token.split_once(':') {
+            None if token == "w" => Some(Wakeup::WorkReady),
+            None if token == "R" => Some(Wakeup::RunsChanged),
+            Some(("r", run)) => Some(Wakeup::RunFinished(RunId::from_stored(run.to_owned()))),
+            Some(("t", seq)) => seq.parse().ok().map(|seq| Wakeup::Stored {
+                kind: StoredKind::Topic,
+                seq,
+            }),
+            Some(("e", seq)) => seq.parse().ok().map(|seq| Wakeup::Stored {
+                kind: StoredKind::Event,
+                seq,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A wakeup from another node: new work is claimable, a run ended, or a message was stored.
 #[derive(Debug, Clone)]
 pub enum Wakeup {
     WorkReady,
     RunFinished(RunId),
+    /// Too many runs ended to list: every sync waiter re-checks its runs.
+    RunsChanged,
     /// A topic message (`messages.seq`) or an event (`events.seq`) to fan out live.
     Stored {
         kind: StoredKind,
@@ -400,5 +456,41 @@ pub async fn open(url: &str) -> Result<SharedStore, StoreError> {
         Ok(Arc::new(
             sqlite::SqliteStore::open(std::path::Path::new(path)).await?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_payload_per_transaction_round_trips() {
+        let effects = model::Effects {
+            work_ready: true,
+            finished_runs: vec![RunId::from_stored("r1".into())],
+            stored: vec![(StoredKind::Event, 7)],
+        };
+        let payload = notify_payload("n1", &effects).expect("something to say");
+        assert_eq!(payload, "n1|w;e:7;r:r1");
+        assert!(
+            parse_notify_payload(&payload, "n1").is_empty(),
+            "our own commits are already delivered"
+        );
+        let wakeups = parse_notify_payload(&payload, "n2");
+        assert!(
+            matches!(wakeups.as_slice(), [Wakeup::WorkReady, Wakeup::Stored { kind: StoredKind::Event, seq: 7 }, Wakeup::RunFinished(r)] if r.as_str() == "r1")
+        );
+        assert_eq!(notify_payload("n1", &model::Effects::default()), None);
+        let many = model::Effects {
+            finished_runs: (0..1000)
+                .map(|i| RunId::from_stored(format!("run-{i:04}")))
+                .collect(),
+            ..Default::default()
+        };
+        let big = notify_payload("n1", &many).expect("payload");
+        assert!(
+            big.len() < 8000 && big.ends_with('R'),
+            "collapses to a re-check under the size limit"
+        );
     }
 }

@@ -530,12 +530,15 @@ pub struct Effects {
     pub work_ready: bool,
     /// Runs that reached a terminal status (wake sync waiters).
     pub finished_runs: Vec<RunId>,
+    /// Topic messages and events stored (for live fan-out on other nodes).
+    pub stored: Vec<(crate::store::StoredKind, i64)>,
 }
 
 impl Effects {
     pub fn merge(&mut self, other: Effects) {
         self.work_ready |= other.work_ready;
         self.finished_runs.extend(other.finished_runs);
+        self.stored.extend(other.stored);
     }
 }
 

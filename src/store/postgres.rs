@@ -47,7 +47,7 @@ impl PgStore {
         &self.pool
     }
 
-    /// LISTENs on `ironflow_jobs` and `ironflow_runs`; reconnects after a lost connection.
+    /// LISTENs on `ironflow` (one NOTIFY per committing transaction); reconnects when lost.
     async fn listen_impl(
         &self,
         wakeups: super::WakeupSink,
@@ -64,10 +64,7 @@ impl PgStore {
                     }
                 }
             };
-            if let Err(e) = listener
-                .listen_all(["ironflow_jobs", "ironflow_runs", "ironflow_messages"])
-                .await
-            {
+            if let Err(e) = listener.listen("ironflow").await {
                 tracing::warn!(error = %e, "LISTEN failed; retrying");
                 continue;
             }
@@ -77,15 +74,11 @@ impl PgStore {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     received = listener.recv() => match received {
-                        Ok(n) if n.channel() == "ironflow_messages" => {
-                            if let Some(w) = parse_stored(n.payload(), &self.node_id) {
+                        Ok(n) => {
+                            for w in super::parse_notify_payload(n.payload(), &self.node_id) {
                                 wakeups(w);
                             }
                         }
-                        Ok(n) if n.channel() == "ironflow_runs" => {
-                            wakeups(super::Wakeup::RunFinished(crate::ids::RunId::from_stored(n.payload().to_owned())));
-                        }
-                        Ok(_) => wakeups(super::Wakeup::WorkReady),
                         Err(e) => {
                             tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
                             break;
@@ -113,18 +106,3 @@ super::sql_store::sql_store!(
     "postgres",
     super::Backend::Postgres
 );
-
-/// `<node>:<kind>:<seq>` from another node → a wakeup; our own payloads → `None`.
-fn parse_stored(payload: &str, own_node: &str) -> Option<super::Wakeup> {
-    let mut parts = payload.splitn(3, ':');
-    let (node, kind, seq) = (parts.next()?, parts.next()?, parts.next()?.parse().ok()?);
-    if node == own_node {
-        return None;
-    }
-    let kind = match kind {
-        "topic" => super::StoredKind::Topic,
-        "event" => super::StoredKind::Event,
-        _ => return None,
-    };
-    Some(super::Wakeup::Stored { kind, seq })
-}

@@ -325,12 +325,6 @@ macro_rules! sql_store {
                     tx.rollback().await?;
                     return Ok(EventOutcome::Duplicate { event_id: first, run_ids });
                 }
-                if let Some(seq) = inserted {
-                    sqlx::query(sql!("notify_message"))
-                        .bind(format!("{}:event:{seq}", self.node_id()))
-                        .execute(&mut *tx)
-                        .await?;
-                }
                 let at = event.received_at;
                 append_history(
                     &mut tx,
@@ -376,9 +370,8 @@ macro_rules! sql_store {
                     "timestamp": event.received_at.to_rfc3339(),
                 });
                 effects.merge(satisfy_waits(&mut tx, &event.env_id, &wire_event, &event.name, at).await?);
-                if effects.work_ready {
-                    sqlx::query(sql!("notify_jobs")).execute(&mut *tx).await?;
-                }
+                effects.stored.extend(inserted.map(|seq| ($crate::store::StoredKind::Event, seq)));
+                notify_commit(&mut tx, self.node_id(), &effects).await?;
                 tx.commit().await?;
                 Ok(EventOutcome::Stored {
                     event_id: event.id.clone(),
@@ -527,9 +520,7 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await?;
                 let released = release_run(&mut tx, id, $crate::domain::run::RunStatus::Cancelled, None, None, now).await?;
-                if released.work_ready {
-                    sqlx::query(sql!("notify_jobs")).execute(&mut *tx).await?;
-                }
+                notify_commit(&mut tx, self.node_id(), &released).await?;
                 let run = select_run(&mut tx, env, id)
                     .await?
                     .ok_or_else(|| $crate::store::StoreError::Internal("run vanished under lock".into()))?;
@@ -743,10 +734,11 @@ macro_rules! sql_store {
                     .await?;
                 let outcome = match seq {
                     Some(seq) => {
-                        sqlx::query(sql!("notify_message"))
-                            .bind(format!("{}:topic:{seq}", self.node_id()))
-                            .execute(&mut *tx)
-                            .await?;
+                        let effects = $crate::store::model::Effects {
+                            stored: vec![($crate::store::StoredKind::Topic, seq)],
+                            ..Default::default()
+                        };
+                        notify_commit(&mut tx, self.node_id(), &effects).await?;
                         (id, seq, false)
                     }
                     None => {
@@ -814,6 +806,19 @@ macro_rules! sql_store {
         $crate::store::exec_store::exec_store!($store, $db, $dir);
         $crate::store::kv_store::kv_store!($store, $db, $dir);
         $crate::store::data_store::data_store!($store, $db, $dir);
+
+        /// Tells other nodes what this transaction changed: one NOTIFY per transaction, sent at
+        /// commit (a no-op on SQLite, where every writer is in this process).
+        async fn notify_commit(
+            conn: &mut <$db as sqlx::Database>::Connection,
+            node: &str,
+            effects: &$crate::store::model::Effects,
+        ) -> Result<(), $crate::store::StoreError> {
+            if let Some(payload) = $crate::store::notify_payload(node, effects) {
+                sqlx::query(sql!("notify_commit")).bind(payload).execute(&mut *conn).await?;
+            }
+            Ok(())
+        }
 
         /// `LIKE` treats `%` and `_` as wildcards; a search for them should find them literally.
         fn escape_like(s: &str) -> String {

@@ -1,2 +1,0 @@
--- One NOTIFY per transaction (delivered at commit): wakes waiting dispatchers on every node.
-SELECT pg_notify('ironflow_jobs', '');

@@ -1,1 +1,0 @@
-SELECT pg_notify('ironflow_runs', $1);

@@ -1,2 +1,0 @@
--- In-process wakeups only.
-SELECT 1;

@@ -1,2 +1,0 @@
--- In-process fan-out only.
-SELECT 1 WHERE ?1 IS NOT NULL;
