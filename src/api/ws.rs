@@ -230,6 +230,16 @@ async fn subscribe(
         },
         None => None,
     };
+    if kind == MessageKind::System {
+        // Deliver every transition from now on, even one committed before the tailer wakes.
+        match state.engine.store().max_history_seq().await {
+            Ok(seq) => state.engine.bus().follow_history_from(seq),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the history position for a subscription");
+                return refuse("the history is unavailable right now; retry".into());
+            }
+        }
+    }
     *next_id += 1;
     let id = format!("sub_{next_id}");
     let mut replies = vec![Message::Text(

@@ -15,6 +15,8 @@ pub const ANY_RUN: &str = "*";
 
 #[derive(Clone)]
 pub struct Bus {
+    /// Where a new `system.` subscriber joined the history (the tailer starts there).
+    history_floor: Arc<std::sync::Mutex<Option<i64>>>,
     messages: broadcast::Sender<Arc<BusMessage>>,
     work: Arc<Notify>,
     /// Wakes the timer loop: something may now be due earlier than it planned to wake.
@@ -27,6 +29,7 @@ impl Default for Bus {
         let (runs, _) = broadcast::channel(4096);
         let (messages, _) = broadcast::channel(8192);
         Self {
+            history_floor: Arc::new(std::sync::Mutex::new(None)),
             messages,
             work: Arc::new(Notify::new()),
             schedule: Arc::new(Notify::new()),
@@ -64,6 +67,24 @@ impl Bus {
             // Needs a read of the durable copy; the engine relays these (see `relay_stored`).
             Wakeup::Stored { .. } => {}
         }
+    }
+
+    /// A subscriber to system events joined when the history ended at `seq`.
+    pub fn follow_history_from(&self, seq: i64) {
+        let mut floor = self
+            .history_floor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *floor = Some(floor.map_or(seq, |f| f.min(seq)));
+        drop(floor);
+        self.schedule.notify_waiters();
+    }
+
+    pub(crate) fn take_history_floor(&self) -> Option<i64> {
+        self.history_floor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// A commit appended to the history: wake the system-event tailer (and the timer).

@@ -43,18 +43,23 @@ pub fn system_subject(entry: &HistoryRecord) -> Option<String> {
 impl Engine {
     pub(crate) async fn run_history_tailer(&self) {
         let schedule = self.bus().schedule();
-        let mut cursor = match self.store().max_history_seq().await {
-            Ok(seq) => seq,
-            Err(e) => {
-                tracing::warn!(error = %e, "system events: cannot read the history position");
-                0
-            }
-        };
+        // `None` while nobody subscribes: no reads on the hot path; the first subscriber starts
+        // from the history's end.
+        let mut position: Option<i64> = None;
         loop {
             let changed = schedule.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if self.bus().has_subscribers() {
+            let floor = self.bus().take_history_floor();
+            if !self.bus().has_subscribers() {
+                position = None;
+            } else if position.is_none() {
+                position = match floor {
+                    Some(seq) => Some(seq),
+                    None => self.store().max_history_seq().await.ok(),
+                };
+            }
+            if let Some(mut cursor) = position.filter(|_| self.bus().has_subscribers()) {
                 match self.store().history_after(cursor, 1000).await {
                     Ok(entries) => {
                         for entry in entries {
@@ -82,9 +87,7 @@ impl Engine {
                         tracing::warn!(error = %e, "system events: reading the history failed")
                     }
                 }
-            } else if let Ok(seq) = self.store().max_history_seq().await {
-                // Nobody listens: skip ahead rather than replay a backlog later.
-                cursor = seq;
+                position = Some(cursor);
             }
             tokio::select! {
                 () = &mut changed => {}
