@@ -202,7 +202,51 @@ async fn events_filters_and_refusals(backend: Backend) {
     server.stop().await;
 }
 
+async fn config_and_secret_changes_are_system_events(backend: Backend) {
+    let key = ironflow::domain::secret::MasterKey::parse(&"ab".repeat(32)).expect("key");
+    let server = TestServer::start_with(
+        backend,
+        common::ServerConfig {
+            master_key: Some(key),
+            ..common::ServerConfig::default()
+        },
+    )
+    .await;
+    let mut socket = connect(&server).await;
+    assert_eq!(
+        subscribe(&mut socket, "system.config.>", json!({})).await["success"],
+        true
+    );
+    assert_eq!(
+        subscribe(&mut socket, "system.secret.*.*", json!({})).await["success"],
+        true
+    );
+    server
+        .post("/api/v1/config/limits")
+        .json(&json!({"max": 3}))
+        .send()
+        .await
+        .expect("sent");
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(frame["topic"], "system.config.limits.updated");
+    assert_eq!(frame["data"]["payload"]["data"], json!({"max": 3}));
+    server
+        .post("/api/v1/secrets")
+        .json(&json!({"name": "API_TOKEN", "value": "s3cr3t-value"}))
+        .send()
+        .await
+        .expect("sent");
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(frame["topic"], "system.secret.API_TOKEN.created");
+    assert!(
+        !frame.to_string().contains("s3cr3t-value"),
+        "the value is never published"
+    );
+    server.stop().await;
+}
+
 both_backends! {
+    config_secret_events => config_and_secret_changes_are_system_events;
     system_events => system_events_follow_a_run;
     topics => topics_replay_and_resume_without_gaps;
     events => events_filters_and_refusals;

@@ -117,6 +117,7 @@ impl Engine {
                 "secret '{name}' already exists; update it instead"
             )));
         }
+        self.bus().history_appended();
         self.secret_meta(env, name).await
     }
 
@@ -139,12 +140,14 @@ impl Engine {
         {
             return Err(EngineError::not_found("secret", name));
         }
+        self.bus().history_appended();
         self.secret_meta(env, name).await
     }
 
     pub async fn secret_delete(&self, env: &EnvId, name: &str) -> Result<(), EngineError> {
         validate_secret_name(name).map_err(EngineError::InvalidArgument)?;
         if self.store().secret_delete(env, name).await? {
+            self.bus().history_appended();
             Ok(())
         } else {
             Err(EngineError::not_found("secret", name))
