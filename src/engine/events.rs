@@ -6,11 +6,11 @@ use crate::domain::expression::{EventView, lane_key};
 use crate::domain::pattern::validate_event_name;
 use crate::domain::run::RunStatus;
 use crate::ids::{EnvId, EventId, RunId};
-use crate::store::model::Lane;
 use crate::store::model::{
     EventNameCount, EventNameQuery, EventOutcome, EventQuery, EventRecord, NewEvent, NewRun,
     PageRequest,
 };
+use crate::store::model::{FunctionRecord, Lane};
 use crate::store::time::Ts;
 
 use super::{Engine, EngineError, cursor, page_limit};
@@ -72,7 +72,7 @@ impl Engine {
         &self,
         env: &EnvId,
         request: EmitEvent,
-        target: Option<crate::store::model::FunctionRecord>,
+        target: Option<FunctionRecord>,
     ) -> Result<EmitResult, EngineError> {
         validate_event_name(&request.name)
             .map_err(|e| EngineError::InvalidArgument(format!("event name: {e}")))?;
@@ -102,7 +102,12 @@ impl Engine {
             version: request.version,
             received_at: Ts::now(),
         };
-        let runs = self.matching_runs(env, &event, target).await?;
+        // One read of the active functions serves both trigger matching and cancelOn.
+        let active = self.store().active_functions(env).await?;
+        let runs = match target {
+            Some(function) => self.matching_runs(&event, std::slice::from_ref(&function)),
+            None => self.matching_runs(&event, &active),
+        };
         match self.store().record_event(&event, &runs).await? {
             EventOutcome::Stored {
                 event_id,
@@ -110,16 +115,14 @@ impl Engine {
                 effects,
             } => {
                 self.bus().publish(&effects);
-                self.bus().publish_message(super::BusMessage {
-                    env_id: env.clone(),
-                    kind: super::MessageKind::Event,
-                    subject: event.name.clone(),
-                    id: event.id.to_string(),
-                    sequence: 0,
-                    data: event.data.clone(),
-                    timestamp: event.received_at,
-                });
-                self.cancel_on_event(env, &event, &run_ids).await?;
+                self.bus().publish_message(super::BusMessage::event(
+                    env.clone(),
+                    event.id.to_string(),
+                    event.name.clone(),
+                    event.data.clone(),
+                    event.received_at,
+                ));
+                self.cancel_on_event(env, &event, &active, &run_ids).await?;
                 metrics::counter!("ironflow_events_received_total").increment(1);
                 metrics::counter!("ironflow_runs_created_total").increment(run_ids.len() as u64);
                 Ok(EmitResult {
@@ -136,12 +139,8 @@ impl Engine {
         }
     }
 
-    async fn matching_runs(
-        &self,
-        env: &EnvId,
-        event: &NewEvent,
-        target: Option<crate::store::model::FunctionRecord>,
-    ) -> Result<Vec<NewRun>, EngineError> {
+    /// A new run for each function (of those given) that the event triggers.
+    fn matching_runs(&self, event: &NewEvent, functions: &[FunctionRecord]) -> Vec<NewRun> {
         let view = EventView {
             id: event.id.as_str(),
             name: &event.name,
@@ -149,15 +148,11 @@ impl Engine {
             metadata: &event.metadata,
             timestamp_ms: event.received_at.millis(),
         };
-        let functions = match target {
-            Some(f) => vec![f],
-            None => self.store().active_functions(env).await?,
-        };
         let invoked = event.name == super::INVOKED_EVENT;
         let wire_event =
             serde_json::json!({"id": event.id, "name": event.name, "data": event.data});
-        Ok(functions
-            .into_iter()
+        functions
+            .iter()
             .filter(|f| invoked || self.inner.triggers.fires(&f.definition, &view))
             .map(|f| NewRun {
                 lane: f
@@ -171,11 +166,11 @@ impl Engine {
                     }),
                 id: RunId::generate(),
                 max_attempts: f.definition.max_attempts(),
-                function_id: f.id,
+                function_id: f.id.clone(),
                 function_version: f.version,
                 status: RunStatus::Running,
             })
-            .collect())
+            .collect()
     }
 
     /// Cancels the unfinished runs of functions whose `cancelOn` names this event and whose
@@ -184,11 +179,12 @@ impl Engine {
         &self,
         env: &EnvId,
         event: &NewEvent,
+        active: &[FunctionRecord],
         started: &[RunId],
     ) -> Result<(), EngineError> {
         use crate::domain::job::lookup_path;
         let incoming = serde_json::json!({"name": event.name, "data": event.data});
-        for function in self.store().active_functions(env).await? {
+        for function in active {
             for spec in &function.definition.cancel_on {
                 let fires = crate::domain::pattern::EventPattern::parse(&spec.event)
                     .is_ok_and(|p| p.matches(&event.name));

@@ -479,23 +479,27 @@ macro_rules! exec_store {
                     .bind(req.lease_expires_at)
                     .fetch_all(&mut *tx)
                     .await?;
+                // Read once here for the run timeout, then handed to the job below.
+                let mut definitions = Vec::with_capacity(rows.len());
                 for (run_id, _, seq, _) in &rows {
                     let run = $crate::ids::RunId::from_stored(run_id.clone());
                     sqlx::query(xsql!("wake_sleeping_steps")).bind(run.as_str()).bind(now).execute(&mut *tx).await?;
                     sqlx::query(xsql!("start_run")).bind(run.as_str()).bind(now).execute(&mut *tx).await?;
                     let definition: Option<sqlx::types::Json<$crate::domain::function::FunctionDefinition>> =
                         sqlx::query_scalar(xsql!("function_definition_for_run")).bind(run.as_str()).fetch_optional(&mut *tx).await?;
-                    if let Some(ms) = definition.map(|d| d.0.timeout_ms).filter(|ms| *ms > 0) {
+                    let definition = definition.map(|d| d.0);
+                    if let Some(ms) = definition.as_ref().map(|d| d.timeout_ms).filter(|ms| *ms > 0) {
                         let at = $crate::store::time::Ts(now.0 + chrono::Duration::milliseconds(i64::from(ms)));
                         sqlx::query(xsql!("set_job_timeout")).bind(run.as_str()).bind(at).execute(&mut *tx).await?;
                     }
+                    definitions.push(definition);
                     let payload = serde_json::json!({"execution_seq": seq, "worker_id": req.worker_id});
                     append_history(&mut tx, &entry(&req.env_id, $crate::domain::history::HistoryKind::RunDispatched, &run, payload), now).await?;
                 }
                 tx.commit().await?;
                 let mut jobs = Vec::with_capacity(rows.len());
                 let mut conn = self.reader().acquire().await?;
-                for (run_id, dispatch_id, execution_seq, lease_token) in rows {
+                for ((run_id, dispatch_id, execution_seq, lease_token), definition) in rows.into_iter().zip(definitions) {
                     let run_key = $crate::ids::RunId::from_stored(run_id);
                     let Some(run) = select_run(&mut conn, &req.env_id, &run_key).await? else { continue };
                     let event: Option<$crate::store::model::EventRow> = sqlx::query_as(xsql!("run_event"))
@@ -503,8 +507,6 @@ macro_rules! exec_store {
                     let steps: Vec<$crate::store::model::StepRow> = sqlx::query_as(xsql!("completed_steps"))
                         .bind(run_key.as_str()).fetch_all(&mut *conn).await?;
                     let base: i64 = sqlx::query_scalar(xsql!("count_steps")).bind(run_key.as_str()).fetch_one(&mut *conn).await?;
-                    let definition: Option<sqlx::types::Json<$crate::domain::function::FunctionDefinition>> =
-                        sqlx::query_scalar(xsql!("function_definition_for_run")).bind(run_key.as_str()).fetch_optional(&mut *conn).await?;
                     jobs.push($crate::store::model::ClaimedJob {
                         dispatch_id,
                         execution_seq,
@@ -514,7 +516,7 @@ macro_rules! exec_store {
                         event: event.map(Into::into),
                         completed_steps: steps.into_iter().map(Into::into).collect(),
                         step_sequence_base: base,
-                        definition: definition.map(|d| d.0),
+                        definition,
                         secrets: Default::default(),
                     });
                 }
