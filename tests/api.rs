@@ -450,13 +450,8 @@ async fn connect_json_accepts_both_casings(backend: Backend) {
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["status"], "RUN_STATUS_CANCELLED");
     let history: Value = server
-        .get(&format!("/api/v1/runs/{run_id}/history"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .get_json(&format!("/api/v1/runs/{run_id}/history"))
+        .await;
     let kinds: Vec<&str> = history["entries"]
         .as_array()
         .expect("entries")
@@ -495,14 +490,7 @@ async fn lists_page_with_cursors(backend: Backend) {
             Some(c) => format!("/api/v1/events?limit=2&cursor={c}"),
             None => "/api/v1/events?limit=2".to_owned(),
         };
-        let page: Value = server
-            .get(&path)
-            .send()
-            .await
-            .expect("sent")
-            .json()
-            .await
-            .expect("json");
+        let page: Value = server.get_json(&path).await;
         seen.extend(
             page["events"]
                 .as_array()
@@ -516,14 +504,7 @@ async fn lists_page_with_cursors(backend: Backend) {
         cursor = page["next_cursor"].as_str().map(str::to_owned);
     }
     assert_eq!(seen, vec![4, 3, 2, 1, 0]);
-    let names: Value = server
-        .get("/api/v1/events/names")
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let names: Value = server.get_json("/api/v1/events/names").await;
     assert_eq!(names["names"][0], json!({"name": "page.item", "count": 5}));
     server.stop().await;
 }

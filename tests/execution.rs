@@ -33,25 +33,11 @@ async fn emit(server: &TestServer, name: &str, data: Value) -> Vec<String> {
 }
 
 async fn run(server: &TestServer, id: &str) -> Value {
-    server
-        .get(&format!("/api/v1/runs/{id}"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json")
+    server.get_json(&format!("/api/v1/runs/{id}")).await
 }
 
 async fn history_kinds(server: &TestServer, id: &str) -> Vec<String> {
-    let h: Value = server
-        .get(&format!("/api/v1/runs/{id}/history"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let h: Value = server.get_json(&format!("/api/v1/runs/{id}/history")).await;
     h["entries"]
         .as_array()
         .expect("entries")
@@ -92,13 +78,8 @@ async fn fenced_results(backend: Backend) {
         .await;
     assert_eq!(status, 200);
     let steps: Value = server
-        .get(&format!("/api/v1/runs/{run_id}/steps"))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .get_json(&format!("/api/v1/runs/{run_id}/steps"))
+        .await;
     assert_eq!(
         steps["steps"][0]["output"], "A",
         "a checkpointed step is durable when the 2xx arrives"

@@ -108,13 +108,8 @@ async fn buckets_and_values(backend: Backend) {
     );
     assert_eq!(put(&server, "orders", "bad..key", "x", None).await.0, 400);
     let keys: Value = server
-        .get("/api/v1/kv/buckets/orders/keys?filter=o.*")
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .get_json("/api/v1/kv/buckets/orders/keys?filter=o.*")
+        .await;
     assert_eq!(keys["keys"], json!(["o.1", "o.2"]));
     let bad_filter = server
         .get("/api/v1/kv/buckets/orders/keys?filter=o..*")
@@ -122,14 +117,7 @@ async fn buckets_and_values(backend: Backend) {
         .await
         .expect("sent");
     assert_eq!(bad_filter.status(), 400);
-    let list: Value = server
-        .get("/api/v1/kv/buckets")
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let list: Value = server.get_json("/api/v1/kv/buckets").await;
     assert_eq!(list["buckets"][0]["values"], 2);
     server.stop().await;
 }
@@ -194,13 +182,8 @@ async fn conditional_writes(backend: Backend) {
         "create-only succeeds over a tombstone"
     );
     let history: Value = server
-        .get("/api/v1/kv/buckets/claims/keys/job-1/history")
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .get_json("/api/v1/kv/buckets/claims/keys/job-1/history")
+        .await;
     let ops: Vec<&str> = history["entries"]
         .as_array()
         .expect("entries")
@@ -220,13 +203,8 @@ async fn conditional_writes(backend: Backend) {
         .expect("sent");
     assert_eq!(purge.status(), 204);
     let history: Value = server
-        .get("/api/v1/kv/buckets/claims/keys/job-1/history")
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .get_json("/api/v1/kv/buckets/claims/keys/job-1/history")
+        .await;
     assert_eq!(history["count"], 0, "purge removes every revision");
     server.stop().await;
 }
@@ -287,13 +265,8 @@ async fn history_limits_and_ttl(backend: Backend) {
         assert_eq!(put(&server, "short", "k", v, None).await.0, 200);
     }
     let history: Value = server
-        .get("/api/v1/kv/buckets/short/keys/k/history")
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+        .get_json("/api/v1/kv/buckets/short/keys/k/history")
+        .await;
     assert_eq!(history["count"], 2, "only `history` revisions are kept");
     let (status, body) = put(&server, "short", "big", "123456789", None).await;
     assert_eq!(status, 413, "{body}");
@@ -307,14 +280,7 @@ async fn history_limits_and_ttl(backend: Backend) {
         assert!(Instant::now() < deadline, "the value never expired");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let keys: Value = server
-        .get("/api/v1/kv/buckets/short/keys")
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
+    let keys: Value = server.get_json("/api/v1/kv/buckets/short/keys").await;
     assert_eq!(keys["count"], 0, "expired keys are not listed");
     server.stop().await;
 }

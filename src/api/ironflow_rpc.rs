@@ -136,21 +136,6 @@ async fn emit(
     })
 }
 
-fn sync_payload(
-    data: Option<pbjson_types::Struct>,
-    data_value: Option<pbjson_types::Value>,
-) -> serde_json::Value {
-    map::emit_request(
-        pb::TriggerRequest {
-            data,
-            data_value,
-            ..pb::TriggerRequest::default()
-        },
-        "",
-    )
-    .data
-}
-
 fn sync_timeout(timeout_ms: i32) -> std::time::Duration {
     std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0))
 }
@@ -188,7 +173,7 @@ async fn invoke_function(
     ctx.require(Permission::Write)?;
     let id = FunctionId::parse(&req.function_id)
         .map_err(|e| ApiError::invalid(format!("function_id: {e}")))?;
-    let data = sync_payload(req.data, req.data_value);
+    let data = map::payload_json(req.data.as_ref(), req.data_value.as_ref());
     let key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key);
     let emitted = state
         .engine
@@ -212,7 +197,7 @@ async fn invoke_function_sync(
     ctx.require(Permission::Write)?;
     let id = FunctionId::parse(&req.function_id)
         .map_err(|e| ApiError::invalid(format!("function_id: {e}")))?;
-    let data = sync_payload(req.data, req.data_value);
+    let data = map::payload_json(req.data.as_ref(), req.data_value.as_ref());
     let key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key);
     let outcome = state
         .engine

@@ -383,16 +383,24 @@ pub fn step(record: &StepRecord) -> pb::Step {
     }
 }
 
-/// `TriggerRequest` → an event to emit. `data_value` wins over `data` when both are set.
-pub fn emit_request(req: pb::TriggerRequest, source: &str) -> EmitEvent {
-    let data = match (&req.data_value, &req.data) {
+/// A payload sent as the proto (`data` Struct, `data_value` Value) pair: `data_value` wins
+/// when both are set; neither is an empty object.
+pub fn payload_json(
+    data: Option<&pbjson_types::Struct>,
+    data_value: Option<&pbjson_types::Value>,
+) -> Json {
+    match (data_value, data) {
         (Some(v), _) => value_to_json(v),
         (None, Some(s)) => Json::Object(struct_to_map(s)),
         (None, None) => Json::Object(serde_json::Map::new()),
-    };
+    }
+}
+
+/// `TriggerRequest` → an event to emit.
+pub fn emit_request(req: pb::TriggerRequest, source: &str) -> EmitEvent {
     EmitEvent {
+        data: payload_json(req.data.as_ref(), req.data_value.as_ref()),
         name: req.event,
-        data,
         metadata: Json::Object(req.metadata.as_ref().map(struct_to_map).unwrap_or_default()),
         idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
         source: source.to_owned(),
@@ -407,20 +415,16 @@ pub fn run_results(outcome: &crate::engine::SyncOutcome) -> Vec<pb::RunResult> {
         .runs
         .iter()
         .map(|r| {
-            let timed_out = outcome.timed_out.contains(&r.id);
+            let still_running = outcome.still_running_message(&r.id);
+            let timed_out = still_running.is_some();
             let (output, output_value) = r.output.as_ref().map(payload_pair).unwrap_or_default();
-            let error = if timed_out {
-                Some(pb::Error {
-                    message: format!(
-                        "run {} did not finish within {} ms; it is still running",
-                        r.id,
-                        outcome.waited.as_millis()
-                    ),
+            let error = match still_running {
+                Some(message) => Some(pb::Error {
+                    message,
                     code: "WAIT_TIMEOUT".into(),
                     ..pb::Error::default()
-                })
-            } else {
-                r.error.as_ref().map(error)
+                }),
+                None => r.error.as_ref().map(error),
             };
             let duration = r
                 .ended_at

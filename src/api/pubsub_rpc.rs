@@ -43,15 +43,7 @@ async fn publish(
     req: pb::PublishRequest,
 ) -> Result<pb::PublishResponse, ApiError> {
     ctx.require(Permission::Write)?;
-    let data = map::emit_request(
-        pb::TriggerRequest {
-            data: req.data,
-            data_value: req.data_value,
-            ..pb::TriggerRequest::default()
-        },
-        "",
-    )
-    .data;
+    let data = map::payload_json(req.data.as_ref(), req.data_value.as_ref());
     let key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key.as_str());
     let published = state
         .engine

@@ -135,16 +135,16 @@ fn sync_response(outcome: &crate::engine::SyncOutcome) -> Response {
         .runs
         .iter()
         .map(|r| {
-            let timed_out = outcome.timed_out.contains(&r.id);
+            let still_running = outcome.still_running_message(&r.id);
+            let timed_out = still_running.is_some();
             json!({
                 "run_id": r.id,
                 "function_id": r.function_id,
                 "status": r.status.as_str(),
                 "output": r.output,
-                "error": if timed_out {
-                    json!({"code": "WAIT_TIMEOUT", "message": format!("run {} did not finish within {} ms; it is still running", r.id, outcome.waited.as_millis())})
-                } else {
-                    json!(r.error)
+                "error": match still_running {
+                    Some(message) => json!({"code": "WAIT_TIMEOUT", "message": message}),
+                    None => json!(r.error),
                 },
                 "wait_timed_out": timed_out,
                 "duration_ms": r.ended_at.map(|end| (end.0 - r.created_at.0).num_milliseconds()),

@@ -271,14 +271,8 @@ async fn subscribe(
             Ok(rows) => {
                 let mut matching: Vec<BusMessage> = rows
                     .into_iter()
-                    .map(|(mid, seq, topic, data, at)| BusMessage {
-                        env_id: ctx.env.clone(),
-                        kind: MessageKind::Topic,
-                        subject: topic,
-                        id: mid,
-                        sequence: seq,
-                        data,
-                        timestamp: at,
+                    .map(|(mid, seq, topic, data, at)| {
+                        BusMessage::topic(ctx.env.clone(), mid, seq, topic, data, at)
                     })
                     .filter(|m| sub.wants(m))
                     .collect();

@@ -147,3 +147,44 @@ pub struct BusMessage {
     pub data: serde_json::Value,
     pub timestamp: crate::store::time::Ts,
 }
+
+impl BusMessage {
+    /// A message published on a developer topic (`messages.seq` is its sequence).
+    pub fn topic(
+        env_id: EnvId,
+        id: String,
+        sequence: i64,
+        topic: String,
+        data: serde_json::Value,
+        timestamp: crate::store::time::Ts,
+    ) -> Self {
+        Self {
+            env_id,
+            kind: MessageKind::Topic,
+            subject: topic,
+            id,
+            sequence,
+            data,
+            timestamp,
+        }
+    }
+
+    /// An emitted event, under its name.
+    pub fn event(
+        env_id: EnvId,
+        id: String,
+        name: String,
+        data: serde_json::Value,
+        timestamp: crate::store::time::Ts,
+    ) -> Self {
+        Self {
+            env_id,
+            kind: MessageKind::Event,
+            subject: name,
+            id,
+            sequence: 0,
+            data,
+            timestamp,
+        }
+    }
+}

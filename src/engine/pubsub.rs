@@ -39,15 +39,14 @@ impl Engine {
         let (event_id, sequence, duplicate) =
             self.store().publish_message(env, topic, &data, key).await?;
         if !duplicate {
-            self.bus().publish_message(super::BusMessage {
-                env_id: env.clone(),
-                kind: super::MessageKind::Topic,
-                subject: topic.to_owned(),
-                id: event_id.clone(),
+            self.bus().publish_message(super::BusMessage::topic(
+                env.clone(),
+                event_id.clone(),
                 sequence,
+                topic.to_owned(),
                 data,
-                timestamp: crate::store::time::Ts::now(),
-            });
+                crate::store::time::Ts::now(),
+            ));
         }
         Ok(Published {
             event_id,
@@ -65,15 +64,9 @@ impl Engine {
         }
         let message = match kind {
             crate::store::StoredKind::Topic => match self.store().message_by_seq(seq).await {
-                Ok(Some((env_id, id, topic, data, at))) => Some(super::BusMessage {
-                    env_id,
-                    kind: super::MessageKind::Topic,
-                    subject: topic,
-                    id,
-                    sequence: seq,
-                    data,
-                    timestamp: at,
-                }),
+                Ok(Some((env_id, id, topic, data, at))) => {
+                    Some(super::BusMessage::topic(env_id, id, seq, topic, data, at))
+                }
                 Ok(None) => None,
                 Err(e) => {
                     tracing::warn!(error = %e, "relaying a message from another node");
@@ -81,15 +74,13 @@ impl Engine {
                 }
             },
             crate::store::StoredKind::Event => match self.store().event_by_seq(seq).await {
-                Ok(Some(e)) => Some(super::BusMessage {
-                    env_id: e.env_id,
-                    kind: super::MessageKind::Event,
-                    subject: e.name,
-                    id: e.id.to_string(),
-                    sequence: 0,
-                    data: e.data,
-                    timestamp: e.received_at,
-                }),
+                Ok(Some(e)) => Some(super::BusMessage::event(
+                    e.env_id,
+                    e.id.to_string(),
+                    e.name,
+                    e.data,
+                    e.received_at,
+                )),
                 Ok(None) => None,
                 Err(e) => {
                     tracing::warn!(error = %e, "relaying an event from another node");

@@ -28,6 +28,18 @@ pub struct SyncOutcome {
     pub waited: Duration,
 }
 
+impl SyncOutcome {
+    /// Why a run is missing from the finished ones: it is still running after the wait.
+    pub fn still_running_message(&self, run: &RunId) -> Option<String> {
+        self.timed_out.contains(run).then(|| {
+            format!(
+                "run {run} did not finish within {} ms; it is still running",
+                self.waited.as_millis()
+            )
+        })
+    }
+}
+
 impl Engine {
     /// Starts one run of `function` (any active function, whatever its triggers).
     pub async fn invoke_function(
