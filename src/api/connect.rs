@@ -72,6 +72,22 @@ impl Unary {
         }
     }
 
+    /// Like [`decode`](Self::decode), first rewriting a JSON body (for well-known types whose
+    /// canonical JSON form the generated code does not read, such as `FieldMask` strings).
+    pub fn decode_adjusted<T: prost::Message + Default + DeserializeOwned>(
+        &self,
+        adjust: fn(&mut serde_json::Value),
+    ) -> Result<T, ApiError> {
+        if self.codec == Codec::Proto || self.body.iter().all(u8::is_ascii_whitespace) {
+            return self.decode();
+        }
+        let mut value: serde_json::Value = serde_json::from_slice(&self.body)
+            .map_err(|e| ApiError::invalid(format!("malformed JSON request: {e}")))?;
+        adjust(&mut value);
+        serde_json::from_value(value)
+            .map_err(|e| ApiError::invalid(format!("malformed JSON request: {e}")))
+    }
+
     pub fn encode<T: prost::Message + Serialize>(&self, message: &T) -> Response {
         let body = match self.codec {
             Codec::Proto => message.encode_to_vec(),

@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod connect;
+mod connect_stream;
 mod data;
 pub mod error;
 mod extract;
@@ -12,6 +13,7 @@ mod kv;
 mod proto_map;
 mod pubsub_rpc;
 mod rest;
+mod subscription;
 mod system;
 mod workers;
 mod ws;

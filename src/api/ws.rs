@@ -2,8 +2,9 @@
 //! `topic:orders.*` (or bare `orders.*`) for published messages, `events:order.>` for emitted
 //! events, `system.run.<id>.>` (and `system.config.…`, `system.secret.…`) for history
 //! transitions. Options: `replay` (last N topic messages), `startAfterSequence` (resume after a
-//! topic message's sequence, no gap, no duplicate), `filter` (CEL over `event`/`data`).
-//! Consumer groups are not served yet.
+//! topic message's sequence, no gap, no duplicate), `filter` (CEL over `event`/`data`), and
+//! `consumerGroup` (join a consumer group: each message goes to one member; with
+//! `ackMode: "manual"` the member settles it with `{"type":"ack","eventId","ackType"}`).
 
 use std::collections::HashMap;
 
@@ -14,14 +15,16 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 
-use crate::domain::expression::{EventView, TriggerExpression};
-use crate::domain::pattern::EventPattern;
-use crate::engine::{BusMessage, MessageKind};
+use crate::domain::group::{AckMode, GroupSettingsInput, Settle};
+use crate::engine::{BusMessage, EngineError, GroupMember};
+use crate::store::model::GroupDelivery;
 use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
+use super::subscription::{Subscription, SubscriptionSpec, open_subscription};
 
 #[derive(Deserialize, Default)]
 pub struct WsParams {
@@ -52,47 +55,6 @@ pub async fn ws(
     upgrade.on_upgrade(move |socket| session(state, ctx, socket))
 }
 
-struct Subscription {
-    id: String,
-    kind: MessageKind,
-    pattern: EventPattern,
-    filter: Option<TriggerExpression>,
-    /// Topic messages up to this sequence were already sent by the replay.
-    replayed_through: i64,
-}
-
-impl Subscription {
-    fn wants(&self, m: &BusMessage) -> bool {
-        m.kind == self.kind
-            && self.pattern.matches(&m.subject)
-            && !(m.kind == MessageKind::Topic && m.sequence <= self.replayed_through)
-            && self.filter.as_ref().is_none_or(|f| {
-                f.matches(&EventView {
-                    id: &m.id,
-                    name: &m.subject,
-                    data: &m.data,
-                    metadata: &Value::Null,
-                    timestamp_ms: m.timestamp.millis(),
-                })
-            })
-    }
-}
-
-fn parse_pattern(raw: &str) -> Result<(MessageKind, EventPattern), String> {
-    let (kind, rest) = if let Some(r) = raw.strip_prefix("topic:") {
-        (MessageKind::Topic, r)
-    } else if let Some(r) = raw.strip_prefix("events:") {
-        (MessageKind::Event, r)
-    } else if raw.starts_with("system.") {
-        (MessageKind::System, raw)
-    } else {
-        (MessageKind::Topic, raw)
-    };
-    EventPattern::parse(rest)
-        .map(|p| (kind, p))
-        .map_err(|e| e.to_string().replace("event pattern", "pattern"))
-}
-
 fn frame(m: &BusMessage, subscription: &str) -> Message {
     let body = json!({
         "type": "event",
@@ -105,6 +67,20 @@ fn frame(m: &BusMessage, subscription: &str) -> Message {
     Message::Text(body.to_string().into())
 }
 
+fn group_frame(d: &GroupDelivery, subscription: &str, group: &str) -> Message {
+    let body = json!({
+        "type": "event",
+        "subscriptionId": subscription,
+        "consumerGroup": group,
+        "topic": d.topic,
+        "eventId": d.id,
+        "data": d.data,
+        "deliveryAttempt": d.attempt,
+        "meta": {"timestamp": d.published_at.to_rfc3339(), "sequence": d.sequence},
+    });
+    Message::Text(body.to_string().into())
+}
+
 fn error_frame(message: &str) -> Message {
     Message::Text(
         json!({"type": "error", "message": message})
@@ -113,10 +89,32 @@ fn error_frame(message: &str) -> Message {
     )
 }
 
+/// A consumer-group subscription: its member runs in its own task; acks go to it.
+struct GroupLink {
+    acks: mpsc::UnboundedSender<(String, Settle)>,
+}
+
+/// What one socket holds.
+struct Session {
+    subs: HashMap<String, Subscription>,
+    groups: HashMap<String, GroupLink>,
+    /// Which group subscription a handed-out message belongs to (for acks without an id).
+    held_by: HashMap<String, String>,
+    /// Frames from the group members' tasks.
+    out: mpsc::Sender<Message>,
+    next_id: u64,
+}
+
 async fn session(state: AppState, ctx: RequestContext, mut socket: WebSocket) {
     let mut live = state.engine.bus().subscribe_messages();
-    let mut subs: HashMap<String, Subscription> = HashMap::new();
-    let mut next_id = 0u64;
+    let (out, mut from_members) = mpsc::channel::<Message>(256);
+    let mut s = Session {
+        subs: HashMap::new(),
+        groups: HashMap::new(),
+        held_by: HashMap::new(),
+        out,
+        next_id: 0,
+    };
     let shutdown = state.engine.shutdown_token().clone();
     loop {
         tokio::select! {
@@ -127,18 +125,32 @@ async fn session(state: AppState, ctx: RequestContext, mut socket: WebSocket) {
                     Message::Close(_) => return,
                     _ => continue,
                 };
-                let replies = handle_client(&state, &ctx, &text, &mut subs, &mut next_id).await;
+                let replies = handle_client(&state, &ctx, &text, &mut s).await;
                 for reply in replies {
                     if socket.send(reply).await.is_err() {
                         return;
                     }
                 }
             }
+            Some(m) = from_members.recv() => {
+                if let Message::Text(t) = &m
+                    && let Ok(v) = serde_json::from_str::<Value>(t)
+                    && let (Some(id), Some(sub)) = (v["eventId"].as_str(), v["subscriptionId"].as_str())
+                {
+                    s.held_by.insert(id.to_owned(), sub.to_owned());
+                }
+                if socket.send(m).await.is_err() {
+                    return;
+                }
+            }
             received = live.recv() => match received {
                 Ok(m) if m.env_id == ctx.env => {
-                    for sub in subs.values().filter(|s| s.wants(&m)) {
-                        if socket.send(frame(&m, &sub.id)).await.is_err() {
-                            return;
+                    for sub in s.subs.values_mut() {
+                        if sub.wants(&m) {
+                            sub.sent(&m);
+                            if socket.send(frame(&m, &sub.id)).await.is_err() {
+                                return;
+                            }
                         }
                     }
                 }
@@ -163,40 +175,85 @@ async fn handle_client(
     state: &AppState,
     ctx: &RequestContext,
     text: &str,
-    subs: &mut HashMap<String, Subscription>,
-    next_id: &mut u64,
+    s: &mut Session,
 ) -> Vec<Message> {
     let Ok(request) = serde_json::from_str::<Value>(text) else {
         return vec![error_frame("messages must be JSON objects with a \"type\"")];
     };
     match request.get("type").and_then(Value::as_str) {
-        Some("subscribe") => subscribe(state, ctx, &request, subs, next_id).await,
+        Some("subscribe") => subscribe(state, ctx, &request, s).await,
         Some("unsubscribe") => {
             let id = request
                 .get("subscriptionId")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            let removed = subs.remove(id).is_some();
+            // Dropping a group link ends its member task, which leaves the group.
+            let removed = s.subs.remove(id).is_some() || s.groups.remove(id).is_some();
             vec![Message::Text(
                 json!({"type": "unsubscribed", "subscriptionId": id, "success": removed})
                     .to_string()
                     .into(),
             )]
         }
-        // Acks matter only for consumer groups, which are not served yet.
-        Some("ack") => vec![],
+        Some("ack") => ack(&request, s).await,
         other => vec![error_frame(&format!(
             "unknown message type {other:?}; expected subscribe, unsubscribe or ack"
         ))],
     }
 }
 
+fn text_of<'a>(v: &'a Value, camel: &str, snake: &str) -> Option<&'a str> {
+    v.get(camel)
+        .or_else(|| v.get(snake))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+async fn ack(request: &Value, s: &mut Session) -> Vec<Message> {
+    let Some(event_id) = text_of(request, "eventId", "event_id") else {
+        return vec![error_frame("ack needs an eventId")];
+    };
+    let delay = request
+        .get("redeliverDelayMs")
+        .or_else(|| request.get("redeliver_delay_ms"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let settle = match text_of(request, "ackType", "ack_type")
+        .unwrap_or("ack")
+        .to_ascii_lowercase()
+        .trim_start_matches("ack_type_")
+    {
+        "ack" => Settle::Ack,
+        "nak" => Settle::Nak {
+            delay_ms: i32::try_from(delay.clamp(0, i64::from(i32::MAX))).unwrap_or(0),
+        },
+        "term" => Settle::Term,
+        other => {
+            return vec![error_frame(&format!(
+                "ackType '{other}' is not one of ack, nak, term"
+            ))];
+        }
+    };
+    let sub = text_of(request, "subscriptionId", "subscription_id")
+        .map(str::to_owned)
+        .or_else(|| s.held_by.get(event_id).cloned());
+    let Some(link) = sub.and_then(|id| s.groups.get(&id)) else {
+        return vec![error_frame(&format!(
+            "message {event_id} was not delivered to a consumer group subscription on this connection"
+        ))];
+    };
+    s.held_by.remove(event_id);
+    if link.acks.send((event_id.to_owned(), settle)).is_err() {
+        return vec![error_frame("the consumer group subscription has ended")];
+    }
+    vec![]
+}
+
 async fn subscribe(
     state: &AppState,
     ctx: &RequestContext,
     request: &Value,
-    subs: &mut HashMap<String, Subscription>,
-    next_id: &mut u64,
+    s: &mut Session,
 ) -> Vec<Message> {
     let spec = request.get("subscription").unwrap_or(request);
     let raw = spec
@@ -208,92 +265,167 @@ async fn subscribe(
     let refuse = |reason: String| {
         vec![Message::Text(json!({"type": "subscription_result", "pattern": raw, "success": false, "error": reason}).to_string().into())]
     };
-    let (kind, pattern) = match parse_pattern(&raw) {
-        Ok(p) => p,
-        Err(e) => return refuse(e),
-    };
-    if options
-        .get("consumerGroup")
-        .and_then(Value::as_str)
-        .is_some_and(|g| !g.is_empty())
-    {
-        return refuse("consumer groups are not supported by this server yet".into());
+    s.next_id += 1;
+    let id = format!("sub_{}", s.next_id);
+    if let Some(group) = text_of(&options, "consumerGroup", "consumer_group") {
+        return match join_group(state, ctx, &raw, group, &options, id, s).await {
+            Ok(reply) => vec![reply],
+            Err(e) => refuse(super::error::ApiError::from(e).message),
+        };
     }
-    let filter = match options
-        .get("filter")
-        .and_then(Value::as_str)
-        .filter(|f| !f.trim().is_empty())
-    {
-        Some(f) => match TriggerExpression::compile(f) {
-            Ok(e) => Some(e),
-            Err(e) => return refuse(e.to_string()),
-        },
-        None => None,
-    };
-    if kind == MessageKind::System {
-        // Deliver every transition from now on, even one committed before the tailer wakes.
-        match state.engine.store().max_history_seq().await {
-            Ok(seq) => state.engine.bus().follow_history_from(seq),
-            Err(e) => {
-                tracing::warn!(error = %e, "reading the history position for a subscription");
-                return refuse("the history is unavailable right now; retry".into());
-            }
-        }
-    }
-    *next_id += 1;
-    let id = format!("sub_{next_id}");
-    let mut replies = vec![Message::Text(
-        json!({"type": "subscription_result", "subscriptionId": id, "pattern": raw, "success": true}).to_string().into(),
-    )];
-    let mut sub = Subscription {
-        id: id.clone(),
-        kind,
-        pattern,
-        filter,
-        replayed_through: 0,
-    };
-    let replay = options
-        .get("replay")
-        .and_then(Value::as_i64)
-        .unwrap_or(0)
-        .clamp(0, 10_000);
     let after = options.get("startAfterSequence").and_then(|v| {
         v.as_i64()
             .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
     });
-    if kind == MessageKind::Topic && (replay > 0 || after.is_some()) {
-        match state
-            .engine
-            .store()
-            .recent_messages(&ctx.env, after, 10_000)
-            .await
-        {
-            Ok(rows) => {
-                let mut matching: Vec<BusMessage> = rows
-                    .into_iter()
-                    .map(|(mid, seq, topic, data, at)| {
-                        BusMessage::topic(ctx.env.clone(), mid, seq, topic, data, at)
-                    })
-                    .filter(|m| sub.wants(m))
-                    .collect();
-                if after.is_none() {
-                    matching.truncate(usize::try_from(replay).unwrap_or(0));
-                }
-                matching.reverse();
-                for m in &matching {
-                    replies.push(frame(m, &id));
-                    sub.replayed_through = sub.replayed_through.max(m.sequence);
-                }
-                if let Some(a) = after {
-                    sub.replayed_through = sub.replayed_through.max(a);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "replay failed");
-                replies.push(error_frame("replay failed; see the server log"));
+    let subscription = SubscriptionSpec {
+        pattern: &raw,
+        filter: options.get("filter").and_then(Value::as_str),
+        replay: options.get("replay").and_then(Value::as_i64).unwrap_or(0),
+        start_after: after,
+    };
+    let (sub, replayed) = match open_subscription(state, ctx, id.clone(), &subscription).await {
+        Ok(o) => o,
+        Err(e) => return refuse(e.message),
+    };
+    let mut replies = vec![Message::Text(
+        json!({"type": "subscription_result", "subscriptionId": id, "pattern": raw, "success": true}).to_string().into(),
+    )];
+    replies.extend(replayed.iter().map(|m| frame(m, &id)));
+    s.subs.insert(id, sub);
+    replies
+}
+
+/// Joins (creating it on first use, with this pattern and `ackMode`) a consumer group.
+async fn join_group(
+    state: &AppState,
+    ctx: &RequestContext,
+    pattern: &str,
+    group: &str,
+    options: &Value,
+    id: String,
+    s: &mut Session,
+) -> Result<Message, EngineError> {
+    ctx.require(Permission::Write)
+        .map_err(|e| EngineError::FailedPrecondition(e.message))?;
+    let ack_mode = match text_of(options, "ackMode", "ack_mode")
+        .map(|m| m.to_ascii_lowercase())
+        .as_deref()
+    {
+        None | Some("manual" | "ack_mode_manual") => AckMode::Manual,
+        Some("auto" | "ack_mode_auto") => AckMode::Auto,
+        Some(other) => {
+            return Err(EngineError::InvalidArgument(format!(
+                "ackMode '{other}' is not one of manual, auto"
+            )));
+        }
+    };
+    let wanted = pattern.strip_prefix("topic:").unwrap_or(pattern);
+    match state.engine.consumer_group(&ctx.env, group).await {
+        Ok(existing) if existing.settings.pattern != wanted => {
+            return Err(EngineError::FailedPrecondition(format!(
+                "consumer group '{group}' consumes '{}', not '{wanted}'",
+                existing.settings.pattern
+            )));
+        }
+        Ok(_) => {}
+        Err(EngineError::NotFound { .. }) => {
+            let input = GroupSettingsInput {
+                pattern: wanted.to_owned(),
+                filter_expr: options
+                    .get("filter")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                ack_mode: Some(ack_mode),
+                ..Default::default()
+            };
+            match state
+                .engine
+                .create_consumer_group(&ctx.env, group, input)
+                .await
+            {
+                // Another member created it first: join theirs.
+                Ok(_) | Err(EngineError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e),
             }
         }
+        Err(e) => return Err(e),
     }
-    subs.insert(id, sub);
-    replies
+    let consumer = format!("ws-{}", uuid::Uuid::new_v4().simple());
+    let member = state
+        .engine
+        .join_consumer_group(&ctx.env, group, &consumer)
+        .await?;
+    // Unbounded: the socket loop must never wait on a member that waits on the socket.
+    let (acks, ack_rx) = mpsc::unbounded_channel();
+    let reply = Message::Text(
+        json!({"type": "subscription_result", "subscriptionId": id, "pattern": pattern,
+               "consumerGroup": group, "consumerId": consumer, "success": true})
+        .to_string()
+        .into(),
+    );
+    tokio::spawn(run_member(
+        member,
+        id.clone(),
+        s.out.clone(),
+        ack_rx,
+        state.engine.shutdown_token().clone(),
+    ));
+    s.groups.insert(id, GroupLink { acks });
+    Ok(reply)
+}
+
+/// Claims and forwards a member's messages and applies its acks, until the subscription or the
+/// socket ends; then the member leaves (its unsettled messages go to the others at once).
+async fn run_member(
+    mut member: GroupMember,
+    subscription: String,
+    out: mpsc::Sender<Message>,
+    mut acks: mpsc::UnboundedReceiver<(String, Settle)>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let group = member.group().name.clone();
+    loop {
+        if member.should_claim() {
+            match member.claim().await {
+                Ok(batch) => {
+                    for d in &batch {
+                        if out
+                            .send(group_frame(d, &subscription, &group))
+                            .await
+                            .is_err()
+                        {
+                            member.leave().await;
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, group = %group, "claiming consumer group messages");
+                    let text = super::error::ApiError::from(e).message;
+                    let _ = out.send(error_frame(&text)).await;
+                    member.leave().await;
+                    return;
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            () = member.wait() => {}
+            command = acks.recv() => match command {
+                Some((event_id, settle)) => {
+                    if let Err(e) = member.settle(&event_id, settle).await {
+                        let text = super::error::ApiError::from(e).message;
+                        if out.send(error_frame(&text)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                None => break,
+            },
+            () = out.closed() => break,
+            () = shutdown.cancelled() => break,
+        }
+    }
+    member.leave().await;
 }

@@ -24,6 +24,7 @@ pub enum HistoryKind {
     ConfigUpdated,
     ConfigDeleted,
     SecretChanged,
+    ConsumerGroupChanged,
 }
 
 impl HistoryKind {
@@ -46,6 +47,7 @@ impl HistoryKind {
             Self::ConfigUpdated => "config.updated",
             Self::ConfigDeleted => "config.deleted",
             Self::SecretChanged => "secret.changed",
+            Self::ConsumerGroupChanged => "consumer_group.changed",
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod expression;
 pub mod function;
+pub mod group;
 pub mod history;
 pub mod job;
 pub mod kv;

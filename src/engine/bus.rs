@@ -22,6 +22,8 @@ pub struct Bus {
     /// Wakes the timer loop: something may now be due earlier than it planned to wake.
     schedule: Arc<Notify>,
     runs: broadcast::Sender<RunId>,
+    /// A consumer group's queue changed here (settled, released, retuned): members look again.
+    groups: Arc<Notify>,
 }
 
 impl Default for Bus {
@@ -34,6 +36,7 @@ impl Default for Bus {
             work: Arc::new(Notify::new()),
             schedule: Arc::new(Notify::new()),
             runs,
+            groups: Arc::new(Notify::new()),
         }
     }
 }
@@ -90,6 +93,15 @@ impl Bus {
     /// A commit appended to the history: wake the system-event tailer (and the timer).
     pub fn history_appended(&self) {
         self.schedule.notify_waiters();
+    }
+
+    pub fn groups_changed(&self) {
+        self.groups.notify_waiters();
+    }
+
+    /// A handle to await [`groups_changed`](Self::groups_changed).
+    pub fn group_changes(&self) -> Arc<Notify> {
+        self.groups.clone()
     }
 
     pub fn work_ready(&self) {

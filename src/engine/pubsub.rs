@@ -1,5 +1,5 @@
-//! Publishing to developer topics: durable in the database, never starts functions.
-//! (Live subscriptions are not served yet.)
+//! Publishing to developer topics: durable in the database (queued for matching consumer groups
+//! in the same transaction), then fanned out live; never starts functions.
 
 use serde_json::Value;
 
@@ -36,8 +36,11 @@ impl Engine {
             });
         }
         let key = idempotency_key.filter(|k| !k.is_empty());
-        let (event_id, sequence, duplicate) =
-            self.store().publish_message(env, topic, &data, key).await?;
+        let groups = self.groups_for_message(env, topic, &data).await?;
+        let (event_id, sequence, duplicate) = self
+            .store()
+            .publish_message(env, topic, &data, key, &groups)
+            .await?;
         if !duplicate {
             self.bus().publish_message(super::BusMessage::topic(
                 env.clone(),

@@ -11,6 +11,7 @@ pub mod time;
 
 mod data_store;
 mod exec_store;
+pub mod group_store;
 mod kv_store;
 mod sql_store;
 
@@ -75,7 +76,7 @@ impl Backend {
 /// The one storage API. Every method that changes state appends to the history in the same
 /// transaction.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: group_store::GroupStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies pending migrations and (re)creates the documented views in `sql/<backend>/views.sql`.
@@ -315,6 +316,7 @@ pub trait Store: Send + Sync + 'static {
         topic: &str,
         data: &serde_json::Value,
         idempotency_key: Option<&str>,
+        groups: &[String],
     ) -> Result<(String, i64, bool), StoreError>;
 
     /// History entries of every environment after `after_seq`, in order (for live system events).

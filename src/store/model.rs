@@ -635,3 +635,42 @@ pub struct SecretMeta {
     pub created_at: Ts,
     pub updated_at: Ts,
 }
+
+/// A consumer group as stored, with the members seen recently.
+#[derive(Debug, Clone)]
+pub struct ConsumerGroupRecord {
+    pub id: String,
+    pub env_id: EnvId,
+    pub name: String,
+    pub settings: crate::domain::group::GroupSettings,
+    pub members: i64,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+/// One member's claim on a group's due messages.
+#[derive(Debug, Clone)]
+pub struct GroupClaim {
+    pub group_id: String,
+    pub consumer_id: String,
+    /// Most unsettled messages the member may hold (those it already holds count).
+    pub max_held: i64,
+    /// When an unsettled message goes back to the group.
+    pub ack_deadline: Ts,
+    /// Deliveries a message may have in all; due messages past it become dead letters.
+    pub max_deliveries: i32,
+    /// Auto-ack groups: what is handed out is done at once.
+    pub auto_ack: bool,
+}
+
+/// A message handed to a group member.
+#[derive(Debug, Clone)]
+pub struct GroupDelivery {
+    pub sequence: i64,
+    /// 1 for the first delivery.
+    pub attempt: i32,
+    pub id: String,
+    pub topic: String,
+    pub data: Value,
+    pub published_at: Ts,
+}

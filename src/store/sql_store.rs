@@ -720,8 +720,10 @@ macro_rules! sql_store {
                 topic: &str,
                 data: &serde_json::Value,
                 idempotency_key: Option<&str>,
+                groups: &[String],
             ) -> Result<(String, i64, bool), $crate::store::StoreError> {
                 let id = $crate::ids::EventId::generate().to_string();
+                let now = $crate::store::time::Ts::now();
                 let mut tx = self.writer().begin().await?;
                 let seq: Option<i64> = sqlx::query_scalar(sql!("publish_message"))
                     .bind(&id)
@@ -729,11 +731,15 @@ macro_rules! sql_store {
                     .bind(topic)
                     .bind(sqlx::types::Json(data))
                     .bind(idempotency_key)
-                    .bind($crate::store::time::Ts::now())
+                    .bind(now)
                     .fetch_optional(&mut *tx)
                     .await?;
                 let outcome = match seq {
                     Some(seq) => {
+                        // Queued for its consumer groups in the transaction that stores it.
+                        for group in groups {
+                            sqlx::query(sql!("group_enqueue")).bind(group).bind(seq).bind(now).execute(&mut *tx).await?;
+                        }
                         let effects = $crate::store::model::Effects {
                             stored: vec![($crate::store::StoredKind::Topic, seq)],
                             ..Default::default()
@@ -806,6 +812,7 @@ macro_rules! sql_store {
         $crate::store::exec_store::exec_store!($store, $db, $dir);
         $crate::store::kv_store::kv_store!($store, $db, $dir);
         $crate::store::data_store::data_store!($store, $db, $dir);
+        $crate::store::group_store::group_store!($store, $db, $dir);
 
         /// Tells other nodes what this transaction changed: one NOTIFY per transaction, sent at
         /// commit (a no-op on SQLite, where every writer is in this process).

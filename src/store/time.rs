@@ -27,6 +27,15 @@ impl Ts {
     pub fn millis(self) -> i64 {
         self.0.timestamp_millis()
     }
+
+    /// `self + d` (saturating far in the future for absurd durations).
+    pub fn plus(self, d: std::time::Duration) -> Self {
+        Self(self.0 + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(3650)))
+    }
+
+    pub fn minus(self, d: std::time::Duration) -> Self {
+        Self(self.0 - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(3650)))
+    }
 }
 
 impl From<DateTime<Utc>> for Ts {

@@ -1,0 +1,1 @@
+SELECT count(*) FROM group_deliveries WHERE group_id = $1 AND state = 'dead';
