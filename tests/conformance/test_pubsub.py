@@ -1,0 +1,183 @@
+"""Pub/sub through ironflow-py's `IronflowRPC.pubsub`: consumer groups (create / get / list / update /
+delete), members joined with the `JoinConsumerGroup` server stream sharing messages (each delivered to
+exactly one member), `AckEvent` ack / nak (redelivery), and the `Subscribe` server stream with replay.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from ironflow.rpc import IronflowRPCError, v1
+from protobuf.wkt import Struct
+
+from ifconf import Server
+
+STREAM_TIMEOUT = 60.0
+
+
+def publish(rpc: Any, topic: str, data: dict[str, Any]) -> v1.PublishResponse:
+    return rpc.pubsub.publish(v1.PublishRequest(topic=topic, data=Struct.from_python(data)))
+
+
+def test_consumer_group_lifecycle(rpc: Any, uid: str) -> None:
+    name = f"{uid}-billing"
+    created = rpc.pubsub.create_consumer_group(
+        v1.CreateConsumerGroupRequest(
+            name=name,
+            pattern=f"{uid}.orders.*",
+            ack_mode=v1.AckMode.MANUAL,
+            max_redeliveries=4,
+            redeliver_delay_ms=250,
+        )
+    )
+    assert created.name == name and created.pattern == f"{uid}.orders.*"
+    assert created.max_redeliveries == 4 and created.redeliver_delay_ms == 250
+    assert created.max_inflight == 100  # zero means the default
+    assert created.status == v1.ConsumerGroupStatus.ACTIVE
+    assert created.id
+
+    with pytest.raises(IronflowRPCError) as dup:
+        rpc.pubsub.create_consumer_group(v1.CreateConsumerGroupRequest(name=name, pattern="x"))
+    assert dup.value.code == "already_exists"
+    with pytest.raises(IronflowRPCError) as bad:
+        rpc.pubsub.create_consumer_group(v1.CreateConsumerGroupRequest(name=f"{uid}-bad", pattern="a..b"))
+    assert bad.value.code == "invalid_argument" and "pattern" in str(bad.value)
+
+    got = rpc.pubsub.get_consumer_group(v1.GetConsumerGroupRequest(name=name))
+    assert got.id == created.id
+    listed = rpc.pubsub.list_consumer_groups(v1.ListConsumerGroupsRequest())
+    assert name in [g.name for g in listed.groups]
+
+    paused = rpc.pubsub.update_consumer_group(
+        v1.UpdateConsumerGroupRequest(
+            group=v1.ConsumerGroup(name=name, status=v1.ConsumerGroupStatus.PAUSED),
+        )
+    )
+    assert paused.status == v1.ConsumerGroupStatus.PAUSED
+    assert paused.max_redeliveries == 4  # unset fields keep their values
+
+    rpc.pubsub.delete_consumer_group(v1.DeleteConsumerGroupRequest(name=name))
+    with pytest.raises(IronflowRPCError) as gone:
+        rpc.pubsub.get_consumer_group(v1.GetConsumerGroupRequest(name=name))
+    assert gone.value.code == "not_found"
+
+
+def test_three_members_share_300_messages(server: Server, rpc: Any, uid: str) -> None:
+    group = f"{uid}-workers"
+    topic = f"{uid}.jobs"
+    rpc.pubsub.create_consumer_group(
+        v1.CreateConsumerGroupRequest(name=group, pattern=f"{topic}.>", max_inflight=20)
+    )
+    received: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    joined = threading.Barrier(4)
+
+    def member(consumer: str) -> None:
+        client = server.rpc()
+        got: list[int] = []
+        try:
+            stream: Iterator[v1.SubscriptionEvent] = client.pubsub.join_consumer_group(
+                v1.JoinConsumerGroupRequest(group_name=group, consumer_id=consumer), timeout=STREAM_TIMEOUT
+            )
+            joined.wait(timeout=30)
+            for event in stream:
+                client.pubsub.ack_event(
+                    v1.AckEventRequest(group_name=group, consumer_id=consumer, event_id=event.event_id,
+                                       ack_type=v1.AckType.ACK)
+                )
+                if event.topic.endswith(".stop"):
+                    break
+                got.append(int(event.data.to_python()["i"]))
+            stream.close()
+        except BaseException as exc:  # noqa: BLE001 — reported to the main thread
+            with lock:
+                errors.append(exc)
+        finally:
+            with lock:
+                received[consumer] = got
+            client.close()
+
+    threads = [threading.Thread(target=member, args=(f"m{n}",)) for n in range(3)]
+    for t in threads:
+        t.start()
+    joined.wait(timeout=30)
+    # The streams are open once the members start reading; messages published before a member's
+    # first claim wait in the group's queue, so nothing here depends on timing.
+    for i in range(300):
+        publish(rpc, f"{topic}.{i % 5}", {"i": i})
+    # One stop message per member, queued after every job: a member leaves at its first stop, and
+    # whatever else it held goes back to the others, so each member takes exactly one stop.
+    for _ in range(3):
+        publish(rpc, f"{topic}.stop", {})
+    for t in threads:
+        t.join(timeout=STREAM_TIMEOUT)
+        assert not t.is_alive(), "a member did not stop"
+    assert not errors, errors
+    everything = [i for got in received.values() for i in got]
+    assert sorted(everything) == list(range(300)), "each message exactly once across the members"
+
+
+def test_nak_redelivers_through_ack_event(server: Server, rpc: Any, uid: str) -> None:
+    group = f"{uid}-nak"
+    topic = f"{uid}.retry"
+    rpc.pubsub.create_consumer_group(v1.CreateConsumerGroupRequest(name=group, pattern=topic))
+    client = server.rpc()
+    try:
+        stream = client.pubsub.join_consumer_group(
+            v1.JoinConsumerGroupRequest(group_name=group, consumer_id="solo"), timeout=STREAM_TIMEOUT
+        )
+        sent = publish(rpc, topic, {"n": 1})
+        attempts = []
+        for event in stream:
+            assert event.event_id == sent.event_id
+            attempts.append(event.delivery_attempt)
+            ack_type = v1.AckType.NAK if len(attempts) < 3 else v1.AckType.ACK
+            client.pubsub.ack_event(
+                v1.AckEventRequest(group_name=group, consumer_id="solo", event_id=event.event_id,
+                                   ack_type=ack_type)
+            )
+            if ack_type == v1.AckType.ACK:
+                break
+        stream.close()
+        assert attempts == [1, 2, 3]
+        with pytest.raises(IronflowRPCError) as settled:
+            client.pubsub.ack_event(
+                v1.AckEventRequest(group_name=group, consumer_id="solo", event_id=sent.event_id,
+                                   ack_type=v1.AckType.ACK)
+            )
+        assert settled.value.code == "not_found"
+    finally:
+        client.close()
+
+
+def test_subscribe_stream_replays_then_follows(server: Server, rpc: Any, uid: str) -> None:
+    topic = f"{uid}.feed"
+    first = [publish(rpc, topic, {"n": n}) for n in range(3)]
+    client = server.rpc()
+    try:
+        stream = client.pubsub.subscribe(
+            v1.SubscribeRequest(pattern=topic, options=v1.SubscribeOptions(replay=2)), timeout=STREAM_TIMEOUT
+        )
+        seen = []
+        live_sent = None
+        for event in stream:
+            seen.append(event.sequence)
+            if len(seen) == 2:
+                # Replay done: what is published now arrives live.
+                live_sent = publish(rpc, topic, {"n": 3})
+            if len(seen) == 3:
+                break
+        stream.close()
+        assert live_sent is not None
+        assert seen == [first[1].sequence, first[2].sequence, live_sent.sequence]
+    finally:
+        client.close()
+
+    with pytest.raises(IronflowRPCError) as bad:
+        for _ in rpc.pubsub.subscribe(v1.SubscribeRequest(pattern="a..b"), timeout=10.0):
+            pass
+    assert bad.value.code == "invalid_argument"
