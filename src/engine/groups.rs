@@ -22,7 +22,12 @@ use super::{BusMessage, Engine, EngineError, MessageKind};
 
 /// Longest a member waits without looking at the database (a redelivery due on another node, a
 /// lost wakeup): the slow safety sweep.
-const SAFETY_SWEEP: Duration = Duration::from_secs(2);
+const SAFETY_SWEEP: Duration = Duration::from_secs(5);
+/// How soon a member whose last claim found every due message held looks again.
+const HELD_RECHECK: Duration = Duration::from_secs(1);
+/// How often an idle member tells the store it is still there (members unseen for two minutes
+/// are not counted).
+const MEMBER_REFRESH: Duration = Duration::from_secs(30);
 
 impl Engine {
     pub async fn create_consumer_group(
@@ -109,6 +114,8 @@ impl Engine {
             consumer_id: consumer_id.to_owned(),
             live,
             due_now: true,
+            held_all_due: false,
+            last_seen: std::time::Instant::now(),
         })
     }
 
@@ -187,6 +194,11 @@ pub struct GroupMember {
     live: broadcast::Receiver<Arc<BusMessage>>,
     /// Something may be claimable now (set by wakeups, cleared by an empty claim).
     due_now: bool,
+    /// The last claim came back empty although something was due: it is held (locked or at
+    /// this member's limit), so the next wait waits for a change rather than the clock.
+    held_all_due: bool,
+    /// When the store last saw this member (claims and refreshes).
+    last_seen: std::time::Instant,
 }
 
 impl GroupMember {
@@ -229,54 +241,81 @@ impl GroupMember {
                 auto_ack,
             })
             .await?;
+        self.last_seen = std::time::Instant::now();
         if claimed.is_empty() {
             self.due_now = false;
+            self.held_all_due = true;
         }
         Ok(claimed)
     }
 
     /// Waits until something may be claimable: a message published on a matching topic (here or
-    /// on another node), a settle or leave in any group, the next redelivery coming due, or the
-    /// safety sweep. Cancel-safe.
+    /// on another node), a settle or leave in any group here, or the next redelivery coming due.
+    /// A slow sweep re-reads the queue's next due time (changes made on another node) and keeps
+    /// the member counted; it claims only when something is due. Cancel-safe.
     pub async fn wait(&mut self) {
         if self.should_claim() {
             return;
         }
-        let next_due = match self.engine.store().group_next_due(&self.group.id).await {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading a consumer group's next due delivery");
-                None
-            }
-        };
-        let now = Ts::now();
-        // An empty claim with something due now means another member holds the rows: look
-        // again shortly rather than spin.
-        let sleep_for = next_due.map_or(SAFETY_SWEEP, |due| {
-            let ms = (due.millis() - now.millis()).max(20);
-            Duration::from_millis(u64::try_from(ms).unwrap_or(20)).min(SAFETY_SWEEP)
-        });
-        let groups = self.engine.bus().group_changes();
-        let changed = groups.notified();
-        tokio::pin!(changed);
-        let deadline = tokio::time::sleep(sleep_for);
-        tokio::pin!(deadline);
         loop {
-            tokio::select! {
-                received = self.live.recv() => match received {
-                    Ok(m) if m.kind == MessageKind::Topic
-                        && m.env_id == self.group.env_id
-                        && self.pattern.matches(&m.subject) => break,
-                    Ok(_) => {}
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        // The bus is gone (shutting down): fall back to the timer.
-                        (&mut deadline).await;
-                        break;
-                    }
-                },
-                () = &mut changed => break,
-                () = &mut deadline => break,
+            let next_due = match self.engine.store().group_next_due(&self.group.id).await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading a consumer group's next due delivery");
+                    None
+                }
+            };
+            let now = Ts::now();
+            if next_due.is_some_and(|due| due <= now) && !self.held_all_due {
+                break;
+            }
+            // Everything due is held by someone (perhaps by this member, up to max_inflight):
+            // wait for a settle, a new message or the next deadline, not for the clock.
+            let sleep_for = match next_due {
+                None => SAFETY_SWEEP,
+                // Held (a change here wakes us); look again soon for one made elsewhere.
+                Some(due) if due <= now => HELD_RECHECK,
+                Some(due) => {
+                    let ms = u64::try_from(due.millis() - now.millis()).unwrap_or(0);
+                    Duration::from_millis(ms.max(1)).min(SAFETY_SWEEP)
+                }
+            };
+            let groups = self.engine.bus().group_changes();
+            let changed = groups.notified();
+            tokio::pin!(changed);
+            let deadline = tokio::time::sleep(sleep_for);
+            tokio::pin!(deadline);
+            let woken = loop {
+                tokio::select! {
+                    received = self.live.recv() => match received {
+                        Ok(m) if m.kind == MessageKind::Topic
+                            && m.env_id == self.group.env_id
+                            && self.pattern.matches(&m.subject) => break true,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => break true,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            (&mut deadline).await;
+                            break false;
+                        }
+                    },
+                    () = &mut changed => break true,
+                    () = &mut deadline => break false,
+                }
+            };
+            self.held_all_due = false;
+            if woken {
+                break;
+            }
+            if self.last_seen.elapsed() >= MEMBER_REFRESH {
+                self.last_seen = std::time::Instant::now();
+                if let Err(e) = self
+                    .engine
+                    .store()
+                    .group_member_seen(&self.group.id, &self.consumer_id)
+                    .await
+                {
+                    tracing::warn!(error = %e, "refreshing a consumer group member");
+                }
             }
         }
         self.due_now = true;

@@ -51,6 +51,9 @@ pub trait GroupStore {
         settle: crate::domain::group::Settle,
     ) -> Result<bool, StoreError>;
 
+    /// Records that a member is still joined (members unseen for a while are not counted).
+    async fn group_member_seen(&self, group_id: &str, consumer_id: &str) -> Result<(), StoreError>;
+
     /// A member left: its in-flight messages are due again at once.
     async fn group_leave(&self, group_id: &str, consumer_id: &str) -> Result<(), StoreError>;
 
@@ -349,6 +352,16 @@ macro_rules! group_store {
                     .await?;
                 sqlx::query(gsql!("group_member_left")).bind(group_id).bind(consumer_id).execute(&mut *tx).await?;
                 tx.commit().await?;
+                Ok(())
+            }
+
+            async fn group_member_seen(&self, group_id: &str, consumer_id: &str) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(gsql!("group_member_seen"))
+                    .bind(group_id)
+                    .bind(consumer_id)
+                    .bind($crate::store::time::Ts::now())
+                    .execute(self.writer())
+                    .await?;
                 Ok(())
             }
 
