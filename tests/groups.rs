@@ -460,6 +460,82 @@ async fn connect_stream_and_ack_event(backend: Backend) {
     server.stop().await;
 }
 
+/// Members on two nodes sharing one Postgres: a message published on one node reaches the
+/// member on the other (woken over NOTIFY), and still exactly one member gets each message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_on_two_nodes() {
+    let first = TestServer::start(Backend::Postgres).await;
+    let options = ironflow::server::ServeOptions {
+        bind: "127.0.0.1".parse().expect("ip"),
+        port: 0,
+        database_url: first.url.clone(),
+        dev: false,
+        bootstrap_key_file: None,
+        max_payload_bytes: 1 << 20,
+        lease_ttl: Duration::from_secs(90),
+        master_key: None,
+    };
+    let second = ironflow::server::start(options, None)
+        .await
+        .expect("second server");
+    let (status, body) = pubsub(
+        &first,
+        "CreateConsumerGroup",
+        json!({"name": "spread", "pattern": "n.*"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let url = format!(
+        "ws://{}/ws?env=default&token={}",
+        second.local_addr, first.key
+    );
+    let mut remote = tokio_tungstenite::connect_async(url).await.expect("ws").0;
+    assert_eq!(join(&mut remote, "spread", "n.*").await["success"], true);
+    // Only the member on the second node: the message published on the first must wake it.
+    let id = publish(&first, "n.one", json!({})).await;
+    let frame = next_frame(&mut remote).await;
+    assert_eq!(frame["eventId"], id.as_str(), "{frame}");
+    send(&mut remote, json!({"type": "ack", "eventId": id})).await;
+
+    let mut local = connect(&first).await;
+    assert_eq!(join(&mut local, "spread", "n.*").await["success"], true);
+    let mut published = HashSet::new();
+    for i in 0..40 {
+        published.insert(publish(&first, "n.many", json!({"i": i})).await);
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let mut readers = Vec::new();
+    for mut socket in [remote, local] {
+        let tx = tx.clone();
+        readers.push(tokio::spawn(async move {
+            loop {
+                let frame = next_frame(&mut socket).await;
+                let id = frame["eventId"].as_str().expect("eventId").to_owned();
+                send(&mut socket, json!({"type": "ack", "eventId": id})).await;
+                if tx.send(id).is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let mut received = HashSet::new();
+    while received.len() < published.len() {
+        let id = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+            .await
+            .expect("all delivered within 30 s")
+            .expect("readers alive");
+        assert!(received.insert(id.clone()), "{id} delivered twice");
+    }
+    assert_eq!(received, published);
+    for r in readers {
+        r.abort();
+    }
+    second.shutdown.cancel();
+    second.wait().await.expect("second stops");
+    first.stop().await;
+}
+
 both_backends! {
     crud => group_crud;
     share => members_share_messages;
