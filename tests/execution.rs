@@ -509,19 +509,7 @@ async fn sync_triggers_return_output(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_servers_share_one_postgres() {
     let first = TestServer::start(Backend::Postgres).await;
-    let options = ironflow::server::ServeOptions {
-        bind: "127.0.0.1".parse().expect("ip"),
-        port: 0,
-        database_url: first.url.clone(),
-        dev: false,
-        bootstrap_key_file: None,
-        max_payload_bytes: 1 << 20,
-        lease_ttl: Duration::from_secs(90),
-        master_key: None,
-    };
-    let second = ironflow::server::start(options, None)
-        .await
-        .expect("second server");
+    let second = first.second_node().await;
     let second_base = format!("http://{}", second.local_addr);
     register_fn(
         &first,

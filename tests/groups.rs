@@ -8,45 +8,9 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use common::ws::{Socket, connect, connect_to, next_frame, send};
 use common::{Backend, TestServer};
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(server: &TestServer) -> Socket {
-    let url = format!(
-        "{}/ws?env=default&token={}",
-        server.base.replace("http://", "ws://"),
-        server.key
-    );
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("ws connects")
-        .0
-}
-
-async fn next_frame(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(15), socket.next())
-            .await
-            .expect("a frame within 15 s")
-            .expect("socket open")
-            .expect("frame");
-        if let Message::Text(text) = message {
-            return serde_json::from_str(&text).expect("JSON frame");
-        }
-    }
-}
-
-async fn send(socket: &mut Socket, frame: Value) {
-    socket
-        .send(Message::Text(frame.to_string().into()))
-        .await
-        .expect("sent");
-}
 
 async fn join(socket: &mut Socket, group: &str, pattern: &str) -> Value {
     send(
@@ -465,19 +429,7 @@ async fn connect_stream_and_ack_event(backend: Backend) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_on_two_nodes() {
     let first = TestServer::start(Backend::Postgres).await;
-    let options = ironflow::server::ServeOptions {
-        bind: "127.0.0.1".parse().expect("ip"),
-        port: 0,
-        database_url: first.url.clone(),
-        dev: false,
-        bootstrap_key_file: None,
-        max_payload_bytes: 1 << 20,
-        lease_ttl: Duration::from_secs(90),
-        master_key: None,
-    };
-    let second = ironflow::server::start(options, None)
-        .await
-        .expect("second server");
+    let second = first.second_node().await;
     let (status, body) = pubsub(
         &first,
         "CreateConsumerGroup",
@@ -485,11 +437,7 @@ async fn members_on_two_nodes() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let url = format!(
-        "ws://{}/ws?env=default&token={}",
-        second.local_addr, first.key
-    );
-    let mut remote = tokio_tungstenite::connect_async(url).await.expect("ws").0;
+    let mut remote = connect_to(&second.local_addr.to_string(), &first.key).await;
     assert_eq!(join(&mut remote, "spread", "n.*").await["success"], true);
     // Only the member on the second node: the message published on the first must wake it.
     let id = publish(&first, "n.one", json!({})).await;

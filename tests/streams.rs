@@ -3,48 +3,14 @@
 
 mod common;
 
-use std::time::Duration;
-
+use common::ws::{Socket, connect, connect_to, next_frame, send};
 use common::{Backend, FakeWorker, TestServer, step_entry};
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(server: &TestServer) -> Socket {
-    let url = format!(
-        "{}/ws?env=default&token={}",
-        server.base.replace("http://", "ws://"),
-        server.key
-    );
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("ws connects")
-        .0
-}
-
-async fn next_frame(socket: &mut Socket) -> Value {
-    loop {
-        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
-            .await
-            .expect("a frame within 10 s")
-            .expect("socket open")
-            .expect("frame");
-        if let Message::Text(text) = message {
-            return serde_json::from_str(&text).expect("JSON frame");
-        }
-    }
-}
 
 async fn subscribe(socket: &mut Socket, pattern: &str, options: Value) -> Value {
     let request =
         json!({"type": "subscribe", "subscription": {"pattern": pattern, "options": options}});
-    socket
-        .send(Message::Text(request.to_string().into()))
-        .await
-        .expect("sent");
+    send(socket, request).await;
     next_frame(socket).await
 }
 
@@ -256,24 +222,8 @@ both_backends! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fan_out_crosses_nodes_over_notify() {
     let first = TestServer::start(Backend::Postgres).await;
-    let options = ironflow::server::ServeOptions {
-        bind: "127.0.0.1".parse().expect("ip"),
-        port: 0,
-        database_url: first.url.clone(),
-        dev: false,
-        bootstrap_key_file: None,
-        max_payload_bytes: 1 << 20,
-        lease_ttl: Duration::from_secs(90),
-        master_key: None,
-    };
-    let second = ironflow::server::start(options, None)
-        .await
-        .expect("second server");
-    let url = format!(
-        "ws://{}/ws?env=default&token={}",
-        second.local_addr, first.key
-    );
-    let mut socket = tokio_tungstenite::connect_async(url).await.expect("ws").0;
+    let second = first.second_node().await;
+    let mut socket = connect_to(&second.local_addr.to_string(), &first.key).await;
     assert_eq!(
         subscribe(&mut socket, "orders.*", json!({})).await["success"],
         true

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::sync::Arc;
 
 use ironflow::server::{self, ServeOptions, Server};
@@ -152,6 +154,23 @@ impl TestServer {
             status,
             response.json().await.unwrap_or(serde_json::Value::Null),
         )
+    }
+
+    /// Another node on this server's database (Postgres), reachable with the same key.
+    pub async fn second_node(&self) -> Server {
+        let options = ServeOptions {
+            bind: "127.0.0.1".parse().expect("loopback"),
+            port: 0,
+            database_url: self.url.clone(),
+            dev: false,
+            bootstrap_key_file: None,
+            max_payload_bytes: 1 << 20,
+            lease_ttl: std::time::Duration::from_secs(90),
+            master_key: None,
+        };
+        server::start(options, None)
+            .await
+            .expect("second node starts")
     }
 
     pub async fn stop(mut self) {
