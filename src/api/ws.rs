@@ -94,6 +94,12 @@ struct GroupLink {
     acks: mpsc::UnboundedSender<(String, Settle)>,
 }
 
+/// A frame from a member task; `held` names a message the client must settle (manual ack).
+struct Outgoing {
+    frame: Message,
+    held: Option<(String, String)>,
+}
+
 /// What one socket holds.
 struct Session {
     subs: HashMap<String, Subscription>,
@@ -101,13 +107,13 @@ struct Session {
     /// Which group subscription a handed-out message belongs to (for acks without an id).
     held_by: HashMap<String, String>,
     /// Frames from the group members' tasks.
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Outgoing>,
     next_id: u64,
 }
 
 async fn session(state: AppState, ctx: RequestContext, mut socket: WebSocket) {
     let mut live = state.engine.bus().subscribe_messages();
-    let (out, mut from_members) = mpsc::channel::<Message>(256);
+    let (out, mut from_members) = mpsc::channel::<Outgoing>(256);
     let mut s = Session {
         subs: HashMap::new(),
         groups: HashMap::new(),
@@ -132,14 +138,11 @@ async fn session(state: AppState, ctx: RequestContext, mut socket: WebSocket) {
                     }
                 }
             }
-            Some(m) = from_members.recv() => {
-                if let Message::Text(t) = &m
-                    && let Ok(v) = serde_json::from_str::<Value>(t)
-                    && let (Some(id), Some(sub)) = (v["eventId"].as_str(), v["subscriptionId"].as_str())
-                {
-                    s.held_by.insert(id.to_owned(), sub.to_owned());
+            Some(Outgoing { frame, held }) = from_members.recv() => {
+                if let Some((event_id, subscription)) = held {
+                    s.held_by.insert(event_id, subscription);
                 }
-                if socket.send(m).await.is_err() {
+                if socket.send(frame).await.is_err() {
                     return;
                 }
             }
@@ -380,21 +383,21 @@ async fn join_group(
 async fn run_member(
     mut member: GroupMember,
     subscription: String,
-    out: mpsc::Sender<Message>,
+    out: mpsc::Sender<Outgoing>,
     mut acks: mpsc::UnboundedReceiver<(String, Settle)>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let group = member.group().name.clone();
+    let manual = member.group().settings.ack_mode == AckMode::Manual;
+    let notice = |frame: Message| Outgoing { frame, held: None };
     loop {
         if member.should_claim() {
             match member.claim().await {
                 Ok(batch) => {
                     for d in &batch {
-                        if out
-                            .send(group_frame(d, &subscription, &group))
-                            .await
-                            .is_err()
-                        {
+                        let held = manual.then(|| (d.id.clone(), subscription.clone()));
+                        let frame = group_frame(d, &subscription, &group);
+                        if out.send(Outgoing { frame, held }).await.is_err() {
                             member.leave().await;
                             return;
                         }
@@ -403,7 +406,7 @@ async fn run_member(
                 Err(e) => {
                     tracing::warn!(error = %e, group = %group, "claiming consumer group messages");
                     let text = super::error::ApiError::from(e).message;
-                    let _ = out.send(error_frame(&text)).await;
+                    let _ = out.send(notice(error_frame(&text))).await;
                     member.leave().await;
                     return;
                 }
@@ -416,7 +419,7 @@ async fn run_member(
                 Some((event_id, settle)) => {
                     if let Err(e) = member.settle(&event_id, settle).await {
                         let text = super::error::ApiError::from(e).message;
-                        if out.send(error_frame(&text)).await.is_err() {
+                        if out.send(notice(error_frame(&text))).await.is_err() {
                             break;
                         }
                     }
