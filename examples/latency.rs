@@ -62,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         max_payload_bytes: 1 << 20,
         lease_ttl: Duration::from_secs(90),
         master_key: None,
+        nats_url: None,
     };
     let server = ironflow::server::start(options, None).await?;
     let base = format!("http://{}", server.local_addr);

@@ -71,12 +71,44 @@ pub struct ServeArgs {
     /// AES-256 key for secrets at rest: 32 bytes as 64 hex characters or base64.
     #[arg(long, env = "IRONFLOW_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
+    /// Signs push requests (`X-Ironflow-Signature`); the same variable ironflow-py's `serve()`
+    /// verifies with.
+    #[arg(long, env = "IRONFLOW_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
+    /// Push: the longest one request to a function's endpoint may take, in seconds.
+    #[arg(long, env = "IRONFLOW_PUSH_TIMEOUT_SECS", default_value_t = 30)]
+    pub push_timeout_secs: u64,
+    /// Push: requests in flight per endpoint URL on this node.
+    #[arg(long, env = "IRONFLOW_PUSH_CONCURRENCY", default_value_t = 16)]
+    pub push_concurrency: usize,
+    /// Push: consecutive failed requests that open an endpoint's circuit breaker.
+    #[arg(long, env = "IRONFLOW_BREAKER_FAILURES", default_value_t = 5)]
+    pub breaker_failures: u32,
+    /// Push: seconds an open circuit breaker waits before one probe request.
+    #[arg(long, env = "IRONFLOW_BREAKER_OPEN_SECS", default_value_t = 60)]
+    pub breaker_open_secs: u64,
+    /// NATS server with JetStream for the KV store (`nats://host:4222`); KV stays in the
+    /// database without it.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
     /// Log filter (`info`, `debug`, `ironflow=debug,sqlx=warn`).
     #[arg(long, env = "LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 }
 
 impl ServeArgs {
+    pub fn push_options(&self) -> crate::engine::PushOptions {
+        crate::engine::PushOptions {
+            signing_key: self.signing_key.clone().filter(|k| !k.trim().is_empty()),
+            request_timeout: std::time::Duration::from_secs(self.push_timeout_secs.max(1)),
+            max_in_flight_per_endpoint: self.push_concurrency.max(1),
+            breaker: crate::domain::breaker::BreakerSettings {
+                failure_threshold: self.breaker_failures.max(1),
+                open_for: std::time::Duration::from_secs(self.breaker_open_secs.max(1)),
+            },
+        }
+    }
+
     pub fn options(&self) -> anyhow::Result<ServeOptions> {
         let master_key = self
             .master_key
@@ -93,6 +125,7 @@ impl ServeArgs {
             max_payload_bytes: self.max_payload_bytes,
             lease_ttl: std::time::Duration::from_secs(self.lease_ttl_secs.max(1)),
             master_key,
+            nats_url: self.nats_url.clone().filter(|u| !u.trim().is_empty()),
         })
     }
 }

@@ -22,7 +22,9 @@ async fn main() -> anyhow::Result<()> {
                 .install_recorder()
                 .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
                 .ok();
-            let server = ironflow::server::start(args.options()?, metrics).await?;
+            let server =
+                ironflow::server::start_with_push(args.options()?, args.push_options(), metrics)
+                    .await?;
             eprintln!("ironflow: listening on http://{}", server.local_addr);
             let token = server.shutdown.clone();
             tokio::spawn(async move {

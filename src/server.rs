@@ -27,6 +27,8 @@ pub struct ServeOptions {
     pub lease_ttl: std::time::Duration,
     /// `IRONFLOW_MASTER_KEY`, already parsed; `None` disables storing secrets.
     pub master_key: Option<crate::domain::secret::MasterKey>,
+    /// `--nats-url` / `NATS_URL`: KV buckets live in NATS JetStream instead of the database.
+    pub nats_url: Option<String>,
 }
 
 /// A running server: its address, and a token that stops it.
@@ -52,9 +54,18 @@ pub async fn open_store(database_url: &str) -> anyhow::Result<SharedStore> {
     Ok(store)
 }
 
-/// Starts serving; returns once the listener is bound and the database is ready.
+/// Starts serving with default push settings (unsigned requests); see [`start_with_push`].
 pub async fn start(
     options: ServeOptions,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+) -> anyhow::Result<Server> {
+    start_with_push(options, crate::engine::PushOptions::default(), metrics).await
+}
+
+/// Starts serving; returns once the listener is bound and the database is ready.
+pub async fn start_with_push(
+    options: ServeOptions,
+    push: crate::engine::PushOptions,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> anyhow::Result<Server> {
     let started = Instant::now();
@@ -71,12 +82,18 @@ pub async fn start(
         );
         eprintln!("ironflow: WARNING: --dev disables authentication; every request acts as admin");
     }
+    let kv = match options.nats_url.as_deref().filter(|u| !u.trim().is_empty()) {
+        Some(url) => crate::engine::KvBackend::Nats(crate::engine::NatsKv::connect(url).await?),
+        None => crate::engine::KvBackend::Database,
+    };
     let engine = Engine::new(
         store.clone(),
         EngineOptions {
             max_payload_bytes: options.max_payload_bytes,
             lease_ttl: options.lease_ttl,
             master_key: options.master_key.clone(),
+            push,
+            kv,
         },
     );
     engine

@@ -245,6 +245,7 @@ async fn wrong_master_key_fails_loudly(backend: Backend) {
         max_payload_bytes: 1 << 20,
         lease_ttl: std::time::Duration::from_secs(90),
         master_key: Some(MasterKey::parse(key).expect("key")),
+        nats_url: None,
     };
     let server = ironflow::server::start(options(KEY_A), None)
         .await

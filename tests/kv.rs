@@ -1,12 +1,14 @@
-//! The database-backed KV store over REST on both backends: buckets, revisions, create-only
-//! and compare-and-set writes (atomic under concurrent writers), tombstones, purge, history,
-//! TTL and key filters.
+//! The KV store over REST on every backend — the database (SQLite, Postgres) and NATS
+//! JetStream (a real `nats-server`, `--nats-url`): buckets, revisions, create-only and
+//! compare-and-set writes (atomic under concurrent writers), tombstones, purge, history, TTL
+//! and key filters; NATS buckets scoped per environment; a bad NATS URL fails the start.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use common::kv::{Setup, start};
 use common::{Backend, TestServer};
 use serde_json::{Value, json};
 
@@ -62,8 +64,8 @@ fn decoded(entry: &Value) -> String {
     String::from_utf8(bytes).expect("utf8")
 }
 
-async fn buckets_and_values(backend: Backend) {
-    let server = TestServer::start(backend).await;
+async fn buckets_and_values(setup: Setup) {
+    let server = start(setup).await;
     let (status, bucket) = create_bucket(
         &server,
         json!({"name": "orders", "description": "order state", "history": 3}),
@@ -122,8 +124,8 @@ async fn buckets_and_values(backend: Backend) {
     server.stop().await;
 }
 
-async fn conditional_writes(backend: Backend) {
-    let server = TestServer::start(backend).await;
+async fn conditional_writes(setup: Setup) {
+    let server = start(setup).await;
     create_bucket(&server, json!({"name": "claims", "history": 5})).await;
     let create_only = || Some(("if-none-match", "*".to_owned()));
     let (status, claimed) = put(&server, "claims", "job-1", "\"me\"", create_only()).await;
@@ -210,8 +212,8 @@ async fn conditional_writes(backend: Backend) {
 }
 
 /// 20 writers increment one counter through CAS retries; no update is lost.
-async fn cas_race_loses_nothing(backend: Backend) {
-    let server = TestServer::start(backend).await;
+async fn cas_race_loses_nothing(setup: Setup) {
+    let server = start(setup).await;
     create_bucket(&server, json!({"name": "counters"})).await;
     put(&server, "counters", "hits", "0", None).await;
     let mut tasks = Vec::new();
@@ -254,8 +256,8 @@ async fn cas_race_loses_nothing(backend: Backend) {
     server.stop().await;
 }
 
-async fn history_limits_and_ttl(backend: Backend) {
-    let server = TestServer::start(backend).await;
+async fn history_limits_and_ttl(setup: Setup) {
+    let server = start(setup).await;
     create_bucket(
         &server,
         json!({"name": "short", "history": 2, "ttl_seconds": 1, "max_value_size": 8}),
@@ -285,9 +287,110 @@ async fn history_limits_and_ttl(backend: Backend) {
     server.stop().await;
 }
 
-both_backends! {
+every_kv_backend! {
     buckets => buckets_and_values;
     conditional => conditional_writes;
     cas_race => cas_race_loses_nothing;
     ttl => history_limits_and_ttl;
+}
+
+/// The same bucket name in two environments is two NATS buckets (streams
+/// `KV_if_<env>_<bucket>`): neither sees the other's keys, listing or deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_buckets_are_scoped_per_environment() {
+    use ironflow::domain::kv::{BucketSettings, KvCondition};
+    use ironflow::engine::{Engine, EngineError, EngineOptions, KvBackend, NatsKv};
+    use ironflow::ids::EnvId;
+
+    let nats = ironflow_testcontainers::nats().await.expect("nats-server");
+    let (store, _url, _guard) = common::fresh_store(Backend::Sqlite).await;
+    let kv = NatsKv::connect(&nats.url()).await.expect("connects");
+    let engine = Engine::new(
+        store,
+        EngineOptions {
+            kv: KvBackend::Nats(kv),
+            ..EngineOptions::default()
+        },
+    );
+    let (a, b) = (EnvId::generate(), EnvId::generate());
+    assert_ne!(
+        NatsKv::nats_bucket(&a, "shared"),
+        NatsKv::nats_bucket(&b, "shared")
+    );
+    let settings = || BucketSettings {
+        name: "shared".into(),
+        description: String::new(),
+        ttl_seconds: 0,
+        max_value_size: 0,
+        max_bytes: 0,
+        history: 1,
+    };
+    engine.kv_create_bucket(&a, settings()).await.expect("a");
+    let write = |env: EnvId, value: &'static str| {
+        let engine = engine.clone();
+        async move {
+            engine
+                .kv_write(
+                    &env,
+                    "shared",
+                    "k",
+                    Some(value.as_bytes().to_vec()),
+                    KvCondition::None,
+                )
+                .await
+        }
+    };
+    write(a.clone(), "from-a").await.expect("put in a");
+    assert!(matches!(
+        engine.kv_bucket(&b, "shared").await,
+        Err(EngineError::NotFound { .. })
+    ));
+    assert!(engine.kv_list_buckets(&b).await.expect("list").is_empty());
+    assert!(matches!(
+        write(b.clone(), "from-b").await,
+        Err(EngineError::NotFound { .. })
+    ));
+    engine.kv_create_bucket(&b, settings()).await.expect("b");
+    write(b.clone(), "from-b").await.expect("put in b");
+    let value = |env: EnvId| {
+        let engine = engine.clone();
+        async move { engine.kv_get(&env, "shared", "k").await.expect("get").value }
+    };
+    assert_eq!(value(a.clone()).await, b"from-a");
+    assert_eq!(value(b.clone()).await, b"from-b");
+    let listed = engine.kv_list_buckets(&a).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].settings.name, "shared");
+    engine.kv_delete_bucket(&b, "shared").await.expect("delete");
+    assert_eq!(value(a.clone()).await, b"from-a", "a's bucket survives");
+}
+
+/// `--nats-url` naming no server fails the start with a message that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_nats_fails_the_start() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let dir = tempfile::tempdir().expect("dir");
+    let options = ironflow::server::ServeOptions {
+        bind: "127.0.0.1".parse().expect("ip"),
+        port: 0,
+        database_url: dir.path().join("i.db").display().to_string(),
+        dev: true,
+        bootstrap_key_file: None,
+        max_payload_bytes: 1 << 20,
+        lease_ttl: Duration::from_secs(90),
+        master_key: None,
+        nats_url: Some(format!("nats://127.0.0.1:{port}")),
+    };
+    let Err(e) = ironflow::server::start(options, None).await else {
+        panic!("started without NATS");
+    };
+    let message = format!("{e:#}");
+    assert!(
+        message.contains("connecting to NATS at nats://127.0.0.1:"),
+        "{message}"
+    );
 }

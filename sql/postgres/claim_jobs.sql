@@ -4,6 +4,8 @@ WITH due AS (
     FROM jobs
     WHERE env_id = $1
       AND function_id IN (SELECT jsonb_array_elements_text($2::jsonb))
+      -- Pull workers get pull functions' jobs, the push dispatcher push functions' jobs ($7).
+      AND function_id IN (SELECT f.id FROM functions f WHERE f.env_id = $1 AND COALESCE(f.definition->>'mode', 'pull') = $7)
       AND ((state = 'queued' AND due_at <= $3) OR (state = 'leased' AND lease_expires_at <= $3))
     ORDER BY due_at, seq
     LIMIT $4

@@ -3,6 +3,7 @@
 //! call the engine, map the result.
 
 pub mod auth;
+mod breakers;
 mod connect;
 mod connect_stream;
 mod data;
@@ -15,6 +16,7 @@ mod pubsub_rpc;
 mod rest;
 mod subscription;
 mod system;
+mod watch;
 mod workers;
 mod ws;
 
@@ -96,6 +98,11 @@ pub fn router(state: AppState) -> Router {
                 .patch(data::patch_secret)
                 .delete(data::delete_secret),
         )
+        .route("/api/v1/circuit-breakers", get(breakers::list))
+        .route(
+            "/api/v1/circuit-breakers/{key}/reset",
+            post(breakers::reset),
+        )
         .route("/api/v1/workers", get(workers::list))
         .route(
             "/api/v1/workers/{id}/register",
@@ -125,6 +132,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(system::ready))
         .route("/metrics", get(system::metrics))
         .route("/ws", get(ws::ws))
+        .route("/api/v1/kv/buckets/{bucket}/watch", get(watch::watch_kv))
+        .route("/api/v1/config/{name}/watch", get(watch::watch_config))
         .merge(protected)
         .fallback(system::not_found)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -10,12 +10,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::domain::job::{
-    Fence, JobFailure, JobReport, ReportOutcome, ReportedStep, YieldRequest, parse_duration,
+use crate::domain::job::{Fence, JobReport, ReportOutcome};
+use crate::domain::job_wire::{
+    ErrorBody, StepBody, WireError, YieldBody, parse_failure, parse_steps, parse_yield,
 };
 use crate::engine::{PollOutcome, WorkerHello};
 use crate::store::model::ClaimedJob;
-use crate::store::time::Ts;
 use crate::tenancy::Permission;
 
 use super::AppState;
@@ -152,22 +152,7 @@ pub async fn poll(
 /// The job as the worker reads it. Optional keys are omitted, never null (the SDK rejects null).
 fn job_assignment(job: &ClaimedJob) -> Value {
     let run = &job.run;
-    let event = match &job.event {
-        Some(e) => {
-            let mut ev = json!({
-                "id": e.id, "name": e.name, "data": e.data, "timestamp": e.received_at.to_rfc3339(),
-                "version": e.version.max(1), "source": e.source, "metadata": e.metadata,
-            });
-            if let Some(key) = &e.idempotency_key {
-                ev["idempotency_key"] = json!(key);
-            }
-            ev
-        }
-        None => json!({
-            "id": run.id, "name": "ironflow/function.invoked", "data": run.input,
-            "timestamp": run.created_at.to_rfc3339(), "version": 1, "source": "invoke",
-        }),
-    };
+    let event = job.event_json();
     let steps: Vec<Value> = job
         .completed_steps
         .iter()
@@ -229,66 +214,6 @@ pub async fn ack(
 }
 
 #[derive(Deserialize)]
-pub struct StepBody {
-    id: String,
-    #[serde(default)]
-    name: String,
-    #[serde(default, rename = "type")]
-    step_type: Option<String>,
-    status: String,
-    #[serde(default)]
-    output: Option<Value>,
-    #[serde(default)]
-    error: Option<Value>,
-    #[serde(default)]
-    started_at: Option<String>,
-    #[serde(default)]
-    ended_at: Option<String>,
-    #[serde(default)]
-    compensation_for: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub struct ErrorBody {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    retryable: Option<bool>,
-    #[serde(default)]
-    retry_after_ms: Option<i64>,
-}
-
-#[derive(Deserialize)]
-pub struct EventFilterBody {
-    event: String,
-    #[serde(default, rename = "match")]
-    match_path: Option<String>,
-    #[serde(default)]
-    match_value: Option<String>,
-    #[serde(default)]
-    timeout: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub struct YieldBody {
-    step_id: String,
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    until: Option<String>,
-    #[serde(default)]
-    event_filter: Option<EventFilterBody>,
-    #[serde(default)]
-    function_id: Option<String>,
-    #[serde(default)]
-    input: Option<Value>,
-    #[serde(default)]
-    invoke_timeout_ms: Option<u64>,
-}
-
-#[derive(Deserialize)]
 pub struct ReportBody {
     status: String,
     execution_seq: i64,
@@ -318,69 +243,25 @@ pub async fn report(
     Ok(Json(json!({"status": "ok"})))
 }
 
-fn parse_time(field: &str, value: Option<String>) -> Result<Option<Ts>, ApiError> {
-    value
-        .filter(|v| !v.is_empty())
-        .map(|v| {
-            chrono::DateTime::parse_from_rfc3339(&v)
-                .map(|t| Ts(t.with_timezone(&chrono::Utc)))
-                .map_err(|_| ApiError::invalid(format!("{field}: '{v}' is not an RFC 3339 time")))
-        })
-        .transpose()
-}
-
 fn parse_report(dispatch_id: String, body: ReportBody) -> Result<JobReport, ApiError> {
-    let mut steps = Vec::with_capacity(body.steps.len());
-    for s in body.steps {
-        let completed = match s.status.as_str() {
-            "completed" => true,
-            "failed" => false,
-            other => {
-                return Err(ApiError::invalid(format!(
-                    "steps[].status must be completed or failed, not '{other}'"
-                )));
-            }
-        };
-        steps.push(ReportedStep {
-            started_at: parse_time("steps[].started_at", s.started_at)?,
-            ended_at: parse_time("steps[].ended_at", s.ended_at)?,
-            id: s.id,
-            name: s.name,
-            step_type: s.step_type.unwrap_or_else(|| "invoke".into()),
-            completed,
-            output: if completed {
-                Some(s.output.unwrap_or(Value::Null))
-            } else {
-                None
-            },
-            error: s.error,
-            compensation_for: s.compensation_for,
-        });
-    }
+    let invalid = |e: WireError| ApiError::invalid(e.to_string());
+    let steps = parse_steps(body.steps).map_err(invalid)?;
     let outcome = match body.status.as_str() {
         "progress" => ReportOutcome::Progress,
         "completed" => ReportOutcome::Completed {
             output: body.output.unwrap_or(Value::Null),
         },
-        "failed" => {
-            let e = body
-                .error
-                .ok_or_else(|| ApiError::invalid("a failed report needs an error"))?;
-            ReportOutcome::Failed(JobFailure {
-                message: e.message,
-                code: if e.code.is_empty() {
-                    "ERROR".into()
-                } else {
-                    e.code
-                },
-                retryable: e.retryable.unwrap_or(true),
-                retry_after_ms: e.retry_after_ms,
-            })
-        }
-        "yielded" => ReportOutcome::Yielded(parse_yield(
-            body.yielded
-                .ok_or_else(|| ApiError::invalid("a yielded report needs a yield"))?,
-        )?),
+        "failed" => ReportOutcome::Failed(parse_failure(
+            body.error
+                .ok_or_else(|| ApiError::invalid("a failed report needs an error"))?,
+        )),
+        "yielded" => ReportOutcome::Yielded(
+            parse_yield(
+                body.yielded
+                    .ok_or_else(|| ApiError::invalid("a yielded report needs a yield"))?,
+            )
+            .map_err(invalid)?,
+        ),
         other => {
             return Err(ApiError::invalid(format!(
                 "status must be progress, completed, failed or yielded, not '{other}'"
@@ -396,48 +277,5 @@ fn parse_report(dispatch_id: String, body: ReportBody) -> Result<JobReport, ApiE
         steps,
         step_offset: body.step_offset,
         outcome,
-    })
-}
-
-fn parse_yield(y: YieldBody) -> Result<YieldRequest, ApiError> {
-    let need = |v: Option<String>, what: &str| {
-        v.filter(|s| !s.is_empty())
-            .ok_or_else(|| ApiError::invalid(format!("yield.{what} is required for {}", y.kind)))
-    };
-    Ok(match y.kind.as_str() {
-        "sleep" => YieldRequest::Sleep {
-            until: parse_time("yield.until", Some(need(y.until.clone(), "until")?))?
-                .unwrap_or_else(Ts::now),
-            step_id: y.step_id,
-        },
-        "wait_for_event" => {
-            let f = y.event_filter.ok_or_else(|| {
-                ApiError::invalid("yield.event_filter is required for wait_for_event")
-            })?;
-            let timeout = match f.timeout.as_deref() {
-                Some(t) => parse_duration(t)
-                    .map_err(|e| ApiError::invalid(format!("yield.event_filter.timeout: {e}")))?,
-                None => Duration::from_secs(7 * 86_400),
-            };
-            YieldRequest::WaitForEvent {
-                step_id: y.step_id,
-                event: f.event,
-                match_path: f.match_path.filter(|m| !m.is_empty()),
-                match_value: f.match_value,
-                timeout,
-            }
-        }
-        "invoke_function" => YieldRequest::Invoke {
-            function_id: need(y.function_id.clone(), "function_id")?,
-            input: y.input.unwrap_or(Value::Null),
-            timeout: Duration::from_millis(y.invoke_timeout_ms.unwrap_or(30_000)),
-            step_id: y.step_id,
-        },
-        "invoke_function_async" => YieldRequest::InvokeAsync {
-            function_id: need(y.function_id.clone(), "function_id")?,
-            input: y.input.unwrap_or(Value::Null),
-            step_id: y.step_id,
-        },
-        other => return Err(ApiError::invalid(format!("unknown yield type '{other}'"))),
     })
 }

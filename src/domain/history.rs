@@ -25,6 +25,10 @@ pub enum HistoryKind {
     ConfigDeleted,
     SecretChanged,
     ConsumerGroupChanged,
+    CircuitBreakerOpened,
+    CircuitBreakerHalfOpened,
+    CircuitBreakerClosed,
+    CircuitBreakerReset,
 }
 
 impl HistoryKind {
@@ -48,6 +52,10 @@ impl HistoryKind {
             Self::ConfigDeleted => "config.deleted",
             Self::SecretChanged => "secret.changed",
             Self::ConsumerGroupChanged => "consumer_group.changed",
+            Self::CircuitBreakerOpened => "circuit_breaker.opened",
+            Self::CircuitBreakerHalfOpened => "circuit_breaker.half_opened",
+            Self::CircuitBreakerClosed => "circuit_breaker.closed",
+            Self::CircuitBreakerReset => "circuit_breaker.reset",
         }
     }
 }

@@ -1,12 +1,15 @@
 //! Domain types shared by the engine and the store: function definitions, triggers, run states,
 //! history kinds.
 
+pub mod breaker;
 pub mod expression;
 pub mod function;
 pub mod group;
 pub mod history;
 pub mod job;
+pub mod job_wire;
 pub mod kv;
 pub mod pattern;
 pub mod run;
 pub mod secret;
+pub mod signature;

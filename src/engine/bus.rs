@@ -24,6 +24,8 @@ pub struct Bus {
     runs: broadcast::Sender<RunId>,
     /// A consumer group's queue changed here (settled, released, retuned): members look again.
     groups: Arc<Notify>,
+    /// A KV value was written (here or on another node): watchers read their buckets again.
+    kv: Arc<Notify>,
 }
 
 impl Default for Bus {
@@ -37,6 +39,7 @@ impl Default for Bus {
             schedule: Arc::new(Notify::new()),
             runs,
             groups: Arc::new(Notify::new()),
+            kv: Arc::new(Notify::new()),
         }
     }
 }
@@ -67,6 +70,7 @@ impl Bus {
             Wakeup::RunsChanged => {
                 let _ = self.runs.send(RunId::from_stored(ANY_RUN.to_owned()));
             }
+            Wakeup::KvChanged => self.kv_changed(),
             // Needs a read of the durable copy; the engine relays these (see `relay_stored`).
             Wakeup::Stored { .. } => {}
         }
@@ -102,6 +106,16 @@ impl Bus {
     /// A handle to await [`groups_changed`](Self::groups_changed).
     pub fn group_changes(&self) -> Arc<Notify> {
         self.groups.clone()
+    }
+
+    /// A KV write committed: wake the watchers.
+    pub fn kv_changed(&self) {
+        self.kv.notify_waiters();
+    }
+
+    /// A handle to await [`kv_changed`](Self::kv_changed); enable it before reading.
+    pub fn kv_changes(&self) -> Arc<Notify> {
+        self.kv.clone()
     }
 
     pub fn work_ready(&self) {

@@ -114,6 +114,7 @@ impl Engine {
                 function_ids: function_ids.clone(),
                 limit: available.min(100),
                 lease_expires_at: self.lease_expiry(),
+                mode: crate::domain::function::ExecutionMode::Pull,
             };
             let mut jobs = self.store().claim_jobs(&request).await?;
             if !jobs.is_empty() {

@@ -11,11 +11,14 @@ mod execution;
 mod functions;
 mod groups;
 mod kv;
+mod kv_nats;
 mod pubsub;
+mod push;
 mod runs;
 mod sync;
 mod system_events;
 mod triggers;
+mod watch;
 
 use std::sync::Arc;
 
@@ -26,9 +29,13 @@ pub use events::{EmitEvent, EmitResult, EventPage, EventPageQuery};
 pub use execution::{PollOutcome, WorkerHello};
 pub use functions::{FunctionPage, RegisterFunction};
 pub use groups::GroupMember;
+pub use kv::KvBackend;
+pub use kv_nats::NatsKv;
 pub use pubsub::Published;
+pub use push::{PUSH_ERROR_CODE, PushOptions, push_request};
 pub use runs::{RunPage, RunPageQuery};
 pub use sync::{INVOKED_EVENT, MAX_SYNC_WAIT, SyncOutcome};
+pub use watch::{ConfigWatch, ConfigWatchEvent, KvWatch, KvWatchEvent};
 
 use crate::store::SharedStore;
 use crate::store::time::Ts;
@@ -43,6 +50,10 @@ pub struct EngineOptions {
     pub lease_ttl: std::time::Duration,
     /// Encrypts secrets; without it the server refuses to store them.
     pub master_key: Option<crate::domain::secret::MasterKey>,
+    /// Push delivery: signing key, request timeout, per-endpoint concurrency, breakers.
+    pub push: PushOptions,
+    /// Where KV buckets live: the database, or NATS JetStream (`--nats-url`).
+    pub kv: KvBackend,
 }
 
 impl Default for EngineOptions {
@@ -51,6 +62,8 @@ impl Default for EngineOptions {
             max_payload_bytes: 1024 * 1024,
             lease_ttl: std::time::Duration::from_secs(90),
             master_key: None,
+            push: PushOptions::default(),
+            kv: KvBackend::Database,
         }
     }
 }
@@ -133,7 +146,11 @@ impl Engine {
             let engine = self.clone();
             tokio::spawn(async move { engine.run_history_tailer().await })
         };
-        vec![listener, timers, tailer]
+        let push = {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.run_push_dispatcher().await })
+        };
+        vec![listener, timers, tailer, push]
     }
 }
 

@@ -36,6 +36,10 @@ pub fn system_subject(entry: &HistoryRecord) -> Option<String> {
             .function_id
             .as_ref()
             .map(|f| format!("system.function.{f}.registered")),
+        (k, _) if k.starts_with("circuit_breaker.") => entry
+            .function_id
+            .as_ref()
+            .map(|f| format!("system.function.{f}.{k}")),
         _ => None,
     }
 }

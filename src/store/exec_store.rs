@@ -477,6 +477,10 @@ macro_rules! exec_store {
                     .bind(req.limit)
                     .bind(&req.worker_id)
                     .bind(req.lease_expires_at)
+                    .bind(match req.mode {
+                        $crate::domain::function::ExecutionMode::Pull => "pull",
+                        $crate::domain::function::ExecutionMode::Push => "push",
+                    })
                     .fetch_all(&mut *tx)
                     .await?;
                 // Read once here for the run timeout, then handed to the job below.

@@ -1,7 +1,8 @@
 //! `kv_store!`: the database-backed KV store (buckets, revisions, compare-and-set, TTL,
 //! history), instantiated per backend like `sql_store!`. Revisions come from a per-bucket
 //! counter taken under the bucket row's lock, so they are strictly increasing per bucket and
-//! CAS is atomic under concurrent writers on both backends.
+//! CAS is atomic under concurrent writers on both backends. Each write NOTIFYs other nodes
+//! (`k`) so their watchers read the new rows.
 
 macro_rules! kv_store {
     ($store:ty, $db:ty, $dir:literal) => {
@@ -195,6 +196,11 @@ macro_rules! kv_store {
                     .bind(i64::from(history.max(1)))
                     .execute(&mut *tx)
                     .await?;
+                // Watchers on other nodes read the bucket again (delivered at commit).
+                sqlx::query(kvsql!("notify_commit"))
+                    .bind($crate::store::kv_notify_payload(self.node_id()))
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(KvWriteOutcome::Written($crate::store::model::KvEntry {
                     key: w.key.clone(),
@@ -259,6 +265,49 @@ macro_rules! kv_store {
                     .bind(env.as_str())
                     .bind(bucket)
                     .bind(key)
+                    .fetch_all(self.reader())
+                    .await?;
+                Ok(rows.into_iter().map(kv_entry).collect())
+            }
+
+            async fn kv_revision_impl(
+                &self,
+                env: &$crate::ids::EnvId,
+                bucket: &str,
+            ) -> Result<Option<i64>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar(kvsql!("kv_bucket_revision"))
+                    .bind(env.as_str())
+                    .bind(bucket)
+                    .fetch_optional(self.reader())
+                    .await?)
+            }
+
+            async fn kv_entries_after_impl(
+                &self,
+                env: &$crate::ids::EnvId,
+                bucket: &str,
+                after: i64,
+                limit: i64,
+            ) -> Result<Vec<$crate::store::model::KvEntry>, $crate::store::StoreError> {
+                let rows: Vec<KvRow> = sqlx::query_as(kvsql!("kv_entries_after"))
+                    .bind(env.as_str())
+                    .bind(bucket)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(self.reader())
+                    .await?;
+                Ok(rows.into_iter().map(kv_entry).collect())
+            }
+
+            async fn kv_live_entries_impl(
+                &self,
+                env: &$crate::ids::EnvId,
+                bucket: &str,
+            ) -> Result<Vec<$crate::store::model::KvEntry>, $crate::store::StoreError> {
+                let rows: Vec<KvRow> = sqlx::query_as(kvsql!("kv_live_entries"))
+                    .bind(env.as_str())
+                    .bind(bucket)
+                    .bind($crate::store::time::Ts::now())
                     .fetch_all(self.reader())
                     .await?;
                 Ok(rows.into_iter().map(kv_entry).collect())

@@ -13,6 +13,7 @@ mod data_store;
 mod exec_store;
 pub mod group_store;
 mod kv_store;
+pub mod push_store;
 mod sql_store;
 
 use std::sync::Arc;
@@ -76,7 +77,7 @@ impl Backend {
 /// The one storage API. Every method that changes state appends to the history in the same
 /// transaction.
 #[async_trait]
-pub trait Store: group_store::GroupStore + Send + Sync + 'static {
+pub trait Store: group_store::GroupStore + push_store::PushStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies pending migrations and (re)creates the documented views in `sql/<backend>/views.sql`.
@@ -264,6 +265,21 @@ pub trait Store: group_store::GroupStore + Send + Sync + 'static {
     /// Removes expired values; returns how many.
     async fn kv_expire(&self) -> Result<u64, StoreError>;
 
+    /// The bucket's newest revision; `None` when it does not exist.
+    async fn kv_revision(&self, env: &EnvId, bucket: &str) -> Result<Option<i64>, StoreError>;
+
+    /// A bucket's kept revisions after `after`, oldest first (tombstones included).
+    async fn kv_entries_after(
+        &self,
+        env: &EnvId,
+        bucket: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<KvEntry>, StoreError>;
+
+    /// The newest revision of every key holding a live value, in revision order.
+    async fn kv_live_entries(&self, env: &EnvId, bucket: &str) -> Result<Vec<KvEntry>, StoreError>;
+
     /// Replaces, merges or deletes a config document under a revision condition.
     async fn config_write(&self, write: &ConfigWrite) -> Result<ConfigOutcome, StoreError>;
 
@@ -399,6 +415,11 @@ pub fn notify_payload(node: &str, effects: &model::Effects) -> Option<String> {
     (!tokens.is_empty()).then(|| format!("{node}|{}", tokens.join(";")))
 }
 
+/// The NOTIFY payload of a KV write: watchers on other nodes read their buckets again.
+pub fn kv_notify_payload(node: &str) -> String {
+    format!("{node}|k")
+}
+
 /// Parses a payload from another node; our own payloads (already delivered locally) → empty.
 pub fn parse_notify_payload(payload: &str, own_node: &str) -> Vec<Wakeup> {
     let Some((node, body)) = payload.split_once('|') else {
@@ -411,6 +432,7 @@ pub fn parse_notify_payload(payload: &str, own_node: &str) -> Vec<Wakeup> {
         .filter_map(|token| match token.split_once(':') {
             None if token == "w" => Some(Wakeup::WorkReady),
             None if token == "R" => Some(Wakeup::RunsChanged),
+            None if token == "k" => Some(Wakeup::KvChanged),
             Some(("r", run)) => Some(Wakeup::RunFinished(RunId::from_stored(run.to_owned()))),
             Some(("t", seq)) => seq.parse().ok().map(|seq| Wakeup::Stored {
                 kind: StoredKind::Topic,
@@ -432,6 +454,8 @@ pub enum Wakeup {
     RunFinished(RunId),
     /// Too many runs ended to list: every sync waiter re-checks its runs.
     RunsChanged,
+    /// A KV value was written: watchers read their buckets after their last revision.
+    KvChanged,
     /// A topic message (`messages.seq`) or an event (`events.seq`) to fan out live.
     Stored {
         kind: StoredKind,

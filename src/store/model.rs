@@ -497,6 +497,9 @@ pub struct ClaimRequest {
     pub function_ids: Vec<String>,
     pub limit: i64,
     pub lease_expires_at: Ts,
+    /// Only jobs of functions in this mode: pull workers never get push functions' jobs and
+    /// the push dispatcher never gets pull functions' jobs.
+    pub mode: crate::domain::function::ExecutionMode,
 }
 
 /// A dispatched job with everything the worker needs to replay the run.
@@ -513,6 +516,31 @@ pub struct ClaimedJob {
     pub definition: Option<FunctionDefinition>,
     /// The declared secrets' values, filled in by the engine (the store only holds ciphertext).
     pub secrets: std::collections::BTreeMap<String, String>,
+}
+
+impl ClaimedJob {
+    /// The triggering event as both job protocols carry it (pull assignments and push
+    /// requests). Optional keys are omitted, never null (the SDK rejects null); a run started
+    /// by an invoke carries its input as `ironflow/function.invoked`.
+    pub fn event_json(&self) -> Value {
+        let run = &self.run;
+        match &self.event {
+            Some(e) => {
+                let mut ev = serde_json::json!({
+                    "id": e.id, "name": e.name, "data": e.data, "timestamp": e.received_at.to_rfc3339(),
+                    "version": e.version.max(1), "source": e.source, "metadata": e.metadata,
+                });
+                if let Some(key) = &e.idempotency_key {
+                    ev["idempotency_key"] = serde_json::json!(key);
+                }
+                ev
+            }
+            None => serde_json::json!({
+                "id": run.id, "name": "ironflow/function.invoked", "data": run.input,
+                "timestamp": run.created_at.to_rfc3339(), "version": 1, "source": "invoke",
+            }),
+        }
+    }
 }
 
 /// The result of applying an ack or a report.

@@ -70,6 +70,7 @@ impl PgStore {
             }
             // Anything may have happened while we were not listening.
             wakeups(super::Wakeup::WorkReady);
+            wakeups(super::Wakeup::KvChanged);
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,

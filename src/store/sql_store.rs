@@ -686,6 +686,18 @@ macro_rules! sql_store {
                 self.kv_expire_impl().await
             }
 
+            async fn kv_revision(&self, env: &$crate::ids::EnvId, bucket: &str) -> Result<Option<i64>, $crate::store::StoreError> {
+                self.kv_revision_impl(env, bucket).await
+            }
+
+            async fn kv_entries_after(&self, env: &$crate::ids::EnvId, bucket: &str, after: i64, limit: i64) -> Result<Vec<$crate::store::model::KvEntry>, $crate::store::StoreError> {
+                self.kv_entries_after_impl(env, bucket, after, limit).await
+            }
+
+            async fn kv_live_entries(&self, env: &$crate::ids::EnvId, bucket: &str) -> Result<Vec<$crate::store::model::KvEntry>, $crate::store::StoreError> {
+                self.kv_live_entries_impl(env, bucket).await
+            }
+
             async fn config_write(&self, write: &$crate::store::model::ConfigWrite) -> Result<$crate::store::model::ConfigOutcome, $crate::store::StoreError> {
                 self.config_write_impl(write).await
             }
@@ -813,6 +825,7 @@ macro_rules! sql_store {
         $crate::store::kv_store::kv_store!($store, $db, $dir);
         $crate::store::data_store::data_store!($store, $db, $dir);
         $crate::store::group_store::group_store!($store, $db, $dir);
+        $crate::store::push_store::push_store!($store, $db, $dir);
 
         /// Tells other nodes what this transaction changed: one NOTIFY per transaction, sent at
         /// commit (a no-op on SQLite, where every writer is in this process).

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod kv;
 pub mod ws;
 
 use std::sync::Arc;
@@ -65,6 +66,8 @@ pub struct ServerConfig {
     pub max_payload_bytes: usize,
     pub lease_ttl: std::time::Duration,
     pub master_key: Option<ironflow::domain::secret::MasterKey>,
+    /// KV in NATS JetStream at this URL instead of the database.
+    pub nats_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -74,6 +77,7 @@ impl Default for ServerConfig {
             max_payload_bytes: 1024 * 1024,
             lease_ttl: std::time::Duration::from_secs(90),
             master_key: None,
+            nats_url: None,
         }
     }
 }
@@ -96,6 +100,7 @@ impl TestServer {
             max_payload_bytes: config.max_payload_bytes,
             lease_ttl: config.lease_ttl,
             master_key: config.master_key.clone(),
+            nats_url: config.nats_url.clone(),
         };
         let server = server::start(options, None).await.expect("server starts");
         let key = std::fs::read_to_string(&key_file)
@@ -167,6 +172,7 @@ impl TestServer {
             max_payload_bytes: 1 << 20,
             lease_ttl: std::time::Duration::from_secs(90),
             master_key: None,
+            nats_url: None,
         };
         server::start(options, None)
             .await

@@ -1,0 +1,164 @@
+//! KV and config watches over WebSocket, as ironflow-py's `watch_kv` / `watch_config` speak
+//! them: `GET /api/v1/kv/buckets/{bucket}/watch[?key=user.*]` sends
+//! `{"type":"kv_update","bucket","key","value"(base64, "" on delete),"revision","operation"}`
+//! text frames, `GET /api/v1/config/{name}/watch` sends
+//! `{"type":"config_update","name","data","revision","updatedAt"}`. Authenticated like `/ws`
+//! (Bearer header, or `?token=` and `?env=`); an unknown bucket or a bad pattern is refused
+//! at the handshake with a JSON 4xx, and a watch that ends (say, its bucket was deleted) sends
+//! `{"type":"error","message"}` before closing.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::engine::{ConfigWatchEvent, KvWatchEvent};
+use crate::tenancy::Permission;
+
+use super::AppState;
+use super::auth::RequestContext;
+use super::error::ApiError;
+
+#[derive(Deserialize, Default)]
+pub struct WatchParams {
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    env: Option<String>,
+}
+
+async fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    q: &WatchParams,
+) -> Result<RequestContext, ApiError> {
+    let ctx = state
+        .auth
+        .authenticate(headers, q.token.as_deref(), q.env.as_deref())
+        .await?;
+    ctx.require(Permission::Read)?;
+    Ok(ctx)
+}
+
+fn text(v: &Value) -> Message {
+    Message::Text(v.to_string().into())
+}
+
+pub fn kv_frame(e: &KvWatchEvent) -> Value {
+    let deleted = e.entry.deleted;
+    json!({
+        "type": "kv_update",
+        "bucket": e.bucket,
+        "key": e.entry.key,
+        "value": if deleted { String::new() } else { STANDARD.encode(&e.entry.value) },
+        "revision": e.entry.revision,
+        "operation": if deleted { "delete" } else { "put" },
+        "createdAt": e.entry.created_at.to_rfc3339(),
+    })
+}
+
+pub fn config_frame(e: &ConfigWatchEvent) -> Value {
+    let mut frame = json!({
+        "type": "config_update",
+        "name": e.name,
+        "data": e.data,
+        "revision": e.revision,
+        "updatedAt": e.updated_at.to_rfc3339(),
+    });
+    if e.data.is_none() {
+        frame["operation"] = json!("delete");
+    }
+    frame
+}
+
+/// `GET /api/v1/kv/buckets/{bucket}/watch[?key=<pattern>]`
+pub async fn watch_kv(
+    State(state): State<AppState>,
+    Path(bucket): Path<String>,
+    Query(q): Query<WatchParams>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let ctx = match authorize(&state, &headers, &q).await {
+        Ok(ctx) => ctx,
+        Err(e) => return e.into_response(),
+    };
+    let key = q.key.as_deref().filter(|k| !k.is_empty());
+    // Opened before the handshake answers: an unknown bucket is a 404, and every write the
+    // client makes after the handshake is seen.
+    let mut watch = match state.engine.kv_watch(&ctx.env, &bucket, key).await {
+        Ok(w) => w,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    upgrade.on_upgrade(move |mut socket| async move {
+        loop {
+            tokio::select! {
+                next = watch.next() => match next {
+                    Some(Ok(event)) => {
+                        if socket.send(text(&kv_frame(&event))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        let message = ApiError::from(e).message;
+                        close_with_error(socket, &message).await;
+                        return;
+                    }
+                    None => return,
+                },
+                incoming = socket.recv() => if !still_open(incoming) { return },
+            }
+        }
+    })
+}
+
+/// `GET /api/v1/config/{name}/watch`
+pub async fn watch_config(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<WatchParams>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let ctx = match authorize(&state, &headers, &q).await {
+        Ok(ctx) => ctx,
+        Err(e) => return e.into_response(),
+    };
+    let mut watch = match state.engine.config_watch(&ctx.env, &name).await {
+        Ok(w) => w,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    upgrade.on_upgrade(move |mut socket| async move {
+        loop {
+            tokio::select! {
+                next = watch.next() => match next {
+                    Some(event) => {
+                        if socket.send(text(&config_frame(&event))).await.is_err() {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+                incoming = socket.recv() => if !still_open(incoming) { return },
+            }
+        }
+    })
+}
+
+/// Watches only send; a client message other than a close is ignored.
+fn still_open(incoming: Option<Result<Message, axum::Error>>) -> bool {
+    matches!(incoming, Some(Ok(m)) if !matches!(m, Message::Close(_)))
+}
+
+async fn close_with_error(mut socket: WebSocket, message: &str) {
+    let _ = socket
+        .send(text(&json!({"type": "error", "message": message})))
+        .await;
+    let _ = socket.send(Message::Close(None)).await;
+}

@@ -1,0 +1,442 @@
+//! Push mode: the dispatcher that claims push functions' jobs, POSTs each to the function's
+//! endpoint (signed), and turns the answer into the same report a pull worker sends (one
+//! engine, two transports); plus the circuit breakers that stop requests to failing endpoints.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use crate::domain::breaker::{
+    BreakerSettings, BreakerState, Permit, Transition, parse_breaker_key,
+};
+use crate::domain::function::{ExecutionMode, FunctionDefinition};
+use crate::domain::job::{Fence, JobFailure, JobReport, ReportOutcome};
+use crate::ids::{EnvId, FunctionId};
+use crate::store::model::{ClaimRequest, ClaimedJob};
+use crate::store::push_store::{BreakerRecord, BreakerRef};
+use crate::store::time::Ts;
+
+use super::{Engine, EngineError};
+
+/// Tunables of push delivery.
+#[derive(Clone)]
+pub struct PushOptions {
+    /// Signs every request (`X-Ironflow-Signature`); without it requests go unsigned.
+    pub signing_key: Option<String>,
+    /// The longest one request may take (connect, send, the handler's run, the answer).
+    pub request_timeout: Duration,
+    /// Requests in flight per endpoint URL on this node.
+    pub max_in_flight_per_endpoint: usize,
+    /// Server-wide breaker settings; a function's `circuitBreaker` may override them.
+    pub breaker: BreakerSettings,
+}
+
+impl std::fmt::Debug for PushOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushOptions")
+            .field(
+                "signing_key",
+                &self.signing_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("request_timeout", &self.request_timeout)
+            .field(
+                "max_in_flight_per_endpoint",
+                &self.max_in_flight_per_endpoint,
+            )
+            .field("breaker", &self.breaker)
+            .finish()
+    }
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        Self {
+            signing_key: None,
+            request_timeout: Duration::from_secs(30),
+            max_in_flight_per_endpoint: 16,
+            breaker: BreakerSettings::default(),
+        }
+    }
+}
+
+/// The error code of an attempt the endpoint did not answer with a result.
+pub const PUSH_ERROR_CODE: &str = "PUSH_ENDPOINT_ERROR";
+/// The dispatcher looks for due work at least this often even without a wakeup.
+const SAFETY_SWEEP: Duration = Duration::from_secs(5);
+
+struct Dispatcher {
+    engine: Engine,
+    client: reqwest::Client,
+    /// Bounds requests in flight per endpoint URL.
+    slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// A request finished: capacity freed, look again.
+    finished: Notify,
+    worker_id: String,
+}
+
+impl Dispatcher {
+    fn slots_for(&self, endpoint: &str) -> Arc<Semaphore> {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        slots
+            .entry(endpoint.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Semaphore::new(
+                    self.engine.options().push.max_in_flight_per_endpoint.max(1),
+                ))
+            })
+            .clone()
+    }
+
+    fn lease_expiry(&self) -> Ts {
+        let o = self.engine.options();
+        Ts::now().plus(
+            o.lease_ttl
+                .max(o.push.request_timeout + Duration::from_secs(10)),
+        )
+    }
+
+    /// One pass: claims what may be sent now and starts the requests. Returns when a blocked
+    /// breaker next half-opens, if any.
+    async fn dispatch_once(self: &Arc<Self>) -> Result<Option<Ts>, EngineError> {
+        let store = self.engine.store();
+        let mut next: Option<Ts> = None;
+        let probe_for = self.engine.options().push.request_timeout + Duration::from_secs(5);
+        for (env, function, definition) in store.push_due_functions(Ts::now(), 200).await? {
+            let endpoint = definition.endpoint_url.clone();
+            if endpoint.is_empty() {
+                continue;
+            }
+            let slots = self.slots_for(&endpoint);
+            if slots.available_permits() == 0 {
+                continue; // `finished` wakes us when a request ends
+            }
+            let at = BreakerRef {
+                env: &env,
+                function: &function,
+                endpoint: &endpoint,
+            };
+            let permit = store.breaker_permit(at, probe_for).await?;
+            let probe = permit == Permit::Probe;
+            let want = match permit {
+                Permit::Flow => slots.available_permits(),
+                Permit::Probe => {
+                    tracing::info!(function = %function, endpoint, "circuit breaker half-open: sending one probe");
+                    1
+                }
+                Permit::Blocked { until } => {
+                    next = Some(next.map_or(until, |n| n.min(until)));
+                    continue;
+                }
+            };
+            let mut permits = Vec::with_capacity(want);
+            while permits.len() < want {
+                match slots.clone().try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
+            let request = ClaimRequest {
+                env_id: env.clone(),
+                worker_id: self.worker_id.clone(),
+                function_ids: vec![function.to_string()],
+                limit: permits.len() as i64,
+                lease_expires_at: self.lease_expiry(),
+                mode: ExecutionMode::Push,
+            };
+            let jobs = store.claim_jobs(&request).await?;
+            metrics::counter!("ironflow_jobs_dispatched_total").increment(jobs.len() as u64);
+            for (mut job, permit) in jobs.into_iter().zip(permits) {
+                job.secrets = self
+                    .engine
+                    .secrets_for_run(&env, job.definition.as_ref())
+                    .await;
+                let me = self.clone();
+                let definition = definition.clone();
+                tokio::spawn(async move { me.deliver(job, definition, permit, probe).await });
+            }
+        }
+        Ok(next)
+    }
+
+    /// Sends one job, records the breaker outcome, then reports like a pull worker would.
+    async fn deliver(
+        self: Arc<Self>,
+        job: ClaimedJob,
+        definition: FunctionDefinition,
+        permit: OwnedSemaphorePermit,
+        probe: bool,
+    ) {
+        self.deliver_once(job, &definition, probe).await;
+        drop(permit);
+        self.finished.notify_one();
+    }
+
+    async fn deliver_once(&self, job: ClaimedJob, definition: &FunctionDefinition, probe: bool) {
+        let endpoint = definition.endpoint_url.as_str();
+        let env = job.run.env_id.clone();
+        let function = job.run.function_id.clone();
+        let at = BreakerRef {
+            env: &env,
+            function: &function,
+            endpoint,
+        };
+        let fence = Fence {
+            execution_seq: job.execution_seq,
+            lease_token: job.lease_token.clone(),
+        };
+        // Another request (here or on another node) may have opened the breaker since this
+        // job was claimed: then it goes back to the queue unsent, using no attempt.
+        if !probe {
+            match self.engine.store().breaker_get(at).await {
+                Ok(Some(r)) if r.breaker.state != BreakerState::Closed => {
+                    if let Err(e) = self
+                        .engine
+                        .store()
+                        .release_job(&job.dispatch_id, &fence)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "releasing a push job failed; its lease will expire");
+                    }
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "reading a circuit breaker failed"),
+            }
+        }
+        let answer = self.post(&job, endpoint).await;
+        metrics::counter!("ironflow_push_requests_total", "outcome" => if answer.is_ok() { "ok" } else { "failed" }).increment(1);
+        let settings = self
+            .engine
+            .options()
+            .push
+            .breaker
+            .for_function(definition.circuit_breaker.as_ref());
+        // The breaker first: a failed attempt's retry must not slip past a breaker it opens.
+        let error = answer.as_ref().err().map(String::as_str);
+        match self
+            .engine
+            .store()
+            .breaker_record(at, answer.is_ok(), error, settings)
+            .await
+        {
+            Ok(Some(Transition::Opened)) => {
+                tracing::warn!(function = %function, endpoint, "circuit breaker opened");
+                self.engine.bus().history_appended();
+            }
+            Ok(Some(Transition::Closed)) => {
+                tracing::info!(function = %function, endpoint, "circuit breaker closed");
+                self.engine.bus().work_ready();
+                self.engine.bus().history_appended();
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "recording a circuit breaker outcome failed"),
+        }
+        let (steps, outcome) = match answer {
+            Ok(result) => result,
+            Err(message) => {
+                tracing::debug!(function = %function, endpoint, %message, "push attempt failed");
+                (
+                    Vec::new(),
+                    ReportOutcome::Failed(JobFailure {
+                        message,
+                        code: PUSH_ERROR_CODE.into(),
+                        retryable: true,
+                        retry_after_ms: None,
+                    }),
+                )
+            }
+        };
+        let report = JobReport {
+            dispatch_id: job.dispatch_id.clone(),
+            fence,
+            steps,
+            step_offset: job.step_sequence_base,
+            outcome,
+        };
+        match self.engine.report_job(&report).await {
+            Ok(()) | Err(EngineError::StaleExecution) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, run = %job.run.id, "applying a push result failed; the lease will expire and it is sent again");
+            }
+        }
+    }
+
+    /// POSTs the job; `Ok` with the parsed result for a 200 carrying one, `Err` naming what
+    /// went wrong otherwise (a transport failure).
+    async fn post(
+        &self,
+        job: &ClaimedJob,
+        endpoint: &str,
+    ) -> Result<(Vec<crate::domain::job::ReportedStep>, ReportOutcome), String> {
+        let body = serde_json::to_vec(&push_request(job)).map_err(|e| e.to_string())?;
+        let mut request = self
+            .client
+            .post(endpoint)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .timeout(self.engine.options().push.request_timeout);
+        if let Some(key) = self
+            .engine
+            .options()
+            .push
+            .signing_key
+            .as_deref()
+            .filter(|k| !k.is_empty())
+        {
+            let ts = chrono::Utc::now().timestamp();
+            request = request.header(
+                "X-Ironflow-Signature",
+                crate::domain::signature::sign(&body, key, ts),
+            );
+        }
+        let response = request
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| format!("push request to {endpoint} failed: {}", error_chain(&e)))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| format!("reading the answer of {endpoint} failed: {e}"))?;
+        if status != reqwest::StatusCode::OK {
+            let text = String::from_utf8_lossy(&bytes);
+            let text: String = text.chars().take(300).collect();
+            return Err(format!(
+                "{endpoint} answered HTTP {}: {text}",
+                status.as_u16()
+            ));
+        }
+        crate::domain::job_wire::parse_push_response(&bytes)
+            .map_err(|e| format!("{endpoint} answered 200 without a valid result: {e}"))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The request body ironflow-py's `serve` reads: the run, its event, the memoized steps (a
+/// failed invoke's error as a JSON string, as push sends it) and the declared secrets.
+pub fn push_request(job: &ClaimedJob) -> Value {
+    let run = &job.run;
+    let steps: Vec<Value> = job
+        .completed_steps
+        .iter()
+        .map(|s| {
+            let mut step =
+                json!({"id": s.step_id, "name": s.name, "output": s.output, "status": s.status});
+            if let Some(error) = &s.error {
+                step["error"] = Value::String(error.to_string());
+            }
+            step
+        })
+        .collect();
+    let on_exhausted = job
+        .definition
+        .as_ref()
+        .and_then(|d| d.retry.as_ref())
+        .map(|r| r.on_exhausted.clone())
+        .filter(|o| !o.is_empty())
+        .unwrap_or_else(|| "fail".to_owned());
+    json!({
+        "run_id": run.id,
+        "function_id": run.function_id,
+        "attempt": run.attempt.max(1),
+        "max_attempts": run.max_attempts,
+        "on_exhausted": on_exhausted,
+        "event": job.event_json(),
+        "steps": steps,
+        "secrets": job.secrets,
+    })
+}
+
+impl Engine {
+    /// Delivers push functions' jobs until shutdown: woken by new work (this node or, over
+    /// NOTIFY, others), by finished requests, and when an open breaker's window ends.
+    pub(crate) async fn run_push_dispatcher(&self) {
+        let client = match reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("ironflow/", env!("CARGO_PKG_VERSION")))
+            .build()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the push HTTP client; push mode is off");
+                return;
+            }
+        };
+        let dispatcher = Arc::new(Dispatcher {
+            engine: self.clone(),
+            client,
+            slots: Mutex::new(HashMap::new()),
+            finished: Notify::new(),
+            worker_id: format!("push:{}", uuid::Uuid::new_v4().simple()),
+        });
+        let work = self.bus().work();
+        loop {
+            // Register for wakeups before looking, so a commit in between is not missed.
+            let woken = work.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let next = match dispatcher.dispatch_once().await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!(error = %e, "push dispatch failed");
+                    None
+                }
+            };
+            let pause = next
+                .and_then(|t| (t.0 - chrono::Utc::now()).to_std().ok())
+                .map_or(SAFETY_SWEEP, |d| d.min(SAFETY_SWEEP));
+            tokio::select! {
+                () = &mut woken => {}
+                () = dispatcher.finished.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+                () = self.shutdown_token().cancelled() => return,
+            }
+        }
+    }
+
+    /// The environment's circuit breakers.
+    pub async fn list_breakers(&self, env: &EnvId) -> Result<Vec<BreakerRecord>, EngineError> {
+        Ok(self.store().breaker_list(env).await?)
+    }
+
+    /// Closes a breaker by its key (`<function id>|<endpoint URL>`); the runs that waited go.
+    pub async fn reset_breaker(
+        &self,
+        env: &EnvId,
+        key: &str,
+    ) -> Result<BreakerRecord, EngineError> {
+        let (function, endpoint) = parse_breaker_key(key).map_err(EngineError::InvalidArgument)?;
+        let function = FunctionId::parse(&function)
+            .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+        let at = BreakerRef {
+            env,
+            function: &function,
+            endpoint: &endpoint,
+        };
+        let record = self
+            .store()
+            .breaker_reset(at)
+            .await?
+            .ok_or_else(|| EngineError::not_found("circuit breaker", key))?;
+        self.bus().work_ready();
+        self.bus().history_appended();
+        Ok(record)
+    }
+}
