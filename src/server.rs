@@ -82,9 +82,14 @@ pub async fn start_with_push(
         );
         eprintln!("ironflow: WARNING: --dev disables authentication; every request acts as admin");
     }
-    let kv = match options.nats_url.as_deref().filter(|u| !u.trim().is_empty()) {
-        Some(url) => crate::engine::KvBackend::Nats(crate::engine::NatsKv::connect(url).await?),
-        None => crate::engine::KvBackend::Database,
+    // One NATS connection serves both the KV buckets and the live fan-out between nodes.
+    let (kv, fanout) = match options.nats_url.as_deref().filter(|u| !u.trim().is_empty()) {
+        Some(url) => {
+            let nats = crate::engine::NatsKv::connect(url).await?;
+            let fanout = crate::engine::NatsFanout::connect(nats.client()).await?;
+            (crate::engine::KvBackend::Nats(nats), Some(fanout))
+        }
+        None => (crate::engine::KvBackend::Database, None),
     };
     let engine = Engine::new(
         store.clone(),
@@ -94,6 +99,7 @@ pub async fn start_with_push(
             master_key: options.master_key.clone(),
             push,
             kv,
+            fanout,
         },
     );
     engine

@@ -103,6 +103,11 @@ struct Node {
 
 impl Node {
     async fn start(backend: Backend, push: PushOptions) -> Self {
+        Self::start_on(backend, push, None).await
+    }
+
+    /// A node whose KV store, live fan-out and breaker mirror use NATS at `nats_url`.
+    async fn start_on(backend: Backend, push: PushOptions, nats_url: Option<String>) -> Self {
         let (url, guard) = fresh_database(backend).await;
         let options = ServeOptions {
             bind: "127.0.0.1".parse().expect("loopback"),
@@ -113,7 +118,7 @@ impl Node {
             max_payload_bytes: 1 << 20,
             lease_ttl: Duration::from_secs(90),
             master_key: None,
-            nats_url: None,
+            nats_url,
         };
         let server = ironflow::server::start_with_push(options, push, None)
             .await
@@ -452,7 +457,71 @@ async fn slow_endpoints_time_out_and_concurrency_is_bounded(backend: Backend) {
     node.stop().await;
 }
 
+/// With NATS, every transition is copied to the `SYS_circuit_breakers` KV bucket, under
+/// `<environment id>.<base64url of the breaker key>`.
+async fn breaker_state_is_mirrored_to_nats(backend: Backend) {
+    use base64::Engine as _;
+    let nats = ironflow_testcontainers::nats()
+        .await
+        .expect("a fresh nats-server");
+    let push = PushOptions {
+        breaker: BreakerSettings {
+            failure_threshold: 2,
+            open_for: Duration::from_secs(60),
+        },
+        ..PushOptions::default()
+    };
+    let node = Node::start_on(backend, push, Some(nats.url())).await;
+    let (ep, url) = Endpoint::start().await;
+    ep.failing.store(true, Ordering::SeqCst);
+    node.register_push("p-mirror", "p.mirror", &url).await;
+    let run = node.emit("p.mirror", json!({"n": 1})).await;
+    let opened = eventually(20, "the breaker to open", || async {
+        node.breakers()
+            .await
+            .into_iter()
+            .find(|b| b["state"] == "open")
+    })
+    .await;
+    let key = format!(
+        "{}.{}",
+        opened["environment_id"].as_str().expect("environment id"),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("p-mirror|{url}"))
+    );
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await.expect("NATS"));
+    let mirrored = |state: &'static str| {
+        let (js, key) = (js.clone(), key.clone());
+        async move {
+            let bucket = js.get_key_value("SYS_circuit_breakers").await.ok()?;
+            let value = bucket.get(&key).await.ok()??;
+            let doc: Value = serde_json::from_slice(&value).expect("JSON breaker");
+            (doc["state"] == state).then_some(doc)
+        }
+    };
+    let doc = eventually(10, "the open breaker in NATS", || mirrored("open")).await;
+    assert_eq!(doc["key"], format!("p-mirror|{url}"));
+    assert_eq!(doc["consecutive_fails"], 2);
+    assert_eq!(doc["open_until"], opened["open_until"]);
+
+    ep.failing.store(false, Ordering::SeqCst);
+    let encoded: String = format!("p-mirror|{url}")
+        .bytes()
+        .map(|b| format!("%{b:02X}"))
+        .collect();
+    let (status, reset) = node
+        .post(
+            &format!("/api/v1/circuit-breakers/{encoded}/reset"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reset}");
+    eventually(10, "the closed breaker in NATS", || mirrored("closed")).await;
+    wait_status(&node, &run, "completed").await;
+    node.stop().await;
+}
+
 both_backends! {
+    breaker_mirror => breaker_state_is_mirrored_to_nats;
     slots_and_timeouts => slow_endpoints_time_out_and_concurrency_is_bounded;
     request_shape => request_shape_and_memoized_resume;
     pull_push_separation => pull_and_push_never_share_jobs;

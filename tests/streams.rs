@@ -4,7 +4,7 @@
 mod common;
 
 use common::ws::{Socket, connect, connect_to, next_frame, send};
-use common::{Backend, FakeWorker, TestServer, step_entry};
+use common::{Backend, FakeWorker, ServerConfig, TestServer, step_entry};
 use serde_json::{Value, json};
 
 async fn subscribe(socket: &mut Socket, pattern: &str, options: Value) -> Value {
@@ -249,6 +249,88 @@ async fn fan_out_crosses_nodes_over_notify() {
         (frame["topic"].as_str(), frame["data"]["n"].as_i64()),
         (Some("order.created"), Some(2))
     );
+    second.shutdown.cancel();
+    second.wait().await.expect("second stops");
+    first.stop().await;
+}
+
+/// Two servers on one Postgres with `--nats-url`: live copies cross over NATS (visible on the
+/// `ironflow.live.<env>` subjects), in order, each delivered once (the NOTIFY path is not used
+/// as well).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fan_out_crosses_nodes_over_nats() {
+    use futures::StreamExt;
+    let nats = ironflow_testcontainers::nats()
+        .await
+        .expect("a fresh nats-server");
+    let observer = async_nats::connect(nats.url()).await.expect("NATS client");
+    let mut copies = observer
+        .subscribe("ironflow.live.>")
+        .await
+        .expect("subscribed");
+    observer.flush().await.expect("subscription confirmed");
+    let first = TestServer::start_with(
+        Backend::Postgres,
+        ServerConfig {
+            nats_url: Some(nats.url()),
+            ..ServerConfig::default()
+        },
+    )
+    .await;
+    let second = first.second_node().await;
+    let mut socket = connect_to(&second.local_addr.to_string(), &first.key).await;
+    for pattern in ["orders.*", "events:order.*"] {
+        assert_eq!(
+            subscribe(&mut socket, pattern, json!({})).await["success"],
+            true
+        );
+    }
+    let mut sequences = Vec::new();
+    for n in 1..=3 {
+        sequences.push(publish(&first, "orders.paid", json!({"n": n})).await);
+    }
+    first
+        .post("/api/v1/events")
+        .json(&json!({"name": "order.created", "data": {"n": 4}}))
+        .send()
+        .await
+        .expect("sent");
+    sequences.push(publish(&first, "orders.paid", json!({"n": 5})).await);
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let frame = next_frame(&mut socket).await;
+        seen.push((
+            frame["topic"].as_str().map(str::to_owned),
+            frame["data"]["n"].as_i64(),
+        ));
+    }
+    let expected: Vec<_> = [
+        ("orders.paid", 1),
+        ("orders.paid", 2),
+        ("orders.paid", 3),
+        ("order.created", 4),
+        ("orders.paid", 5),
+    ]
+    .iter()
+    .map(|(t, n)| (Some((*t).to_owned()), Some(*n)))
+    .collect();
+    assert_eq!(seen, expected, "in order, each once");
+
+    let copy = tokio::time::timeout(std::time::Duration::from_secs(10), copies.next())
+        .await
+        .expect("a copy on NATS within 10 s")
+        .expect("subscription open");
+    assert!(
+        copy.subject.as_str().starts_with("ironflow.live."),
+        "{}",
+        copy.subject
+    );
+    let wire: Value = serde_json::from_slice(&copy.payload).expect("JSON copy");
+    assert_eq!(
+        (wire["subject"].as_str(), wire["data"]["n"].as_i64()),
+        (Some("orders.paid"), Some(1))
+    );
+    assert_eq!(wire["sequence"].as_i64(), Some(sequences[0]));
     second.shutdown.cancel();
     second.wait().await.expect("second stops");
     first.stop().await;

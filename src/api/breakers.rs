@@ -3,37 +3,14 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::domain::breaker::breaker_key;
-use crate::store::push_store::BreakerRecord;
+use crate::engine::breaker_document;
 use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
 use super::error::ApiError;
-
-fn breaker_state(r: &BreakerRecord) -> Value {
-    let mut v = json!({
-        "key": breaker_key(r.function_id.as_str(), &r.endpoint),
-        "function_id": r.function_id,
-        "endpoint": r.endpoint,
-        "environment_id": r.env_id,
-        "state": r.breaker.state.as_str(),
-        "consecutive_fails": r.breaker.consecutive_fails,
-        "updated_at": r.updated_at.to_rfc3339(),
-    });
-    if let Some(t) = r.breaker.last_failure_at {
-        v["last_failure"] = json!(t.to_rfc3339());
-    }
-    if let Some(e) = &r.breaker.last_error {
-        v["last_error"] = json!(e);
-    }
-    if let Some(t) = r.breaker.open_until {
-        v["open_until"] = json!(t.to_rfc3339());
-    }
-    v
-}
 
 /// `GET /api/v1/circuit-breakers`: every breaker of the environment (a JSON array).
 pub async fn list(
@@ -43,7 +20,7 @@ pub async fn list(
     ctx.require(Permission::Read)?;
     let breakers = state.engine.list_breakers(&ctx.env).await?;
     Ok(Json(Value::Array(
-        breakers.iter().map(breaker_state).collect(),
+        breakers.iter().map(breaker_document).collect(),
     )))
 }
 
@@ -55,5 +32,5 @@ pub async fn reset(
 ) -> Result<Json<Value>, ApiError> {
     ctx.require(Permission::Write)?;
     let record = state.engine.reset_breaker(&ctx.env, &key).await?;
-    Ok(Json(breaker_state(&record)))
+    Ok(Json(breaker_document(&record)))
 }

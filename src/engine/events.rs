@@ -115,7 +115,7 @@ impl Engine {
                 effects,
             } => {
                 self.bus().publish(&effects);
-                self.bus().publish_message(super::BusMessage::event(
+                self.publish_live(super::BusMessage::event(
                     env.clone(),
                     event.id.to_string(),
                     event.name.clone(),

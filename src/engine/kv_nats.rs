@@ -102,6 +102,45 @@ impl NatsKv {
         })
     }
 
+    /// Writes `value` under `key` in a server-owned bucket (`SYS_…`, not scoped to an
+    /// environment, one revision per key), creating the bucket on first use.
+    pub async fn put_system(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: Vec<u8>,
+    ) -> Result<(), EngineError> {
+        let config = stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            num_replicas: 1,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        };
+        self.js
+            .get_or_create_stream(config)
+            .await
+            .map_err(|e| unavailable("creating a system bucket", e))?;
+        self.js
+            .publish(format!("$KV.{bucket}.{key}"), value.into())
+            .await
+            .map_err(|e| unavailable("writing a system bucket", e))?
+            .await
+            .map_err(|e| unavailable("writing a system bucket", e))?;
+        Ok(())
+    }
+
+    /// The underlying connection (shared with the live fan-out).
+    pub fn client(&self) -> async_nats::Client {
+        self.js.client()
+    }
+
     /// The NATS bucket name of `bucket` in `env`.
     pub fn nats_bucket(env: &EnvId, bucket: &str) -> String {
         format!("{}{bucket}", Self::env_prefix(env))

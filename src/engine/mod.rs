@@ -8,6 +8,7 @@ mod data;
 mod error;
 mod events;
 mod execution;
+mod fanout;
 mod functions;
 mod groups;
 mod kv;
@@ -27,12 +28,16 @@ pub use data::config_document;
 pub use error::EngineError;
 pub use events::{EmitEvent, EmitResult, EventPage, EventPageQuery};
 pub use execution::{PollOutcome, WorkerHello};
+pub use fanout::NatsFanout;
 pub use functions::{FunctionPage, RegisterFunction};
 pub use groups::GroupMember;
 pub use kv::KvBackend;
 pub use kv_nats::NatsKv;
 pub use pubsub::Published;
-pub use push::{PUSH_ERROR_CODE, PushOptions, push_request};
+pub use push::{
+    BREAKERS_BUCKET, PUSH_ERROR_CODE, PushOptions, breaker_document, breaker_mirror_key,
+    push_request,
+};
 pub use runs::{RunPage, RunPageQuery};
 pub use sync::{INVOKED_EVENT, MAX_SYNC_WAIT, SyncOutcome};
 pub use watch::{ConfigWatch, ConfigWatchEvent, KvWatch, KvWatchEvent};
@@ -54,6 +59,8 @@ pub struct EngineOptions {
     pub push: PushOptions,
     /// Where KV buckets live: the database, or NATS JetStream (`--nats-url`).
     pub kv: KvBackend,
+    /// Live messages cross nodes over NATS (`--nats-url`) instead of Postgres NOTIFY.
+    pub fanout: Option<NatsFanout>,
 }
 
 impl Default for EngineOptions {
@@ -64,6 +71,7 @@ impl Default for EngineOptions {
             master_key: None,
             push: PushOptions::default(),
             kv: KvBackend::Database,
+            fanout: None,
         }
     }
 }
@@ -80,14 +88,18 @@ struct Inner {
     triggers: triggers::TriggerCache,
     started_at: Ts,
     bus: Bus,
+    /// Live copies to and from the other nodes over NATS (with `--nats-url`).
+    fanout: Option<NatsFanout>,
     shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Engine {
     pub fn new(store: SharedStore, options: EngineOptions) -> Self {
+        let fanout = options.fanout.clone();
         Self {
             inner: Arc::new(Inner {
                 store,
+                fanout,
                 options,
                 triggers: triggers::TriggerCache::default(),
                 started_at: Ts::now(),
@@ -111,6 +123,20 @@ impl Engine {
 
     pub fn bus(&self) -> &Bus {
         &self.inner.bus
+    }
+
+    /// Delivers a message or event this node just stored to its live subscribers here and, with
+    /// NATS, to the other nodes' (without NATS they learn of it from Postgres NOTIFY).
+    pub(crate) fn publish_live(&self, message: BusMessage) {
+        if let Some(fanout) = &self.inner.fanout {
+            fanout.publish(&message);
+        }
+        self.bus().publish_message(message);
+    }
+
+    /// Whether other nodes' messages and events arrive over NATS rather than NOTIFY.
+    pub(crate) fn live_over_nats(&self) -> bool {
+        self.inner.fanout.is_some()
     }
 
     /// Cancelled when the server stops: held polls and sync waits return at once.
@@ -150,7 +176,12 @@ impl Engine {
             let engine = self.clone();
             tokio::spawn(async move { engine.run_push_dispatcher().await })
         };
-        vec![listener, timers, tailer, push]
+        let mut tasks = vec![listener, timers, tailer, push];
+        if let Some(fanout) = self.inner.fanout.clone() {
+            let (bus, shutdown) = (self.bus().clone(), self.shutdown_token().clone());
+            tasks.push(tokio::spawn(fanout.run(bus, shutdown)));
+        }
+        tasks
     }
 }
 

@@ -42,7 +42,7 @@ impl Engine {
             .publish_message(env, topic, &data, key, &groups)
             .await?;
         if !duplicate {
-            self.bus().publish_message(super::BusMessage::topic(
+            self.publish_live(super::BusMessage::topic(
                 env.clone(),
                 event_id.clone(),
                 sequence,
@@ -62,7 +62,9 @@ impl Engine {
 impl Engine {
     /// Fans out a message or event stored by another node to this node's live subscribers.
     pub(crate) async fn relay_stored(&self, kind: crate::store::StoredKind, seq: i64) {
-        if !self.bus().has_subscribers() {
+        // With NATS the other node sent the copy itself; relaying the NOTIFY too would
+        // deliver it twice.
+        if self.live_over_nats() || !self.bus().has_subscribers() {
             return;
         }
         let message = match kind {

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::domain::breaker::{
-    BreakerSettings, BreakerState, Permit, Transition, parse_breaker_key,
+    BreakerSettings, BreakerState, Permit, Transition, breaker_key, parse_breaker_key,
 };
 use crate::domain::function::{ExecutionMode, FunctionDefinition};
 use crate::domain::job::{Fence, JobFailure, JobReport, ReportOutcome};
@@ -19,7 +19,10 @@ use crate::store::model::{ClaimRequest, ClaimedJob};
 use crate::store::push_store::{BreakerRecord, BreakerRef};
 use crate::store::time::Ts;
 
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, KvBackend};
+
+/// The NATS KV bucket that mirrors every breaker's state when `--nats-url` is given.
+pub const BREAKERS_BUCKET: &str = "SYS_circuit_breakers";
 
 /// Tunables of push delivery.
 #[derive(Clone)]
@@ -127,6 +130,7 @@ impl Dispatcher {
                 Permit::Flow => slots.available_permits(),
                 Permit::Probe => {
                     tracing::info!(function = %function, endpoint, "circuit breaker half-open: sending one probe");
+                    self.engine.mirror_breaker(at).await;
                     1
                 }
                 Permit::Blocked { until } => {
@@ -228,13 +232,19 @@ impl Dispatcher {
             Ok(Some(Transition::Opened)) => {
                 tracing::warn!(function = %function, endpoint, "circuit breaker opened");
                 self.engine.bus().history_appended();
+                self.engine.mirror_breaker(at).await;
             }
             Ok(Some(Transition::Closed)) => {
                 tracing::info!(function = %function, endpoint, "circuit breaker closed");
                 self.engine.bus().work_ready();
                 self.engine.bus().history_appended();
+                self.engine.mirror_breaker(at).await;
             }
-            Ok(_) => {}
+            Ok(Some(_)) => {
+                self.engine.bus().history_appended();
+                self.engine.mirror_breaker(at).await;
+            }
+            Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "recording a circuit breaker outcome failed"),
         }
         let (steps, outcome) = match answer {
@@ -437,6 +447,73 @@ impl Engine {
             .ok_or_else(|| EngineError::not_found("circuit breaker", key))?;
         self.bus().work_ready();
         self.bus().history_appended();
+        self.mirror_breaker_record(&record).await;
         Ok(record)
     }
+
+    /// With NATS, copies the breaker's current state into [`BREAKERS_BUCKET`] (where NATS
+    /// tools can read and watch it). The database row stays the authority: the copy is
+    /// written after the transition commits, and a failed write is logged, not fatal.
+    async fn mirror_breaker(&self, at: BreakerRef<'_>) {
+        if !matches!(self.options().kv, KvBackend::Nats(_)) {
+            return;
+        }
+        match self.store().breaker_get(at).await {
+            Ok(Some(record)) => self.mirror_breaker_record(&record).await,
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "reading a circuit breaker to mirror it failed"),
+        }
+    }
+
+    async fn mirror_breaker_record(&self, record: &BreakerRecord) {
+        let KvBackend::Nats(nats) = &self.options().kv else {
+            return;
+        };
+        let key = breaker_mirror_key(record);
+        let value = breaker_document(record).to_string().into_bytes();
+        if let Err(e) = nats.put_system(BREAKERS_BUCKET, &key, value).await {
+            tracing::warn!(error = %e, key, "mirroring a circuit breaker to NATS failed");
+        }
+    }
+}
+
+/// A breaker as the API and the NATS mirror show it (ironflow-py's `BreakerState`).
+pub fn breaker_document(r: &BreakerRecord) -> Value {
+    let mut v = json!({
+        "key": breaker_key(r.function_id.as_str(), &r.endpoint),
+        "function_id": r.function_id,
+        "endpoint": r.endpoint,
+        "environment_id": r.env_id,
+        "state": r.breaker.state.as_str(),
+        "consecutive_fails": r.breaker.consecutive_fails,
+        "updated_at": r.updated_at.to_rfc3339(),
+    });
+    if let Some(t) = r.breaker.last_failure_at {
+        v["last_failure"] = json!(t.to_rfc3339());
+    }
+    if let Some(e) = &r.breaker.last_error {
+        v["last_error"] = json!(e);
+    }
+    if let Some(t) = r.breaker.open_until {
+        v["open_until"] = json!(t.to_rfc3339());
+    }
+    v
+}
+
+/// The breaker's key in [`BREAKERS_BUCKET`]: `<environment id>.<base64url of the breaker key>`,
+/// unpadded
+/// (NATS keys allow neither `|` nor most URL characters).
+pub fn breaker_mirror_key(r: &BreakerRecord) -> String {
+    use base64::Engine as _;
+    let key = breaker_key(r.function_id.as_str(), &r.endpoint);
+    let env: String = r
+        .env_id
+        .as_str()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    format!(
+        "{env}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+    )
 }

@@ -57,6 +57,8 @@ pub struct TestServer {
     pub server: Option<Server>,
     pub http: reqwest::Client,
     pub url: String,
+    /// The NATS server this node uses (KV and live fan-out); its other nodes use it too.
+    pub nats_url: Option<String>,
     _guard: Arc<DbGuard>,
     _key_dir: tempfile::TempDir,
 }
@@ -113,6 +115,7 @@ impl TestServer {
             server: Some(server),
             http: reqwest::Client::new(),
             url,
+            nats_url: config.nats_url,
             _guard: Arc::new(guard),
             _key_dir: key_dir,
         }
@@ -161,7 +164,7 @@ impl TestServer {
         )
     }
 
-    /// Another node on this server's database (Postgres), reachable with the same key.
+    /// Another node on this server's database (Postgres) and NATS, reachable with the same key.
     pub async fn second_node(&self) -> Server {
         let options = ServeOptions {
             bind: "127.0.0.1".parse().expect("loopback"),
@@ -172,7 +175,7 @@ impl TestServer {
             max_payload_bytes: 1 << 20,
             lease_ttl: std::time::Duration::from_secs(90),
             master_key: None,
-            nats_url: None,
+            nats_url: self.nats_url.clone(),
         };
         server::start(options, None)
             .await

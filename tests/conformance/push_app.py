@@ -54,7 +54,8 @@ def build(p: str) -> list[Function]:
         spawned = await ctx.step.invoke_async(f"{p}-child", {"x": 100})
         b = await ctx.step.run("b", body(ctx, "b", child["doubled"] + 1))
         return {"a": a, "b": b, "approved_by": approval.data["by"], "child": child,
-                "spawned": spawned.run_id, "token": ctx.secrets.get("PUSH_TOKEN")}
+                "spawned": spawned.run_id, "token": ctx.secrets.get("PUSH_TOKEN"),
+                "secret_names": sorted(ctx.secrets)}
 
     @function(id=f"{p}-child")
     async def child(ctx: Any) -> Any:

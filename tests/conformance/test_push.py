@@ -297,6 +297,9 @@ def test_push_flow_with_sleep_wait_and_invoke_completes(pk: PushKit) -> None:
     if r.status == 409:
         r = pk.server.request("PUT", "/api/v1/secrets/PUSH_TOKEN", json_body={"value": "tok-1"})
         assert r.status == 200, r
+    # Another secret exists; the flow declares only PUSH_TOKEN, so its request carries only that.
+    r = pk.server.request("POST", "/api/v1/secrets", json_body={"name": "PUSH_UNDECLARED", "value": "x"})
+    assert r.status in (200, 201, 409), r
     ep = pk.endpoint()
     pk.register()
     rid = pk.start_run("flow", {"n": 4, "order": "o-1"})
@@ -310,6 +313,7 @@ def test_push_flow_with_sleep_wait_and_invoke_completes(pk: PushKit) -> None:
     out = run["output"]
     assert {k: out[k] for k in ("a", "b", "approved_by", "child", "token")} == {
         "a": 5, "b": 11, "approved_by": "ann", "child": {"doubled": 10}, "token": "tok-1"}, run
+    assert out["secret_names"] == ["PUSH_TOKEN"], out
     assert isinstance(out["spawned"], str) and out["spawned"], out
     assert pk.wait_status(out["spawned"], "completed")["output"] == {"doubled": 200}
     steps = {s["name"]: s for s in pk.steps(rid)}
