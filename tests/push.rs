@@ -520,7 +520,46 @@ async fn breaker_state_is_mirrored_to_nats(backend: Backend) {
     node.stop().await;
 }
 
+/// Functions behind one URL (ironflow-py's `serve` has one per app) share its slots: a busy
+/// function's backlog does not hold back another function's run.
+async fn functions_sharing_an_endpoint_take_turns(backend: Backend) {
+    let push = PushOptions {
+        max_in_flight_per_endpoint: 2,
+        ..PushOptions::default()
+    };
+    let node = Node::start(backend, push).await;
+    let (ep, url) = Endpoint::start().await;
+    ep.delay_ms.store(150, Ordering::SeqCst);
+    // `p-a-busy` sorts first: the order a dispatcher without turns would always serve.
+    node.register_push("p-a-busy", "p.busy", &url).await;
+    node.register_push("p-b-quiet", "p.quiet", &url).await;
+    let mut busy = Vec::new();
+    for n in 0..20 {
+        busy.push(node.emit("p.busy", json!({"n": n})).await);
+    }
+    let before = ep.count();
+    let quiet = node.emit("p.quiet", json!({"n": 100})).await;
+    wait_status(&node, &quiet, "completed").await;
+    let first_quiet = ep
+        .bodies()
+        .iter()
+        .position(|b| b["function_id"] == "p-b-quiet")
+        .expect("the quiet function was called");
+    // 20 busy runs make 40 requests through two slots; taking turns, the quiet run goes as
+    // soon as a slot frees rather than after the busy backlog.
+    assert!(
+        first_quiet <= before + 2,
+        "the quiet run waited behind {} busy requests",
+        first_quiet.saturating_sub(before)
+    );
+    for run in &busy {
+        wait_status(&node, run, "completed").await;
+    }
+    node.stop().await;
+}
+
 both_backends! {
+    endpoint_turns => functions_sharing_an_endpoint_take_turns;
     breaker_mirror => breaker_state_is_mirrored_to_nats;
     slots_and_timeouts => slow_endpoints_time_out_and_concurrency_is_bounded;
     request_shape => request_shape_and_memoized_resume;

@@ -256,7 +256,7 @@ async fn fan_out_crosses_nodes_over_notify() {
 
 /// Two servers on one Postgres with `--nats-url`: live copies cross over NATS (visible on the
 /// `ironflow.live.<env>` subjects), in order, each delivered once (the NOTIFY path is not used
-/// as well).
+/// as well); a message too large for NATS crosses by reference.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fan_out_crosses_nodes_over_nats() {
     use futures::StreamExt;
@@ -331,6 +331,26 @@ async fn fan_out_crosses_nodes_over_nats() {
         (Some("orders.paid"), Some(1))
     );
     assert_eq!(wire["sequence"].as_i64(), Some(sequences[0]));
+
+    // Too large for one NATS message (1 MiB by default): the copy travels by reference and
+    // the other node reads the stored message.
+    let big = "x".repeat(1_047_400);
+    let big_sequence = publish(&first, "orders.paid", json!({"n": 6, "s": big})).await;
+    let frame = next_frame(&mut socket).await;
+    assert_eq!(frame["data"]["n"].as_i64(), Some(6));
+    assert_eq!(frame["data"]["s"].as_str().map(str::len), Some(big.len()));
+    let reference = loop {
+        let copy = tokio::time::timeout(std::time::Duration::from_secs(10), copies.next())
+            .await
+            .expect("the copies on NATS within 10 s")
+            .expect("subscription open");
+        let wire: Value = serde_json::from_slice(&copy.payload).expect("JSON copy");
+        if wire["sequence"].as_i64() == Some(big_sequence) {
+            break wire;
+        }
+    };
+    assert_eq!(reference["by_reference"], true);
+    assert_eq!(reference["data"], Value::Null);
     second.shutdown.cancel();
     second.wait().await.expect("second stops");
     first.stop().await;

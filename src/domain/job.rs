@@ -153,6 +153,8 @@ pub fn retry_delay(
 }
 
 /// Parses the SDK's duration strings: `500ms`, `90s`, `2m`, `1.5h`, `7d`.
+const MAX_DURATION_SECS: f64 = 100.0 * 365.0 * 86_400.0;
+
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t
@@ -174,8 +176,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(format!("duration '{text}' is out of range"));
+    // Beyond 100 years is a mistake, and `Duration::from_secs_f64` would panic far beyond.
+    if !seconds.is_finite() || !(0.0..=MAX_DURATION_SECS).contains(&seconds) {
+        return Err(format!(
+            "duration '{text}' is out of range (0 to 100 years)"
+        ));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -210,6 +215,9 @@ mod tests {
         assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("5y").is_err());
+        // Far beyond any sane sleep: an error, not a panic in `Duration::from_secs_f64`.
+        assert!(parse_duration("100000000000000000000000s").is_err());
+        assert!(parse_duration("36501d").is_err());
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! topic message and event it stores to `ironflow.live.<env>`, and feeds the copies other nodes
 //! publish into its own bus. Without NATS the same copies cross nodes over Postgres NOTIFY (the
 //! receiving node re-reads them from the database). NATS never holds the only copy: the
-//! database has the original, and replay / resume read it there.
+//! database has the original, and replay / resume read it there. A message too large for
+//! one NATS message travels by reference (the receiver reads it from the database), and
+//! when NATS falls far behind, copies are dropped (counted) rather than queued without end:
+//! subscribers that miss one resume from the database.
 
 use std::sync::{Arc, Mutex};
 
@@ -10,12 +13,17 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use crate::ids::EnvId;
+use crate::ids::{EnvId, EventId};
 use crate::store::time::Ts;
 
-use super::{Bus, BusMessage, MessageKind};
+use super::pubsub::StoredRef;
+use super::{BusMessage, Engine, MessageKind};
 
 const SUBJECT_PREFIX: &str = "ironflow.live";
+/// Copies waiting for NATS; beyond this they are dropped.
+const OUTGOING_QUEUE: usize = 10_000;
+/// Room left in a NATS message for the subject and protocol framing.
+const FRAMING_BYTES: usize = 1024;
 
 /// A live message as it travels between nodes.
 #[derive(Serialize, Deserialize)]
@@ -28,6 +36,9 @@ struct WireMessage {
     sequence: i64,
     data: serde_json::Value,
     timestamp: chrono::DateTime<chrono::Utc>,
+    /// `data` was left out (too large for NATS): read the stored copy.
+    #[serde(default)]
+    by_reference: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy)]
@@ -46,13 +57,13 @@ pub struct NatsFanout {
     node: String,
     /// Copies leave in commit order through one task ([`run`](Self::run)), so subscribers
     /// elsewhere see a topic's messages in sequence order.
-    outgoing: mpsc::UnboundedSender<Outgoing>,
+    outgoing: mpsc::Sender<Outgoing>,
     /// The outgoing queue's receiver and the first subscription, until `run` takes them.
     parts: Arc<Mutex<Option<RunParts>>>,
 }
 
 struct RunParts {
-    outgoing: mpsc::UnboundedReceiver<Outgoing>,
+    outgoing: mpsc::Receiver<Outgoing>,
     incoming: async_nats::Subscriber,
 }
 
@@ -77,7 +88,7 @@ impl NatsFanout {
             .flush()
             .await
             .context("subscribing to the NATS live fan-out")?;
-        let (outgoing, rx) = mpsc::unbounded_channel();
+        let (outgoing, rx) = mpsc::channel(OUTGOING_QUEUE);
         Ok(Self {
             client,
             node: uuid::Uuid::new_v4().simple().to_string(),
@@ -98,7 +109,7 @@ impl NatsFanout {
             // Every node tails the shared history itself.
             MessageKind::System => return,
         };
-        let wire = WireMessage {
+        let mut wire = WireMessage {
             node: self.node.clone(),
             env_id: message.env_id.as_str().to_owned(),
             kind,
@@ -107,21 +118,43 @@ impl NatsFanout {
             sequence: message.sequence,
             data: message.data.clone(),
             timestamp: message.timestamp.0,
+            by_reference: false,
         };
-        let payload = match serde_json::to_vec(&wire) {
+        let limit = self
+            .client
+            .server_info()
+            .max_payload
+            .saturating_sub(FRAMING_BYTES);
+        let mut payload = match serde_json::to_vec(&wire) {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(error = %e, "encoding a live message for NATS");
                 return;
             }
         };
+        if payload.len() > limit {
+            wire.data = serde_json::Value::Null;
+            wire.by_reference = true;
+            payload = match serde_json::to_vec(&wire) {
+                Ok(p) => p,
+                Err(_) => return,
+            };
+        }
         let subject = format!("{SUBJECT_PREFIX}.{}", message.env_id.as_str());
-        // Only fails once `run` has stopped, i.e. at shutdown.
-        let _ = self.outgoing.send((subject, payload.into()));
+        match self.outgoing.try_send((subject, payload.into())) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("ironflow_live_fanout_dropped_total").increment(1);
+                tracing::debug!("NATS live fan-out queue full; a copy was dropped");
+            }
+            // `run` has stopped: the server is shutting down.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 
     /// Sends this node's copies and relays the other nodes' to this node's bus until shutdown.
-    pub async fn run(self, bus: Bus, shutdown: tokio_util::sync::CancellationToken) {
+    pub async fn run(self, engine: Engine) {
+        let shutdown = engine.shutdown_token().clone();
         let taken = self
             .parts
             .lock()
@@ -144,7 +177,7 @@ impl NatsFanout {
         };
         tokio::select! {
             () = sender => {}
-            () = self.relay_incoming(incoming, &bus, &shutdown) => {}
+            () = self.relay_incoming(incoming, &engine, &shutdown) => {}
             () = shutdown.cancelled() => {}
         }
     }
@@ -153,7 +186,7 @@ impl NatsFanout {
     async fn relay_incoming(
         &self,
         first: async_nats::Subscriber,
-        bus: &Bus,
+        engine: &Engine,
         shutdown: &tokio_util::sync::CancellationToken,
     ) {
         let mut first = Some(first);
@@ -176,7 +209,7 @@ impl NatsFanout {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     next = subscription.next() => match next {
-                        Some(m) => self.relay(bus, &m.payload),
+                        Some(m) => self.relay(engine, &m.payload),
                         None => break,
                     },
                 }
@@ -184,7 +217,7 @@ impl NatsFanout {
         }
     }
 
-    fn relay(&self, bus: &Bus, payload: &[u8]) {
+    fn relay(&self, engine: &Engine, payload: &[u8]) {
         let wire: WireMessage = match serde_json::from_slice(payload) {
             Ok(w) => w,
             Err(e) => {
@@ -196,8 +229,19 @@ impl NatsFanout {
             return;
         }
         let env = EnvId::from_stored(wire.env_id);
+        if wire.by_reference {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let stored = match wire.kind {
+                    WireKind::Topic => StoredRef::Topic(wire.sequence),
+                    WireKind::Event => StoredRef::Event(env, EventId::from_stored(wire.id)),
+                };
+                engine.relay_from_store(stored).await;
+            });
+            return;
+        }
         let at = Ts(wire.timestamp);
-        bus.publish_message(match wire.kind {
+        engine.bus().publish_message(match wire.kind {
             WireKind::Topic => {
                 BusMessage::topic(env, wire.id, wire.sequence, wire.subject, wire.data, at)
             }

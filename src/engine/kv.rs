@@ -70,6 +70,8 @@ impl Engine {
             KvBackend::Nats(nats) => nats.delete_bucket(env, name).await?,
         };
         if deleted {
+            // Its watchers end now rather than at their next sweep.
+            self.bus().kv_changed();
             Ok(())
         } else {
             Err(EngineError::not_found("bucket", name))

@@ -485,6 +485,7 @@ impl NatsKv {
         env: &EnvId,
         bucket: &str,
         filter: Option<&str>,
+        shutdown: tokio_util::sync::CancellationToken,
     ) -> Result<KvWatch, EngineError> {
         let mut store = self.existing(env, bucket).await?;
         let start = store
@@ -505,6 +506,7 @@ impl NatsKv {
                 let next = tokio::select! {
                     next = entries.next() => next,
                     () = tx.closed() => return,
+                    () = shutdown.cancelled() => return,
                 };
                 let event = match next {
                     None => Err(unavailable("watch", "the NATS subscription ended")),

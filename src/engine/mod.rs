@@ -178,8 +178,7 @@ impl Engine {
         };
         let mut tasks = vec![listener, timers, tailer, push];
         if let Some(fanout) = self.inner.fanout.clone() {
-            let (bus, shutdown) = (self.bus().clone(), self.shutdown_token().clone());
-            tasks.push(tokio::spawn(fanout.run(bus, shutdown)));
+            tasks.push(tokio::spawn(fanout.run(self.clone())));
         }
         tasks
     }

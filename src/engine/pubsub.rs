@@ -59,42 +59,57 @@ impl Engine {
     }
 }
 
+/// A stored message or event, by what identifies it.
+pub(crate) enum StoredRef {
+    /// A topic message by its sequence.
+    Topic(i64),
+    /// An event by its sequence (a NOTIFY).
+    EventSeq(i64),
+    /// An event by its id (a NATS copy sent by reference).
+    Event(EnvId, crate::ids::EventId),
+}
+
 impl Engine {
-    /// Fans out a message or event stored by another node to this node's live subscribers.
+    /// Fans out a message or event another node stored (told by NOTIFY) to this node's live
+    /// subscribers.
     pub(crate) async fn relay_stored(&self, kind: crate::store::StoredKind, seq: i64) {
         // With NATS the other node sent the copy itself; relaying the NOTIFY too would
         // deliver it twice.
-        if self.live_over_nats() || !self.bus().has_subscribers() {
+        if self.live_over_nats() {
             return;
         }
-        let message = match kind {
-            crate::store::StoredKind::Topic => match self.store().message_by_seq(seq).await {
-                Ok(Some((env_id, id, topic, data, at))) => {
-                    Some(super::BusMessage::topic(env_id, id, seq, topic, data, at))
-                }
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "relaying a message from another node");
-                    None
-                }
-            },
-            crate::store::StoredKind::Event => match self.store().event_by_seq(seq).await {
-                Ok(Some(e)) => Some(super::BusMessage::event(
-                    e.env_id,
-                    e.id.to_string(),
-                    e.name,
-                    e.data,
-                    e.received_at,
-                )),
-                Ok(None) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "relaying an event from another node");
-                    None
-                }
-            },
+        self.relay_from_store(match kind {
+            crate::store::StoredKind::Topic => StoredRef::Topic(seq),
+            crate::store::StoredKind::Event => StoredRef::EventSeq(seq),
+        })
+        .await;
+    }
+
+    /// Reads a stored message or event and hands it to this node's live subscribers.
+    pub(crate) async fn relay_from_store(&self, stored: StoredRef) {
+        if !self.bus().has_subscribers() {
+            return;
+        }
+        let event = |e: crate::store::model::EventRecord| {
+            super::BusMessage::event(e.env_id, e.id.to_string(), e.name, e.data, e.received_at)
         };
-        if let Some(m) = message {
-            self.bus().publish_message(m);
+        let read = match stored {
+            StoredRef::Topic(seq) => self.store().message_by_seq(seq).await.map(|m| {
+                m.map(|(env_id, id, topic, data, at)| {
+                    super::BusMessage::topic(env_id, id, seq, topic, data, at)
+                })
+            }),
+            StoredRef::EventSeq(seq) => self.store().event_by_seq(seq).await.map(|e| e.map(event)),
+            StoredRef::Event(env, id) => self
+                .store()
+                .get_event(&env, &id)
+                .await
+                .map(|e| e.map(event)),
+        };
+        match read {
+            Ok(Some(m)) => self.bus().publish_message(m),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "relaying a message stored by another node"),
         }
     }
 }

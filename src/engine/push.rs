@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
 
 use crate::domain::breaker::{
     BreakerSettings, BreakerState, Permit, Transition, breaker_key, parse_breaker_key,
@@ -67,6 +68,8 @@ impl Default for PushOptions {
 
 /// The error code of an attempt the endpoint did not answer with a result.
 pub const PUSH_ERROR_CODE: &str = "PUSH_ENDPOINT_ERROR";
+/// Push functions with due work looked at per pass.
+const DUE_FUNCTIONS_PER_PASS: i64 = 1000;
 /// The dispatcher looks for due work at least this often even without a wakeup.
 const SAFETY_SWEEP: Duration = Duration::from_secs(5);
 
@@ -78,6 +81,11 @@ struct Dispatcher {
     /// A request finished: capacity freed, look again.
     finished: Notify,
     worker_id: String,
+    /// Per endpoint, the function whose jobs were claimed last (whose turn it is not).
+    turns: Mutex<HashMap<String, (EnvId, FunctionId)>>,
+    /// Requests in flight; shutdown waits for them so a result the endpoint already
+    /// produced is reported, not sent again after the lease.
+    deliveries: TaskTracker,
 }
 
 impl Dispatcher {
@@ -96,6 +104,16 @@ impl Dispatcher {
             .clone()
     }
 
+    /// The largest answer accepted from an endpoint: four times the largest event payload
+    /// (an answer carries the step outputs of one invocation).
+    fn max_answer_bytes(&self) -> usize {
+        self.engine
+            .options()
+            .max_payload_bytes
+            .saturating_mul(4)
+            .max(1 << 20)
+    }
+
     fn lease_expiry(&self) -> Ts {
         let o = self.engine.options();
         Ts::now().plus(
@@ -105,67 +123,125 @@ impl Dispatcher {
     }
 
     /// One pass: claims what may be sent now and starts the requests. Returns when a blocked
-    /// breaker next half-opens, if any.
+    /// breaker next half-opens, if any. Functions that share an endpoint (ironflow-py's
+    /// `serve` has one URL for all of an app's functions) take turns: a pass starts after the
+    /// function served last, and each takes a fair share of the endpoint's free slots.
     async fn dispatch_once(self: &Arc<Self>) -> Result<Option<Ts>, EngineError> {
-        let store = self.engine.store();
+        let mut due = self
+            .engine
+            .store()
+            .push_due_functions(Ts::now(), DUE_FUNCTIONS_PER_PASS)
+            .await?;
+        {
+            // Round robin per endpoint: the functions after the one served last come first.
+            let turns = self
+                .turns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            due.sort_by_cached_key(|(env, function, definition)| {
+                let waited = turns
+                    .get(&definition.endpoint_url)
+                    .is_none_or(|last| (env, function) > (&last.0, &last.1));
+                !waited
+            });
+        }
+        let mut sharing: HashMap<String, usize> = HashMap::new();
+        for (_, _, definition) in &due {
+            *sharing.entry(definition.endpoint_url.clone()).or_default() += 1;
+        }
         let mut next: Option<Ts> = None;
-        let probe_for = self.engine.options().push.request_timeout + Duration::from_secs(5);
-        for (env, function, definition) in store.push_due_functions(Ts::now(), 200).await? {
+        for (env, function, definition) in due {
             let endpoint = definition.endpoint_url.clone();
+            let Some(remaining) = sharing.get_mut(&endpoint) else {
+                continue;
+            };
+            let share_among = *remaining;
+            *remaining = remaining.saturating_sub(1);
             if endpoint.is_empty() {
                 continue;
             }
-            let slots = self.slots_for(&endpoint);
-            if slots.available_permits() == 0 {
-                continue; // `finished` wakes us when a request ends
-            }
-            let at = BreakerRef {
-                env: &env,
-                function: &function,
-                endpoint: &endpoint,
-            };
-            let permit = store.breaker_permit(at, probe_for).await?;
-            let probe = permit == Permit::Probe;
-            let want = match permit {
-                Permit::Flow => slots.available_permits(),
-                Permit::Probe => {
-                    tracing::info!(function = %function, endpoint, "circuit breaker half-open: sending one probe");
-                    self.engine.mirror_breaker(at).await;
-                    1
+            // One function's failure (say, a database hiccup) must not stall the others.
+            match self
+                .dispatch_function(&env, &function, definition, share_among)
+                .await
+            {
+                Ok(Some(until)) => next = Some(next.map_or(until, |n| n.min(until))),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, function = %function, "push dispatch failed");
                 }
-                Permit::Blocked { until } => {
-                    next = Some(next.map_or(until, |n| n.min(until)));
-                    continue;
-                }
-            };
-            let mut permits = Vec::with_capacity(want);
-            while permits.len() < want {
-                match slots.clone().try_acquire_owned() {
-                    Ok(p) => permits.push(p),
-                    Err(_) => break,
-                }
-            }
-            let request = ClaimRequest {
-                env_id: env.clone(),
-                worker_id: self.worker_id.clone(),
-                function_ids: vec![function.to_string()],
-                limit: permits.len() as i64,
-                lease_expires_at: self.lease_expiry(),
-                mode: ExecutionMode::Push,
-            };
-            let jobs = store.claim_jobs(&request).await?;
-            metrics::counter!("ironflow_jobs_dispatched_total").increment(jobs.len() as u64);
-            for (mut job, permit) in jobs.into_iter().zip(permits) {
-                job.secrets = self
-                    .engine
-                    .secrets_for_run(&env, job.definition.as_ref())
-                    .await;
-                let me = self.clone();
-                let definition = definition.clone();
-                tokio::spawn(async move { me.deliver(job, definition, permit, probe).await });
             }
         }
         Ok(next)
+    }
+
+    /// Claims and starts up to a `1 / share_among` share of the endpoint's free slots for one
+    /// function; returns when its breaker next half-opens if it is blocked.
+    async fn dispatch_function(
+        self: &Arc<Self>,
+        env: &EnvId,
+        function: &FunctionId,
+        definition: FunctionDefinition,
+        share_among: usize,
+    ) -> Result<Option<Ts>, EngineError> {
+        let store = self.engine.store();
+        let endpoint = definition.endpoint_url.as_str();
+        let slots = self.slots_for(endpoint);
+        let free = slots.available_permits();
+        if free == 0 {
+            return Ok(None); // `finished` wakes us when a request ends
+        }
+        let at = BreakerRef {
+            env,
+            function,
+            endpoint,
+        };
+        let probe_for = self.engine.options().push.request_timeout + Duration::from_secs(5);
+        let permit = store.breaker_permit(at, probe_for).await?;
+        let probe = permit == Permit::Probe;
+        let want = match permit {
+            Permit::Flow => free.div_ceil(share_among.max(1)),
+            Permit::Probe => {
+                tracing::info!(function = %function, endpoint, "circuit breaker half-open: sending one probe");
+                self.engine.mirror_breaker(at).await;
+                1
+            }
+            Permit::Blocked { until } => return Ok(Some(until)),
+        };
+        let mut permits = Vec::with_capacity(want);
+        while permits.len() < want {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let request = ClaimRequest {
+            env_id: env.clone(),
+            worker_id: self.worker_id.clone(),
+            function_ids: vec![function.to_string()],
+            limit: permits.len() as i64,
+            lease_expires_at: self.lease_expiry(),
+            mode: ExecutionMode::Push,
+        };
+        let jobs = store.claim_jobs(&request).await?;
+        metrics::counter!("ironflow_jobs_dispatched_total").increment(jobs.len() as u64);
+        if !jobs.is_empty() {
+            self.turns
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(endpoint.to_owned(), (env.clone(), function.clone()));
+        }
+        for (mut job, permit) in jobs.into_iter().zip(permits) {
+            job.secrets = self
+                .engine
+                .secrets_for_run(env, job.definition.as_ref())
+                .await;
+            let me = self.clone();
+            let definition = definition.clone();
+            self.deliveries
+                .spawn(async move { me.deliver(job, definition, permit, probe).await });
+        }
+        Ok(None)
     }
 
     /// Sends one job, records the breaker outcome, then reports like a pull worker would.
@@ -310,8 +386,7 @@ impl Dispatcher {
             .await
             .map_err(|e| format!("push request to {endpoint} failed: {}", error_chain(&e)))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
+        let bytes = read_answer(response, self.max_answer_bytes())
             .await
             .map_err(|e| format!("reading the answer of {endpoint} failed: {e}"))?;
         if status != reqwest::StatusCode::OK {
@@ -325,6 +400,22 @@ impl Dispatcher {
         crate::domain::job_wire::parse_push_response(&bytes)
             .map_err(|e| format!("{endpoint} answered 200 without a valid result: {e}"))
     }
+}
+
+/// Reads a response body, refusing one larger than `limit` bytes before buffering it all.
+async fn read_answer(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
+    let too_large = || format!("the answer is larger than {limit} bytes");
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -381,6 +472,9 @@ impl Engine {
             .pool_idle_timeout(Duration::from_secs(90))
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("ironflow/", env!("CARGO_PKG_VERSION")))
+            // A redirect would re-send the body (with the run's secrets) to another host, or
+            // turn the POST into a GET.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
         {
             Ok(c) => c,
@@ -395,6 +489,8 @@ impl Engine {
             slots: Mutex::new(HashMap::new()),
             finished: Notify::new(),
             worker_id: format!("push:{}", uuid::Uuid::new_v4().simple()),
+            turns: Mutex::new(HashMap::new()),
+            deliveries: TaskTracker::new(),
         });
         let work = self.bus().work();
         loop {
@@ -416,9 +512,13 @@ impl Engine {
                 () = &mut woken => {}
                 () = dispatcher.finished.notified() => {}
                 () = tokio::time::sleep(pause) => {}
-                () = self.shutdown_token().cancelled() => return,
+                () = self.shutdown_token().cancelled() => break,
             }
         }
+        // Requests already sent finish (each is bounded by the request timeout) and their
+        // results are reported before the store closes.
+        dispatcher.deliveries.close();
+        dispatcher.deliveries.wait().await;
     }
 
     /// The environment's circuit breakers.

@@ -85,7 +85,9 @@ impl Engine {
             .transpose()
             .map_err(EngineError::InvalidArgument)?;
         if let KvBackend::Nats(nats) = &self.options().kv {
-            return nats.watch(env, bucket, key).await;
+            return nats
+                .watch(env, bucket, key, self.shutdown_token().clone())
+                .await;
         }
         // Enabled before the first read, so no write after it goes unnoticed.
         let changes = self.bus().kv_changes();
@@ -153,10 +155,11 @@ impl Engine {
                 };
                 let full = rows.len() as i64 == BATCH;
                 if rows.is_empty() {
-                    // The bucket may have been deleted meanwhile.
+                    // The bucket may have been deleted meanwhile (and maybe created again: its
+                    // revisions then start over, below what this watch has sent).
                     match self.store().kv_revision(env, bucket).await {
-                        Ok(Some(_)) => {}
-                        Ok(None) => {
+                        Ok(Some(revision)) if revision >= last => {}
+                        Ok(_) => {
                             let _ = tx.send(Err(EngineError::not_found("bucket", bucket))).await;
                             return;
                         }

@@ -324,9 +324,7 @@ macro_rules! exec_store {
         ) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
             use $crate::domain::job::YieldRequest;
             use $crate::domain::run::RunStatus;
-            let later = |d: std::time::Duration| {
-                $crate::store::time::Ts(now.0 + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(3650)))
-            };
+            let later = |d: std::time::Duration| now.plus(d);
             let insert_step = |step_id: &str, step_type: &'static str, status: &'static str, output: Option<JsonValue>, ended: Option<$crate::store::time::Ts>| {
                 sqlx::query(xsql!("upsert_step"))
                     .bind(run.as_str())
@@ -493,7 +491,7 @@ macro_rules! exec_store {
                         sqlx::query_scalar(xsql!("function_definition_for_run")).bind(run.as_str()).fetch_optional(&mut *tx).await?;
                     let definition = definition.map(|d| d.0);
                     if let Some(ms) = definition.as_ref().map(|d| d.timeout_ms).filter(|ms| *ms > 0) {
-                        let at = $crate::store::time::Ts(now.0 + chrono::Duration::milliseconds(i64::from(ms)));
+                        let at = now.plus(std::time::Duration::from_millis(u64::from(ms.unsigned_abs())));
                         sqlx::query(xsql!("set_job_timeout")).bind(run.as_str()).bind(at).execute(&mut *tx).await?;
                     }
                     definitions.push(definition);
@@ -605,7 +603,7 @@ macro_rules! exec_store {
                         }).flatten();
                         match delay {
                             Some(delay) => {
-                                let due = $crate::store::time::Ts(now.0 + chrono::Duration::from_std(delay).unwrap_or_default());
+                                let due = now.plus(delay);
                                 sqlx::query(xsql!("retry_run")).bind(run.as_str()).bind(sqlx::types::Json(&error)).bind(now).execute(&mut *tx).await?;
                                 sqlx::query(xsql!("requeue_job")).bind(run.as_str()).bind(due).execute(&mut *tx).await?;
                                 let payload = serde_json::json!({"failed_attempt": brief.3, "next_attempt": brief.3 + 1, "delay_ms": delay.as_millis() as u64, "error": error});

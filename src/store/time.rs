@@ -29,12 +29,15 @@ impl Ts {
     }
 
     /// `self + d` (saturating far in the future for absurd durations).
+    /// `self + d`, with `d` capped at [`MAX_SPAN`]: a client-supplied delay (a retry-after, a
+    /// sleep, a timeout) can never overflow the calendar or sort wrongly as stored text.
     pub fn plus(self, d: std::time::Duration) -> Self {
-        Self(self.0 + chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(3650)))
+        Self(self.0 + span(d))
     }
 
+    /// `self - d`, with `d` capped at [`MAX_SPAN`].
     pub fn minus(self, d: std::time::Duration) -> Self {
-        Self(self.0 - chrono::Duration::from_std(d).unwrap_or(chrono::Duration::days(3650)))
+        Self(self.0 - span(d))
     }
 }
 
@@ -88,5 +91,29 @@ impl<'r> Decode<'r, Sqlite> for Ts {
     fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
         let text = <&str as Decode<Sqlite>>::decode(value)?;
         Ok(Ts(DateTime::parse_from_rfc3339(text)?.with_timezone(&Utc)))
+    }
+}
+
+/// The longest span an instant is moved by: 100 years.
+pub const MAX_SPAN: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 86_400);
+
+fn span(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d.min(MAX_SPAN)).unwrap_or(chrono::Duration::days(36_500))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_spans_are_capped_not_overflowed() {
+        let now = Ts::now();
+        let far = now.plus(std::time::Duration::from_millis(u64::MAX));
+        assert_eq!(far, now.plus(MAX_SPAN));
+        assert!(
+            far.0.to_rfc3339().len() < 40,
+            "a four-digit year: sorts as text"
+        );
+        assert_eq!(now.minus(std::time::Duration::MAX), now.minus(MAX_SPAN));
     }
 }

@@ -5,12 +5,19 @@
 * `lease_server` (short lease TTL, pull-worker tests) and `secrets_server` (IRONFLOW_MASTER_KEY set) are
   further session servers per backend, started only when a selected test needs them.
 * Postgres is mandatory: an unreachable IRONFLOW_TEST_DATABASE_URL fails the postgres tests (never skips).
+* `nats_url`: a real `nats-server -js` for the session (KV on NATS, live fan-out over NATS).
 * Any skipped test turns the session's exit status into a failure.
 """
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +135,31 @@ def rest(server: Server):  # noqa: ANN201
 @pytest.fixture
 def uid() -> str:
     return ifconf.uid()
+
+
+@pytest.fixture(scope="session")
+def nats_url() -> Iterator[str]:
+    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+    port = ifconf.free_port()
+    store = Path(tempfile.mkdtemp(prefix="ironflow-conf-nats-"))
+    log = open(store / "nats.log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # startup readiness polling only
+            if proc.poll() is not None:
+                pytest.fail(f"nats-server exited with {proc.returncode}: {(store / 'nats.log').read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("nats-server did not accept connections within 10 s")
+                time.sleep(0.05)
+        yield f"nats://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+        shutil.rmtree(store, ignore_errors=True)

@@ -7,13 +7,7 @@ backend: revisions, create-only, compare-and-set (a concurrent race), tombstones
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,34 +21,6 @@ FRAME_TIMEOUT_S = 15
 
 
 # ── a server whose KV store is NATS ──────────────────────────────────────────────────────────────
-
-
-@pytest.fixture(scope="session")
-def nats_url() -> Iterator[str]:
-    binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
-    port = ifconf.free_port()
-    store = Path(tempfile.mkdtemp(prefix="ironflow-conf-nats-"))
-    log = open(store / "nats.log", "wb")  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen([binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(store)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:  # startup readiness polling only
-            if proc.poll() is not None:
-                pytest.fail(f"nats-server exited with {proc.returncode}: {(store / 'nats.log').read_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("nats-server did not accept connections within 10 s")
-                time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
-        shutil.rmtree(store, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

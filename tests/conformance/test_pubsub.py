@@ -1,18 +1,23 @@
 """Pub/sub through ironflow-py's `IronflowRPC.pubsub`: consumer groups (create / get / list / update /
 delete), members joined with the `JoinConsumerGroup` server stream sharing messages (each delivered to
-exactly one member), `AckEvent` ack / nak (redelivery), and the `Subscribe` server stream with replay.
+exactly one member), `AckEvent` ack / nak (redelivery), the `Subscribe` server stream with replay, and
+live messages crossing from one node to another over NATS (`--nats-url`).
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from ironflow.rpc import IronflowRPCError, v1
 from protobuf.wkt import Struct
 
+import ifconf
 from ifconf import Server
 
 STREAM_TIMEOUT = 60.0
@@ -181,3 +186,40 @@ def test_subscribe_stream_replays_then_follows(server: Server, rpc: Any, uid: st
         for _ in rpc.pubsub.subscribe(v1.SubscribeRequest(pattern="a..b"), timeout=10.0):
             pass
     assert bad.value.code == "invalid_argument"
+
+
+def test_live_messages_cross_nodes_over_nats(postgres_admin: str, nats_url: str, uid: str) -> None:
+    """Two nodes on one Postgres with `--nats-url`: a subscriber on the second sees, live and once each,
+    what is published on the first (with NATS the second node takes live copies only from NATS)."""
+    args = ("--nats-url", nats_url)
+    first, db = ifconf.start_server("postgres", args)
+    second = Server(backend="postgres", workdir=Path(tempfile.mkdtemp(prefix="ironflow-conf-postgres-")),
+                    db_url=first.db_url, extra_args=list(args))
+    topic = f"{uid}.fan"
+    try:
+        second.key_file.write_text(first.api_key)  # one database, one tenancy: the first boot's key
+        second.start()
+        publisher, subscriber = first.rpc(), second.rpc()
+        try:
+            anchor = publish(publisher, topic, {"n": 0})
+            stream = subscriber.pubsub.subscribe(
+                v1.SubscribeRequest(pattern=topic, options=v1.SubscribeOptions(replay=1)), timeout=STREAM_TIMEOUT
+            )
+            seen: list[tuple[int, int]] = []
+            sent = [anchor.sequence]
+            for event in stream:
+                seen.append((event.sequence, int(event.data.to_python()["n"])))
+                if len(seen) == 1:
+                    # The replayed anchor came from the database; what follows is live, from the other node.
+                    sent += [publish(publisher, topic, {"n": n}).sequence for n in (1, 2, 3)]
+                if len(seen) == 4:
+                    break
+            stream.close()
+            assert seen == list(zip(sent, [0, 1, 2, 3], strict=True)), seen
+        finally:
+            publisher.close()
+            subscriber.close()
+    finally:
+        second.kill()
+        shutil.rmtree(second.workdir, ignore_errors=True)
+        ifconf.cleanup(first, db)
