@@ -195,6 +195,17 @@ impl Node {
             .expect("a JSON array of breakers")
     }
 
+    /// Waits until a breaker is in `state`; returns it.
+    async fn breaker_in_state(&self, state: &str) -> Value {
+        eventually(20, &format!("a breaker {state}"), || async {
+            self.breakers()
+                .await
+                .into_iter()
+                .find(|b| b["state"] == state)
+        })
+        .await
+    }
+
     async fn stop(mut self) {
         if let Some(server) = self.server.take() {
             server.shutdown.cancel();
@@ -317,13 +328,7 @@ async fn breaker_opens_waits_and_resets(backend: Backend) {
     ep.failing.store(true, Ordering::SeqCst);
     node.register_push("p-break", "p.break", &url).await;
     let run = node.emit("p.break", json!({"n": 3})).await;
-    let opened = eventually(20, "the breaker to open", || async {
-        node.breakers()
-            .await
-            .into_iter()
-            .find(|b| b["state"] == "open")
-    })
-    .await;
+    let opened = node.breaker_in_state("open").await;
     assert_eq!(opened["key"], format!("p-break|{url}"));
     assert_eq!(opened["consecutive_fails"], 5);
     assert_eq!(ep.count(), 5);
@@ -384,13 +389,7 @@ async fn breaker_half_opens_and_a_probe_closes_it(backend: Backend) {
     ep.failing.store(true, Ordering::SeqCst);
     node.register_push("p-probe", "p.probe", &url).await;
     let run = node.emit("p.probe", json!({"n": 1})).await;
-    eventually(20, "the breaker to open", || async {
-        node.breakers()
-            .await
-            .into_iter()
-            .find(|b| b["state"] == "open")
-    })
-    .await;
+    node.breaker_in_state("open").await;
     assert_eq!(ep.count(), 2);
     ep.failing.store(false, Ordering::SeqCst);
     // After the window one probe goes out; it succeeds, the breaker closes, the run goes on.
@@ -476,13 +475,7 @@ async fn breaker_state_is_mirrored_to_nats(backend: Backend) {
     ep.failing.store(true, Ordering::SeqCst);
     node.register_push("p-mirror", "p.mirror", &url).await;
     let run = node.emit("p.mirror", json!({"n": 1})).await;
-    let opened = eventually(20, "the breaker to open", || async {
-        node.breakers()
-            .await
-            .into_iter()
-            .find(|b| b["state"] == "open")
-    })
-    .await;
+    let opened = node.breaker_in_state("open").await;
     let key = format!(
         "{}.{}",
         opened["environment_id"].as_str().expect("environment id"),

@@ -164,13 +164,7 @@ fn job_assignment(job: &ClaimedJob) -> Value {
             step
         })
         .collect();
-    let on_exhausted = job
-        .definition
-        .as_ref()
-        .and_then(|d| d.retry.as_ref())
-        .map(|r| r.on_exhausted.clone())
-        .filter(|o| !o.is_empty())
-        .unwrap_or_else(|| "fail".to_owned());
+    let on_exhausted = job.on_exhausted();
     let mut assignment = json!({
         "job_id": job.dispatch_id,
         "run_id": run.id,

@@ -445,13 +445,7 @@ pub fn push_request(job: &ClaimedJob) -> Value {
             step
         })
         .collect();
-    let on_exhausted = job
-        .definition
-        .as_ref()
-        .and_then(|d| d.retry.as_ref())
-        .map(|r| r.on_exhausted.clone())
-        .filter(|o| !o.is_empty())
-        .unwrap_or_else(|| "fail".to_owned());
+    let on_exhausted = job.on_exhausted();
     json!({
         "run_id": run.id,
         "function_id": run.function_id,

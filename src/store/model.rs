@@ -519,6 +519,17 @@ pub struct ClaimedJob {
 }
 
 impl ClaimedJob {
+    /// What happens when the attempts run out (`fail` unless the function says otherwise), as
+    /// both job protocols carry it.
+    pub fn on_exhausted(&self) -> String {
+        self.definition
+            .as_ref()
+            .and_then(|d| d.retry.as_ref())
+            .map(|r| r.on_exhausted.clone())
+            .filter(|o| !o.is_empty())
+            .unwrap_or_else(|| "fail".to_owned())
+    }
+
     /// The triggering event as both job protocols carry it (pull assignments and push
     /// requests). Optional keys are omitted, never null (the SDK rejects null); a run started
     /// by an invoke carries its input as `ironflow/function.invoked`.
