@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/ironflow/v1/types.proto",
         "proto/ironflow/v1/ironflow.proto",
         "proto/ironflow/v1/pubsub.proto",
+        "proto/ironflow/v1/worker.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");
@@ -18,7 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
 
     tonic_prost_build::configure()
-        .build_client(false)
+        .build_client(true)
+        // No `connect` constructor on clients: it would clash with `WorkerService.Connect`
+        // (tests build their channel themselves).
+        .build_transport(false)
         .build_server(true)
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()

@@ -17,6 +17,7 @@ mod rest;
 mod subscription;
 mod system;
 mod watch;
+mod worker_stream;
 mod workers;
 mod ws;
 
@@ -137,7 +138,9 @@ pub fn router(state: AppState) -> Router {
         .merge(protected)
         .fallback(system::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
-        .with_state(state)
+        .with_state(state.clone())
+        // gRPC (HTTP/2): authenticates from the stream's metadata itself.
+        .merge(worker_stream::routes(state))
 }
 
 /// The body limit for a given maximum event payload.

@@ -148,6 +148,16 @@ impl Engine {
         }
     }
 
+    /// Gives a claimed job back to the queue (due now, no attempt used), e.g. when the worker
+    /// holding it disconnected; false when the fence no longer matches.
+    pub async fn release_job(&self, dispatch_id: &str, fence: &Fence) -> Result<bool, EngineError> {
+        let released = self.store().release_job(dispatch_id, fence).await?;
+        if released {
+            self.bus().work_ready();
+        }
+        Ok(released)
+    }
+
     /// Applies a checkpoint or a result. Committed before this returns, so the worker's 2xx
     /// means the steps are durable.
     pub async fn report_job(&self, report: &JobReport) -> Result<(), EngineError> {
