@@ -417,7 +417,79 @@ async fn handshake_refusals(backend: Backend) {
     server.stop().await;
 }
 
+/// Several reports in one transaction (the group commit): each is answered on its own, a stale
+/// fence refuses only its report, and the others' steps are all durable.
+async fn reports_share_one_transaction(backend: Backend) {
+    use ironflow::domain::job::{Fence, JobReport, ReportOutcome, ReportedStep};
+    use ironflow::store::model::FenceOutcome;
+    let server = TestServer::start(backend).await;
+    register_fn(&server, "s-batch", "s.batch").await;
+    let mut w = Stream::open(&server, "w5", &["s-batch"]).await;
+    let mut runs = Vec::new();
+    for n in 0..3 {
+        runs.push(emit(&server, "s.batch", json!({"n": n})).await);
+    }
+    w.credit(3).await;
+    let jobs = [w.next_job().await, w.next_job().await, w.next_job().await];
+    let store = ironflow::store::open(&server.url).await.expect("store");
+    let reports: Vec<JobReport> = jobs
+        .iter()
+        .enumerate()
+        .map(|(i, job)| {
+            let fence = job.fence.clone().expect("fence");
+            JobReport {
+                dispatch_id: fence.job_id,
+                fence: Fence {
+                    execution_seq: fence.execution_seq,
+                    // The middle one carries a wrong lease token.
+                    lease_token: if i == 1 {
+                        "not-the-token".into()
+                    } else {
+                        fence.lease_token
+                    },
+                },
+                steps: vec![ReportedStep {
+                    id: format!("{}:a:0", job.run_id),
+                    name: "a".into(),
+                    step_type: "run".into(),
+                    completed: true,
+                    output: Some(json!(i)),
+                    error: None,
+                    started_at: None,
+                    ended_at: None,
+                    compensation_for: None,
+                }],
+                step_offset: 0,
+                outcome: ReportOutcome::Progress,
+            }
+        })
+        .collect();
+    let lease = ironflow::store::time::Ts::now().plus(Duration::from_secs(60));
+    let outcomes = store
+        .report_jobs(&reports, lease)
+        .await
+        .expect("one transaction");
+    let accepted: Vec<bool> = outcomes
+        .iter()
+        .map(|o| matches!(o, FenceOutcome::Accepted(_)))
+        .collect();
+    assert_eq!(accepted, vec![true, false, true]);
+    for (i, job) in jobs.iter().enumerate() {
+        let steps = server
+            .get_json(&format!("/api/v1/runs/{}/steps", job.run_id))
+            .await;
+        assert_eq!(
+            steps.to_string().contains(&format!("{}:a:0", job.run_id)),
+            i != 1,
+            "{steps}"
+        );
+    }
+    store.close().await;
+    server.stop().await;
+}
+
 both_backends! {
+    batch => reports_share_one_transaction;
     commits => steps_commit_then_memoize;
     credit => credit_retries_and_refusals;
     cancel => cancel_and_disconnect;

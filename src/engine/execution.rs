@@ -161,7 +161,7 @@ impl Engine {
     /// Applies a checkpoint or a result. Committed before this returns, so the worker's 2xx
     /// means the steps are durable.
     pub async fn report_job(&self, report: &JobReport) -> Result<(), EngineError> {
-        match self.store().report_job(report, self.lease_expiry()).await? {
+        match self.commit_report(report, self.lease_expiry()).await? {
             FenceOutcome::Accepted(effects) => {
                 self.bus().publish(&effects);
                 Ok(())

@@ -3,6 +3,7 @@
 //! Transport-agnostic: takes parsed ids and domain inputs, returns records or [`EngineError`].
 
 mod bus;
+mod commits;
 mod cursor;
 mod data;
 mod error;
@@ -88,6 +89,8 @@ struct Inner {
     triggers: triggers::TriggerCache,
     started_at: Ts,
     bus: Bus,
+    /// The group commit for job reports.
+    commits: commits::ReportCommits,
     /// Live copies to and from the other nodes over NATS (with `--nats-url`).
     fanout: Option<NatsFanout>,
     shutdown: tokio_util::sync::CancellationToken,
@@ -99,6 +102,7 @@ impl Engine {
         Self {
             inner: Arc::new(Inner {
                 store,
+                commits: commits::ReportCommits::default(),
                 fanout,
                 options,
                 triggers: triggers::TriggerCache::default(),
@@ -177,6 +181,7 @@ impl Engine {
             tokio::spawn(async move { engine.run_push_dispatcher().await })
         };
         let mut tasks = vec![listener, timers, tailer, push];
+        tasks.extend(self.spawn_report_committers());
         if let Some(fanout) = self.inner.fanout.clone() {
             tasks.push(tokio::spawn(fanout.run(self.clone())));
         }

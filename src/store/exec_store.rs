@@ -312,6 +312,88 @@ macro_rules! exec_store {
 
         type RunBrief = (String, String, String, i32, i32, Option<String>, Option<String>, sqlx::types::Json<JsonValue>);
 
+    /// Applies one checkpoint or result inside the caller's transaction (no commit, no
+    /// NOTIFY); `Stale`, with nothing written, when the fence does not match.
+    async fn apply_report(
+        conn: &mut Conn,
+        report: &$crate::domain::job::JobReport,
+        lease_expires_at: $crate::store::time::Ts,
+        now: $crate::store::time::Ts,
+    ) -> Result<$crate::store::model::FenceOutcome, $crate::store::StoreError> {
+            use $crate::domain::history::HistoryKind;
+            use $crate::domain::job::ReportOutcome;
+            use $crate::domain::run::RunStatus;
+            let row: Option<(String, String, i64, Option<String>, Option<String>)> =
+                sqlx::query_as(xsql!("lock_dispatch")).bind(&report.dispatch_id).fetch_optional(&mut *conn).await?;
+            let Some(row) = row.filter(|r| fence_matches(r, &report.fence)) else {
+                return Ok($crate::store::model::FenceOutcome::Stale);
+            };
+            let run = $crate::ids::RunId::from_stored(row.0.clone());
+            let brief: RunBrief = sqlx::query_as(xsql!("run_brief")).bind(run.as_str()).fetch_one(&mut *conn).await?;
+            let env = $crate::ids::EnvId::from_stored(brief.0.clone());
+            for (i, step) in report.steps.iter().enumerate() {
+                let sequence = i32::try_from(report.step_offset + i as i64).unwrap_or(i32::MAX);
+                sqlx::query(xsql!("upsert_step"))
+                    .bind(run.as_str())
+                    .bind(&step.id)
+                    .bind(env.as_str())
+                    .bind(&step.name)
+                    .bind(&step.step_type)
+                    .bind(sequence)
+                    .bind(if step.completed { "completed" } else { "failed" })
+                    .bind(step.output.as_ref().map(sqlx::types::Json))
+                    .bind(step.error.as_ref().map(sqlx::types::Json))
+                    .bind(brief.3)
+                    .bind(step.started_at)
+                    .bind(step.ended_at)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                let kind = if step.completed { HistoryKind::StepCompleted } else { HistoryKind::StepFailed };
+                let payload = serde_json::json!({
+                    "step_id": step.id, "name": step.name, "type": step.step_type, "attempt": brief.3,
+                    "output": step.output, "error": step.error, "compensation_for": step.compensation_for,
+                });
+                append_history(&mut *conn, &entry(&env, kind, &run, payload), now).await?;
+            }
+            let mut effects = $crate::store::model::Effects::default();
+            match &report.outcome {
+                ReportOutcome::Progress => {
+                    sqlx::query(xsql!("extend_lease")).bind(run.as_str()).bind(lease_expires_at).execute(&mut *conn).await?;
+                }
+                ReportOutcome::Completed { output } => {
+                    effects.merge(end_run(&mut *conn, &env, &run, RunStatus::Completed, Some(output), None, now).await?);
+                }
+                ReportOutcome::Failed(failure) => {
+                    let definition: Option<sqlx::types::Json<$crate::domain::function::FunctionDefinition>> =
+                        sqlx::query_scalar(xsql!("function_definition_for_run")).bind(run.as_str()).fetch_optional(&mut *conn).await?;
+                    let policy = definition.as_ref().and_then(|d| d.0.retry.as_ref());
+                    let error = failure.to_json();
+                    let delay = failure.retryable.then(|| {
+                        $crate::domain::job::retry_delay(policy, brief.3, brief.4, failure.retry_after_ms)
+                    }).flatten();
+                    match delay {
+                        Some(delay) => {
+                            let due = now.plus(delay);
+                            sqlx::query(xsql!("retry_run")).bind(run.as_str()).bind(sqlx::types::Json(&error)).bind(now).execute(&mut *conn).await?;
+                            sqlx::query(xsql!("requeue_job")).bind(run.as_str()).bind(due).execute(&mut *conn).await?;
+                            let payload = serde_json::json!({"failed_attempt": brief.3, "next_attempt": brief.3 + 1, "delay_ms": delay.as_millis() as u64, "error": error});
+                            append_history(&mut *conn, &entry(&env, HistoryKind::RunRetrying, &run, payload), now).await?;
+                            effects.work_ready = true;
+                        }
+                        None => {
+                            effects.merge(end_run(&mut *conn, &env, &run, RunStatus::Failed, None, Some(&error), now).await?);
+                        }
+                    }
+                }
+                ReportOutcome::Yielded(request) => {
+                    let position = report.step_offset + report.steps.len() as i64;
+                    effects.merge(apply_yield(&mut *conn, &env, &run, &brief, request, position, now).await?);
+                }
+            }
+            Ok($crate::store::model::FenceOutcome::Accepted(effects))
+        }
+
         /// Applies one yield: records the yielding step and parks or requeues the run.
         async fn apply_yield(
             conn: &mut Conn,
@@ -547,82 +629,30 @@ macro_rules! exec_store {
                 report: &$crate::domain::job::JobReport,
                 lease_expires_at: $crate::store::time::Ts,
             ) -> Result<$crate::store::model::FenceOutcome, $crate::store::StoreError> {
-                use $crate::domain::history::HistoryKind;
-                use $crate::domain::job::ReportOutcome;
-                use $crate::domain::run::RunStatus;
+                let mut outcomes = self.report_jobs_impl(std::slice::from_ref(report), lease_expires_at).await?;
+                Ok(outcomes.pop().unwrap_or($crate::store::model::FenceOutcome::Stale))
+            }
+
+            /// Applies several reports in one transaction (one commit, one NOTIFY).
+            async fn report_jobs_impl(
+                &self,
+                reports: &[$crate::domain::job::JobReport],
+                lease_expires_at: $crate::store::time::Ts,
+            ) -> Result<Vec<$crate::store::model::FenceOutcome>, $crate::store::StoreError> {
                 let now = $crate::store::time::Ts::now();
                 let mut tx = self.writer().begin().await?;
-                let row: Option<(String, String, i64, Option<String>, Option<String>)> =
-                    sqlx::query_as(xsql!("lock_dispatch")).bind(&report.dispatch_id).fetch_optional(&mut *tx).await?;
-                let Some(row) = row.filter(|r| fence_matches(r, &report.fence)) else {
-                    return Ok($crate::store::model::FenceOutcome::Stale);
-                };
-                let run = $crate::ids::RunId::from_stored(row.0.clone());
-                let brief: RunBrief = sqlx::query_as(xsql!("run_brief")).bind(run.as_str()).fetch_one(&mut *tx).await?;
-                let env = $crate::ids::EnvId::from_stored(brief.0.clone());
-                for (i, step) in report.steps.iter().enumerate() {
-                    let sequence = i32::try_from(report.step_offset + i as i64).unwrap_or(i32::MAX);
-                    sqlx::query(xsql!("upsert_step"))
-                        .bind(run.as_str())
-                        .bind(&step.id)
-                        .bind(env.as_str())
-                        .bind(&step.name)
-                        .bind(&step.step_type)
-                        .bind(sequence)
-                        .bind(if step.completed { "completed" } else { "failed" })
-                        .bind(step.output.as_ref().map(sqlx::types::Json))
-                        .bind(step.error.as_ref().map(sqlx::types::Json))
-                        .bind(brief.3)
-                        .bind(step.started_at)
-                        .bind(step.ended_at)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                    let kind = if step.completed { HistoryKind::StepCompleted } else { HistoryKind::StepFailed };
-                    let payload = serde_json::json!({
-                        "step_id": step.id, "name": step.name, "type": step.step_type, "attempt": brief.3,
-                        "output": step.output, "error": step.error, "compensation_for": step.compensation_for,
-                    });
-                    append_history(&mut tx, &entry(&env, kind, &run, payload), now).await?;
+                let mut outcomes = Vec::with_capacity(reports.len());
+                let mut all = $crate::store::model::Effects::default();
+                for report in reports {
+                    let outcome = apply_report(&mut tx, report, lease_expires_at, now).await?;
+                    if let $crate::store::model::FenceOutcome::Accepted(effects) = &outcome {
+                        all.merge(effects.clone());
+                    }
+                    outcomes.push(outcome);
                 }
-                let mut effects = $crate::store::model::Effects::default();
-                match &report.outcome {
-                    ReportOutcome::Progress => {
-                        sqlx::query(xsql!("extend_lease")).bind(run.as_str()).bind(lease_expires_at).execute(&mut *tx).await?;
-                    }
-                    ReportOutcome::Completed { output } => {
-                        effects.merge(end_run(&mut tx, &env, &run, RunStatus::Completed, Some(output), None, now).await?);
-                    }
-                    ReportOutcome::Failed(failure) => {
-                        let definition: Option<sqlx::types::Json<$crate::domain::function::FunctionDefinition>> =
-                            sqlx::query_scalar(xsql!("function_definition_for_run")).bind(run.as_str()).fetch_optional(&mut *tx).await?;
-                        let policy = definition.as_ref().and_then(|d| d.0.retry.as_ref());
-                        let error = failure.to_json();
-                        let delay = failure.retryable.then(|| {
-                            $crate::domain::job::retry_delay(policy, brief.3, brief.4, failure.retry_after_ms)
-                        }).flatten();
-                        match delay {
-                            Some(delay) => {
-                                let due = now.plus(delay);
-                                sqlx::query(xsql!("retry_run")).bind(run.as_str()).bind(sqlx::types::Json(&error)).bind(now).execute(&mut *tx).await?;
-                                sqlx::query(xsql!("requeue_job")).bind(run.as_str()).bind(due).execute(&mut *tx).await?;
-                                let payload = serde_json::json!({"failed_attempt": brief.3, "next_attempt": brief.3 + 1, "delay_ms": delay.as_millis() as u64, "error": error});
-                                append_history(&mut tx, &entry(&env, HistoryKind::RunRetrying, &run, payload), now).await?;
-                                effects.work_ready = true;
-                            }
-                            None => {
-                                effects.merge(end_run(&mut tx, &env, &run, RunStatus::Failed, None, Some(&error), now).await?);
-                            }
-                        }
-                    }
-                    ReportOutcome::Yielded(request) => {
-                        let position = report.step_offset + report.steps.len() as i64;
-                        effects.merge(apply_yield(&mut tx, &env, &run, &brief, request, position, now).await?);
-                    }
-                }
-                notify_commit(&mut tx, self.node_id(), &effects).await?;
+                notify_commit(&mut tx, self.node_id(), &all).await?;
                 tx.commit().await?;
-                Ok($crate::store::model::FenceOutcome::Accepted(effects))
+                Ok(outcomes)
             }
 
             /// Fails runs whose wait for an event timed out and resumes parents whose child

@@ -185,6 +185,14 @@ pub trait Store: group_store::GroupStore + push_store::PushStore + Send + Sync +
         lease_expires_at: crate::store::time::Ts,
     ) -> Result<FenceOutcome, StoreError>;
 
+    /// Applies several checkpoints or results in one transaction (one commit for all; an
+    /// error fails them all, a stale fence only its own report).
+    async fn report_jobs(
+        &self,
+        reports: &[crate::domain::job::JobReport],
+        lease_expires_at: crate::store::time::Ts,
+    ) -> Result<Vec<FenceOutcome>, StoreError>;
+
     /// Resolves parked runs whose timer passed (wait and invoke timeouts).
     async fn fire_timers(&self, limit: i64) -> Result<Effects, StoreError>;
 

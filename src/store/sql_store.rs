@@ -593,6 +593,14 @@ macro_rules! sql_store {
                 self.report_job_impl(report, lease_expires_at).await
             }
 
+            async fn report_jobs(
+                &self,
+                reports: &[$crate::domain::job::JobReport],
+                lease_expires_at: $crate::store::time::Ts,
+            ) -> Result<Vec<$crate::store::model::FenceOutcome>, $crate::store::StoreError> {
+                self.report_jobs_impl(reports, lease_expires_at).await
+            }
+
             async fn fire_timers(&self, limit: i64) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
                 self.fire_timers_impl(limit).await
             }

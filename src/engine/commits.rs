@@ -1,0 +1,157 @@
+//! Group commit for job reports: step checkpoints and results that arrive together (from many
+//! workers, over any transport) are applied in one transaction, and each caller is answered
+//! only after that commit. Nothing waits for a batch to fill: a committer takes whatever is
+//! queued when it is free, so a lone report commits at once and a crowd shares commits.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::domain::job::JobReport;
+use crate::store::model::FenceOutcome;
+use crate::store::time::Ts;
+use crate::store::{Backend, StoreError};
+
+use super::Engine;
+
+/// Reports applied in one transaction at most.
+const MAX_BATCH: usize = 256;
+/// Reports waiting for a committer; callers wait for room beyond this.
+const QUEUE: usize = 4096;
+
+struct Pending {
+    report: JobReport,
+    lease_expires_at: Ts,
+    done: oneshot::Sender<Result<FenceOutcome, StoreError>>,
+}
+
+/// The queue the committers drain.
+pub(crate) struct ReportCommits {
+    tx: mpsc::Sender<Pending>,
+    rx: Arc<Mutex<mpsc::Receiver<Pending>>>,
+    /// Committers are running (between `spawn_background` and shutdown).
+    running: Arc<AtomicBool>,
+}
+
+impl Default for ReportCommits {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        Self {
+            tx,
+            rx: Arc::new(Mutex::new(rx)),
+            running: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl Engine {
+    /// Applies a report through the group commit (directly when the committers are not
+    /// running: before start, after shutdown).
+    pub(crate) async fn commit_report(
+        &self,
+        report: &JobReport,
+        lease_expires_at: Ts,
+    ) -> Result<FenceOutcome, StoreError> {
+        let commits = &self.inner.commits;
+        if commits.running.load(Ordering::Acquire) {
+            let (done, answer) = oneshot::channel();
+            let pending = Pending {
+                report: report.clone(),
+                lease_expires_at,
+                done,
+            };
+            if commits.tx.send(pending).await.is_ok()
+                && let Ok(result) = answer.await
+            {
+                return result;
+            }
+            // The committers stopped with this report queued: apply it here.
+        }
+        self.store().report_job(report, lease_expires_at).await
+    }
+
+    /// The committers: one on SQLite (one writer anyway), a few on Postgres so one batch's
+    /// round trips overlap another's commit.
+    pub(crate) fn spawn_report_committers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        let count = match self.store().backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => 4,
+        };
+        self.inner.commits.running.store(true, Ordering::Release);
+        (0..count)
+            .map(|_| {
+                let engine = self.clone();
+                tokio::spawn(async move { engine.run_report_committer().await })
+            })
+            .collect()
+    }
+
+    async fn run_report_committer(&self) {
+        let commits = &self.inner.commits;
+        let shutdown = self.shutdown_token().clone();
+        loop {
+            let batch = {
+                let mut rx = commits.rx.lock().await;
+                let first = tokio::select! {
+                    first = rx.recv() => first,
+                    () = shutdown.cancelled() => None,
+                };
+                let Some(first) = first else { break };
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(p) => batch.push(p),
+                        Err(_) => break,
+                    }
+                }
+                batch
+            };
+            self.commit_batch(batch).await;
+        }
+        commits.running.store(false, Ordering::Release);
+        // Reports queued before the flag went down are still answered.
+        let mut rx = commits.rx.lock().await;
+        let mut rest = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            rest.push(p);
+        }
+        drop(rx);
+        if !rest.is_empty() {
+            self.commit_batch(rest).await;
+        }
+    }
+
+    async fn commit_batch(&self, batch: Vec<Pending>) {
+        metrics::histogram!("ironflow_report_batch_size").record(batch.len() as f64);
+        let reports: Vec<JobReport> = batch.iter().map(|p| p.report.clone()).collect();
+        // One lease instant for the batch: the latest asked for.
+        let lease = batch
+            .iter()
+            .map(|p| p.lease_expires_at)
+            .max()
+            .unwrap_or_else(Ts::now);
+        match self.store().report_jobs(&reports, lease).await {
+            Ok(outcomes) => {
+                for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = pending.done.send(Ok(outcome));
+                }
+            }
+            // One bad report must not fail the others: apply each on its own.
+            Err(_) if batch.len() > 1 => {
+                for pending in batch {
+                    let result = self
+                        .store()
+                        .report_job(&pending.report, pending.lease_expires_at)
+                        .await;
+                    let _ = pending.done.send(result);
+                }
+            }
+            Err(e) => {
+                if let Some(pending) = batch.into_iter().next() {
+                    let _ = pending.done.send(Err(e));
+                }
+            }
+        }
+    }
+}
