@@ -1,0 +1,570 @@
+//! [`Ctx`]: what a handler knows about its job (run, attempt, event, secrets) and the durable
+//! steps — `run`, `sleep`, `wait_for_event`, `invoke` — with their step ids, memo lookups and
+//! the messages they send on the worker stream.
+//!
+//! # How a step that waits ends the invocation
+//!
+//! A step that has to wait on the server (`sleep`, `wait_for_event`, `invoke`, `invoke_async`)
+//! sends `JobYielded`, waits for `Committed`, then marks the invocation as ended and returns a
+//! future that never resolves. The invocation's runner watches that mark and drops the
+//! handler's future, so no handler code after the `.await` runs in this invocation (locals are
+//! dropped as usual). The server resumes the run later with a new assignment whose memo holds
+//! the step as completed, and the replayed handler gets past the `.await` at once.
+//!
+//! This was preferred over an error variant (`FnError::Yielded`) that the handler has to pass
+//! up with `?`: an error can be matched, logged, mapped or swallowed by user code, which would
+//! then go on running after the job was handed back. A future that never resolves cannot be
+//! misused that way. The same mechanism ends an invocation whose fence went stale (the run was
+//! cancelled or re-dispatched) or whose stream broke.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::error::FnError;
+use crate::invocation::{Ended, Ending};
+use crate::link::{Commit, Link};
+use crate::proto::v1 as pb;
+use pb::worker_message::Kind;
+
+/// Waits for an event named `event` (`ctx.wait_for_event`).
+///
+/// With `match_path` (`data.order_id`) only an event whose value at that path equals the
+/// triggering event's value at the same path matches; `match_value` compares with an explicit
+/// value instead. When `timeout` passes first, the server fails the run with `WAIT_TIMEOUT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitForEvent {
+    pub event: String,
+    pub match_path: Option<String>,
+    pub match_value: Option<String>,
+    /// `None`: the server's default (7 days).
+    pub timeout: Option<Duration>,
+}
+
+impl WaitForEvent {
+    pub fn new(event: impl Into<String>) -> Self {
+        Self {
+            event: event.into(),
+            match_path: None,
+            match_value: None,
+            timeout: None,
+        }
+    }
+
+    #[must_use]
+    pub fn match_path(mut self, path: impl Into<String>) -> Self {
+        self.match_path = Some(path.into());
+        self
+    }
+
+    #[must_use]
+    pub fn match_value(mut self, value: impl Into<String>) -> Self {
+        self.match_value = Some(value.into());
+        self
+    }
+
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// Starts a run of another function (`ctx.invoke`, `ctx.invoke_async`) with `input` as its
+/// event data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoke<I> {
+    pub function_id: String,
+    pub input: I,
+    /// How long `ctx.invoke` waits for the child; `None`: the server's default (30 s). The
+    /// parent's step fails (non-retryable) when it passes. Ignored by `invoke_async`.
+    pub timeout: Option<Duration>,
+}
+
+impl<I: Serialize> Invoke<I> {
+    pub fn new(function_id: impl Into<String>, input: I) -> Self {
+        Self {
+            function_id: function_id.into(),
+            input,
+            timeout: None,
+        }
+    }
+
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    fn to_proto(&self) -> Result<pb::Invoke, FnError> {
+        let input_json = serde_json::to_string(&self.input).map_err(|e| {
+            FnError::non_retryable(format!("the invoke input is not serializable: {e}"))
+                .code("INVALID_INPUT")
+        })?;
+        Ok(pb::Invoke {
+            function_id: self.function_id.clone(),
+            input_json,
+            timeout_ms: self.timeout.map(millis).unwrap_or(0),
+        })
+    }
+}
+
+/// One job as the server assigned it, decoded once.
+pub(crate) struct Job {
+    pub(crate) fence: pb::JobFence,
+    pub(crate) run_id: String,
+    pub(crate) function_id: String,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) event: Value,
+    pub(crate) secrets: HashMap<String, String>,
+    /// Completed (or failed for good) steps of earlier dispatches, by step id.
+    pub(crate) memo: HashMap<String, pb::MemoStep>,
+}
+
+impl Job {
+    pub(crate) fn from_assignment(a: pb::JobAssignment) -> Self {
+        let event = serde_json::from_str(&a.event_json).unwrap_or_else(|e| {
+            tracing::warn!(run_id = %a.run_id, error = %e, "the assignment's event_json is not JSON");
+            Value::Null
+        });
+        Self {
+            fence: a.fence.unwrap_or_default(),
+            run_id: a.run_id,
+            function_id: a.function_id,
+            attempt: u32::try_from(a.attempt).unwrap_or(1).max(1),
+            max_attempts: u32::try_from(a.max_attempts).unwrap_or(0),
+            event,
+            secrets: a.secrets.into_iter().collect(),
+            memo: a
+                .steps
+                .into_iter()
+                .map(|s| (s.step_id.clone(), s))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn job_id(&self) -> &str {
+        &self.fence.job_id
+    }
+}
+
+/// A handler's view of its job, and the durable steps. Cheap to clone; every clone is the same
+/// invocation (step numbering is shared).
+#[derive(Clone)]
+pub struct Ctx {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    job: Job,
+    /// How many steps of each name this invocation has started: the `n` in step ids.
+    counters: Mutex<HashMap<String, u32>>,
+    /// Set once a message that ends the job (yield, result) is on its way: later steps must
+    /// not report anything.
+    final_sent: AtomicBool,
+    link: Arc<Link>,
+    ending: Arc<Ending>,
+}
+
+impl fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx")
+            .field("run_id", &self.inner.job.run_id)
+            .field("function_id", &self.inner.job.function_id)
+            .field("attempt", &self.inner.job.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// Parses a `*_json` field of the protocol; empty means null.
+fn json_text(text: &str) -> Result<Value, serde_json::Error> {
+    if text.is_empty() {
+        Ok(Value::Null)
+    } else {
+        serde_json::from_str(text)
+    }
+}
+
+fn decode<T: DeserializeOwned>(step_id: &str, output_json: &str) -> Result<T, FnError> {
+    let value = json_text(output_json).map_err(|e| {
+        FnError::non_retryable(format!(
+            "step {step_id}: the stored output is not JSON: {e}"
+        ))
+        .code("MEMO_MISMATCH")
+    })?;
+    serde_json::from_value(value).map_err(|e| {
+        FnError::non_retryable(format!(
+            "step {step_id}: the stored output does not fit the step's type: {e}"
+        ))
+        .code("MEMO_MISMATCH")
+    })
+}
+
+/// What the memo says about a step.
+enum Memo<'a> {
+    /// Not run yet (or left unfinished): run it.
+    Absent,
+    Completed(&'a str),
+    Failed(Value),
+}
+
+impl Ctx {
+    pub(crate) fn new(job: Job, link: Arc<Link>, ending: Arc<Ending>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                job,
+                counters: Mutex::new(HashMap::new()),
+                final_sent: AtomicBool::new(false),
+                link,
+                ending,
+            }),
+        }
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.inner.job.run_id
+    }
+
+    pub fn function_id(&self) -> &str {
+        &self.inner.job.function_id
+    }
+
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.inner.job.attempt
+    }
+
+    /// How many attempts the run has in all (0 when the server did not say).
+    pub fn max_attempts(&self) -> u32 {
+        self.inner.job.max_attempts
+    }
+
+    /// The triggering event: `{id, name, data, timestamp, ...}`; for an invoked run, a
+    /// synthetic `ironflow/function.invoked` event whose `data` is the input.
+    pub fn event(&self) -> &Value {
+        &self.inner.job.event
+    }
+
+    /// A secret the function declared (`Function::secrets`), injected by the server.
+    pub fn secret(&self, name: &str) -> Option<&str> {
+        self.inner.job.secrets.get(name).map(String::as_str)
+    }
+
+    pub(crate) fn job(&self) -> &Job {
+        &self.inner.job
+    }
+
+    pub(crate) fn link(&self) -> &Arc<Link> {
+        &self.inner.link
+    }
+
+    pub(crate) fn ending(&self) -> &Arc<Ending> {
+        &self.inner.ending
+    }
+
+    /// Claims the right to send the job's one final message; false when another step already
+    /// did.
+    pub(crate) fn claim_final(&self) -> bool {
+        !self.inner.final_sent.swap(true, Ordering::AcqRel)
+    }
+
+    /// `<run id>:<name>:<n>`, `n` counting the earlier steps of that name in this invocation.
+    /// Taken when the step method is called (not when its future is first polled), so steps
+    /// started together (`join!`) are numbered in call order.
+    fn next_step_id(&self, name: &str) -> String {
+        let mut counters = self
+            .inner
+            .counters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let n = counters.entry(name.to_owned()).or_insert(0);
+        let id = format!("{}:{name}:{n}", self.inner.job.run_id);
+        *n += 1;
+        id
+    }
+
+    fn memo(&self, step_id: &str) -> Memo<'_> {
+        match self.inner.job.memo.get(step_id) {
+            Some(s) if s.status == "completed" => Memo::Completed(&s.output_json),
+            Some(s) if s.status == "failed" || s.status == "timed_out" => {
+                Memo::Failed(json_text(&s.error_json).unwrap_or(Value::Null))
+            }
+            _ => Memo::Absent,
+        }
+    }
+
+    /// Ends this invocation and never resolves (see the module docs).
+    async fn end(&self, why: Ended) -> FnError {
+        self.inner.ending.end(why);
+        std::future::pending().await
+    }
+
+    /// Reports a finished `run` step and waits until it is durable.
+    async fn commit_step(&self, step: pb::StepRecord) -> Result<(), FnError> {
+        if self.inner.final_sent.load(Ordering::Acquire) {
+            // The job already ended (another step yielded): nothing may be reported after it.
+            return Err(self.end(Ended::Yielded).await);
+        }
+        let fence = self.inner.job.fence.clone();
+        let answer = self
+            .inner
+            .link
+            .request(|request_id| {
+                Kind::StepCompleted(pb::StepCompleted {
+                    request_id,
+                    fence: Some(fence),
+                    step: Some(step),
+                })
+            })
+            .await;
+        match answer {
+            Ok(Commit::Ok) => Ok(()),
+            Ok(Commit::Stale) => Err(self.end(Ended::Stale).await),
+            Ok(Commit::Refused(message)) => Err(FnError::retryable(format!(
+                "the server did not commit the step: {message}"
+            ))
+            .code("STEP_NOT_COMMITTED")),
+            Err(_) => Err(self.end(Ended::Abandoned).await),
+        }
+    }
+
+    /// Hands the job back to the server until `step` can go on. Never returns, except with
+    /// the error of a refused yield.
+    async fn suspend(&self, step: pb::Yield) -> FnError {
+        if !self.claim_final() {
+            return self.end(Ended::Yielded).await;
+        }
+        let fence = self.inner.job.fence.clone();
+        let answer = self
+            .inner
+            .link
+            .request(|request_id| {
+                Kind::JobYielded(pb::JobYielded {
+                    request_id,
+                    fence: Some(fence),
+                    steps: Vec::new(),
+                    r#yield: Some(step),
+                })
+            })
+            .await;
+        match answer {
+            Ok(Commit::Ok) => self.end(Ended::Yielded).await,
+            Ok(Commit::Stale) => self.end(Ended::Stale).await,
+            Ok(Commit::Refused(message)) => {
+                // Nothing was committed: the job is still ours and may report again.
+                self.inner.final_sent.store(false, Ordering::Release);
+                FnError::non_retryable(format!("the server refused the step: {message}"))
+                    .code("YIELD_REFUSED")
+            }
+            Err(_) => self.end(Ended::Abandoned).await,
+        }
+    }
+
+    /// Runs `step` once per run: its output is stored, and when the run is dispatched again
+    /// (after a sleep, a wait, a retry) the stored output is returned without running it.
+    ///
+    /// A retryable error from `step` is returned as is (the step is not recorded, so it runs
+    /// again on the next attempt); a non-retryable one is recorded as the step's failure, so a
+    /// replay returns the same error.
+    pub fn run<T, F, Fut>(
+        &self,
+        name: &str,
+        step: F,
+    ) -> impl Future<Output = Result<T, FnError>> + Send + use<T, F, Fut>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<T, FnError>> + Send,
+    {
+        let ctx = self.clone();
+        let step_id = self.next_step_id(name);
+        let name = name.to_owned();
+        async move {
+            match ctx.memo(&step_id) {
+                Memo::Completed(output) => return decode(&step_id, output),
+                Memo::Failed(error) => return Err(FnError::from_stored(error, "STEP_FAILED")),
+                Memo::Absent => {}
+            }
+            let started_at_ms = now_ms();
+            let result = step().await;
+            let ended_at_ms = now_ms();
+            let mut record = pb::StepRecord {
+                step_id,
+                name,
+                r#type: "run".into(),
+                started_at_ms,
+                ended_at_ms,
+                ..Default::default()
+            };
+            match result {
+                Ok(value) => {
+                    let output = serde_json::to_string(&value).map_err(|e| {
+                        FnError::non_retryable(format!(
+                            "the step's output is not serializable: {e}"
+                        ))
+                        .code("INVALID_OUTPUT")
+                    })?;
+                    record.completed = true;
+                    record.output_json = output;
+                    ctx.commit_step(record).await?;
+                    Ok(value)
+                }
+                Err(e) if !e.is_retryable() => {
+                    record.error_json = e.to_json().to_string();
+                    ctx.commit_step(record).await?;
+                    Err(e)
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    /// Sleeps durably: the job is handed back and the run resumes after `duration` (on any
+    /// worker).
+    pub fn sleep(
+        &self,
+        name: &str,
+        duration: Duration,
+    ) -> impl Future<Output = Result<(), FnError>> + Send + use<> {
+        let until = chrono::Duration::from_std(duration)
+            .ok()
+            .and_then(|d| Utc::now().checked_add_signed(d))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        self.sleep_until(name, until)
+    }
+
+    /// Sleeps durably until `until`.
+    pub fn sleep_until(
+        &self,
+        name: &str,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), FnError>> + Send + use<> {
+        let ctx = self.clone();
+        let step_id = self.next_step_id(name);
+        async move {
+            match ctx.memo(&step_id) {
+                Memo::Completed(_) => return Ok(()),
+                Memo::Failed(error) => return Err(FnError::from_stored(error, "STEP_FAILED")),
+                Memo::Absent => {}
+            }
+            let step = pb::Yield {
+                step_id,
+                kind: Some(pb::r#yield::Kind::Sleep(pb::Sleep {
+                    until_ms: until.timestamp_millis(),
+                })),
+            };
+            Err(ctx.suspend(step).await)
+        }
+    }
+
+    /// Waits durably for an event (see [`WaitForEvent`]) and returns it as JSON
+    /// (`{id, name, data, ...}`).
+    ///
+    /// When the wait times out the server fails the run with `WAIT_TIMEOUT` (non-retryable),
+    /// so the handler does not see timeouts; `Ok(None)` is returned only if the server resumed
+    /// the step with no event.
+    pub fn wait_for_event(
+        &self,
+        name: &str,
+        wait: WaitForEvent,
+    ) -> impl Future<Output = Result<Option<Value>, FnError>> + Send + use<> {
+        let ctx = self.clone();
+        let step_id = self.next_step_id(name);
+        async move {
+            match ctx.memo(&step_id) {
+                Memo::Completed(output) => {
+                    let event: Value = decode(&step_id, output)?;
+                    return Ok((!event.is_null()).then_some(event));
+                }
+                Memo::Failed(error) => return Err(FnError::from_stored(error, "WAIT_TIMEOUT")),
+                Memo::Absent => {}
+            }
+            let step = pb::Yield {
+                step_id,
+                kind: Some(pb::r#yield::Kind::WaitForEvent(pb::WaitForEvent {
+                    event: wait.event,
+                    match_path: wait.match_path.unwrap_or_default(),
+                    match_value: wait.match_value.unwrap_or_default(),
+                    timeout_ms: wait.timeout.map(millis).unwrap_or(0),
+                })),
+            };
+            Err(ctx.suspend(step).await)
+        }
+    }
+
+    /// Runs another function and returns its output. The job is handed back while the child
+    /// runs; a child that fails, is cancelled or outlives the timeout makes this step fail
+    /// (non-retryable, with the stored error as [`FnError::error_details`]).
+    pub fn invoke<T, I>(
+        &self,
+        name: &str,
+        invoke: Invoke<I>,
+    ) -> impl Future<Output = Result<T, FnError>> + Send + use<T, I>
+    where
+        T: DeserializeOwned,
+        I: Serialize + Send,
+    {
+        let ctx = self.clone();
+        let step_id = self.next_step_id(name);
+        async move {
+            match ctx.memo(&step_id) {
+                Memo::Completed(output) => return decode(&step_id, output),
+                Memo::Failed(error) => return Err(FnError::from_stored(error, "INVOKE_FAILED")),
+                Memo::Absent => {}
+            }
+            let step = pb::Yield {
+                step_id,
+                kind: Some(pb::r#yield::Kind::Invoke(invoke.to_proto()?)),
+            };
+            Err(ctx.suspend(step).await)
+        }
+    }
+
+    /// Starts a run of another function without waiting for it; returns the child run's id.
+    pub fn invoke_async<I>(
+        &self,
+        name: &str,
+        invoke: Invoke<I>,
+    ) -> impl Future<Output = Result<String, FnError>> + Send + use<I>
+    where
+        I: Serialize + Send,
+    {
+        #[derive(serde::Deserialize)]
+        struct Started {
+            run_id: String,
+        }
+        let ctx = self.clone();
+        let step_id = self.next_step_id(name);
+        async move {
+            match ctx.memo(&step_id) {
+                Memo::Completed(output) => {
+                    return decode::<Started>(&step_id, output).map(|s| s.run_id);
+                }
+                Memo::Failed(error) => return Err(FnError::from_stored(error, "INVOKE_FAILED")),
+                Memo::Absent => {}
+            }
+            let step = pb::Yield {
+                step_id,
+                kind: Some(pb::r#yield::Kind::InvokeAsync(invoke.to_proto()?)),
+            };
+            Err(ctx.suspend(step).await)
+        }
+    }
+}
