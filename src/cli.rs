@@ -1,4 +1,4 @@
-//! Command-line interface: `ironflow serve` and `ironflow migrate`.
+//! Command-line interface: `ironflow serve`, `ironflow migrate` and `ironflow bench`.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -24,6 +24,47 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Measure durable steps/s through the Rust SDK worker against a database, next to the
+    /// database's raw single-row commit rate, plus latencies (use a scratch database).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The database to measure: `postgres://…`, or a SQLite file path.
+    #[arg(long = "db")]
+    pub database_url: String,
+    /// Workflows run for the throughput figure.
+    #[arg(long, default_value_t = 2000)]
+    pub workflows: usize,
+    /// Durable steps per workflow.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Jobs in flight on the SDK worker, and connections for the raw commit rate.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Sequential samples for the latency figures.
+    #[arg(long, default_value_t = 200)]
+    pub latency_samples: usize,
+    /// Seconds the raw commit rate is measured.
+    #[arg(long, default_value_t = 5)]
+    pub raw_secs: u64,
+    /// Also print the figures as one JSON object, as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl BenchArgs {
+    pub fn options(&self) -> crate::bench::BenchOptions {
+        crate::bench::BenchOptions {
+            database_url: self.database_url.clone(),
+            workflows: self.workflows,
+            steps: self.steps,
+            concurrency: self.concurrency,
+            latency_samples: self.latency_samples,
+            raw_for: std::time::Duration::from_secs(self.raw_secs.max(1)),
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! the database you already run.
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod domain;
 pub mod engine;

@@ -35,6 +35,14 @@ async fn main() -> anyhow::Result<()> {
             server.wait().await?;
             tracing::info!("ironflow stopped");
         }
+        Command::Bench(args) => {
+            init_logging("warn");
+            let report = ironflow::bench::run(args.options()).await?;
+            println!("{}", report.summary_line());
+            if args.json {
+                println!("{}", serde_json::to_string(&report)?);
+            }
+        }
         Command::Migrate(args) => {
             init_logging("info");
             let url = args.url();

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS ironflow_bench_raw;

@@ -1,0 +1,102 @@
+//! What `ironflow bench` prints: one summary line, and with `--json` one JSON object as the
+//! last line (scripts read it).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Latency samples, summarised as percentiles.
+#[derive(Debug, Default, Clone)]
+pub struct Samples(Vec<Duration>);
+
+impl Samples {
+    pub fn push(&mut self, d: Duration) {
+        self.0.push(d);
+    }
+
+    pub fn extend(&mut self, other: Samples) {
+        self.0.extend(other.0);
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `p`-th percentile (nearest rank) in milliseconds; 0 without samples.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        if self.0.is_empty() {
+            return 0.0;
+        }
+        let mut sorted = self.0.clone();
+        sorted.sort_unstable();
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        let index = rank.clamp(1, sorted.len()) - 1;
+        sorted[index].as_secs_f64() * 1000.0
+    }
+}
+
+/// The figures of one run.
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub backend: &'static str,
+    pub workflows: usize,
+    pub steps: usize,
+    pub concurrency: usize,
+    pub elapsed_secs: f64,
+    pub steps_per_sec: f64,
+    pub runs_per_sec: f64,
+    pub raw_commits_per_sec: f64,
+    pub ratio_vs_raw_commits: f64,
+    pub step_commit_p50_ms: f64,
+    pub step_commit_p99_ms: f64,
+    pub event_to_start_p50_ms: f64,
+    pub event_to_start_p99_ms: f64,
+    pub sync_trigger_p50_ms: f64,
+    pub sync_trigger_p99_ms: f64,
+    pub latency_samples: usize,
+}
+
+impl BenchReport {
+    pub fn summary_line(&self) -> String {
+        format!(
+            "ironflow bench [{}] {} workflows x {} steps, C={}: {:.0} durable steps/s, {:.0} runs/s; \
+             raw single-row commits {:.0}/s (ratio {:.2}); step commit p50 {:.2} ms p99 {:.2} ms; \
+             event->first step p50 {:.2} ms p99 {:.2} ms; sync 1-step trigger p50 {:.2} ms p99 {:.2} ms",
+            self.backend,
+            self.workflows,
+            self.steps,
+            self.concurrency,
+            self.steps_per_sec,
+            self.runs_per_sec,
+            self.raw_commits_per_sec,
+            self.ratio_vs_raw_commits,
+            self.step_commit_p50_ms,
+            self.step_commit_p99_ms,
+            self.event_to_start_p50_ms,
+            self.event_to_start_p99_ms,
+            self.sync_trigger_p50_ms,
+            self.sync_trigger_p99_ms,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let mut s = Samples::default();
+        for ms in 1..=100 {
+            s.push(Duration::from_millis(ms));
+        }
+        assert!((s.percentile_ms(50.0) - 50.0).abs() < 1e-9);
+        assert!((s.percentile_ms(99.0) - 99.0).abs() < 1e-9);
+        assert!((s.percentile_ms(100.0) - 100.0).abs() < 1e-9);
+        assert_eq!(Samples::default().percentile_ms(50.0), 0.0);
+    }
+}
