@@ -150,7 +150,8 @@ struct Held {
 
 type HeldJobs = Arc<Mutex<HashMap<String, Held>>>;
 
-/// One connected worker.
+/// One connected worker (clones share its state: report tasks run beside the reader).
+#[derive(Clone)]
 struct Session {
     engine: Engine,
     env: EnvId,
@@ -175,34 +176,49 @@ impl Session {
         let claims = tokio::spawn(self.assign_jobs());
         let cancels = tokio::spawn(self.forward_cancellations());
         let shutdown = self.engine.shutdown_token().clone();
-        let mut draining = false;
+        // Reports of different jobs are applied concurrently, so one worker's many jobs share
+        // group commits; a job's own reports come one at a time (the worker waits for each
+        // `Committed`).
+        let mut reports = tokio::task::JoinSet::new();
+        let mut drain_deadline: Option<tokio::time::Instant> = None;
         loop {
+            let draining = drain_deadline.is_some() || self.credits.is_closed();
+            if draining && reports.is_empty() && lock(&self.held).is_empty() {
+                break;
+            }
+            let grace = drain_deadline.unwrap_or_else(tokio::time::Instant::now);
             let next = tokio::select! {
                 next = inbound.message() => next,
-                () = shutdown.cancelled(), if !draining => {
-                    draining = true;
+                Some(_) = reports.join_next(), if !reports.is_empty() => continue,
+                () = shutdown.cancelled(), if drain_deadline.is_none() => {
+                    drain_deadline = Some(tokio::time::Instant::now() + DRAIN_GRACE);
                     self.credits.close();
                     let _ = self.tx.send(message(pb::server_message::Kind::Draining(pb::ServerDraining {}))).await;
                     continue;
                 }
-                () = tokio::time::sleep(DRAIN_GRACE), if draining => break,
+                () = tokio::time::sleep_until(grace), if drain_deadline.is_some() => break,
             };
-            match next {
-                Ok(Some(m)) => {
-                    let Some(kind) = m.kind else { continue };
-                    if let Err(status) = self.handle(kind).await {
-                        let _ = self.tx.send(Err(status)).await;
-                        break;
-                    }
-                }
+            let kind = match next {
+                Ok(Some(pb::WorkerMessage { kind: Some(kind) })) => kind,
+                Ok(Some(_)) => continue,
                 Ok(None) | Err(_) => break,
-            }
-            if (draining || self.credits.is_closed()) && lock(&self.held).is_empty() {
+            };
+            if is_report(&kind) {
+                let session = self.clone();
+                reports.spawn(async move {
+                    if let Err(status) = session.handle(kind).await {
+                        let _ = session.tx.send(Err(status)).await;
+                    }
+                });
+            } else if let Err(status) = self.handle(kind).await {
+                let _ = self.tx.send(Err(status)).await;
                 break;
             }
         }
         claims.abort();
         cancels.abort();
+        // Reports already read are applied before what is still held is given back.
+        while reports.join_next().await.is_some() {}
         self.release_held().await;
     }
 
@@ -494,6 +510,15 @@ impl Session {
             }
         }
     }
+}
+
+/// Messages that commit something (and wait for the database).
+fn is_report(kind: &pb::worker_message::Kind) -> bool {
+    use pb::worker_message::Kind;
+    matches!(
+        kind,
+        Kind::StepCompleted(_) | Kind::JobYielded(_) | Kind::JobCompleted(_) | Kind::JobFailed(_)
+    )
 }
 
 fn required_fence(fence: Option<pb::JobFence>) -> Result<(String, Fence), Status> {
