@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, TestServer};
+use common::{Backend, TestServer, raw_count};
 use ironflow::proto::v1 as pb;
 use ironflow::proto::v1::worker_service_client::WorkerServiceClient;
 use pb::server_message::Kind as Server;
@@ -475,13 +475,26 @@ async fn reports_share_one_transaction(backend: Backend) {
         .collect();
     assert_eq!(accepted, vec![true, false, true]);
     for (i, job) in jobs.iter().enumerate() {
-        let steps = server
-            .get_json(&format!("/api/v1/runs/{}/steps", job.run_id))
-            .await;
+        let run = &job.run_id;
+        // The same rows the one-by-one path writes: the step (status, order, output, attempt)
+        // and its history entry.
+        let step = format!(
+            "SELECT count(*) FROM steps WHERE run_id = '{run}' AND step_id = '{run}:a:0' \
+             AND status = 'completed' AND sequence = 0 AND attempt = 1 AND CAST(output AS TEXT) = '{i}'"
+        );
+        let entry = format!(
+            "SELECT count(*) FROM history WHERE run_id = '{run}' AND kind = 'step.completed'"
+        );
+        let expected = i64::from(i != 1);
         assert_eq!(
-            steps.to_string().contains(&format!("{}:a:0", job.run_id)),
-            i != 1,
-            "{steps}"
+            raw_count(&server.url, &step).await,
+            expected,
+            "step of job {i}"
+        );
+        assert_eq!(
+            raw_count(&server.url, &entry).await,
+            expected,
+            "history of job {i}"
         );
     }
     store.close().await;

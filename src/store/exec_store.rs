@@ -312,14 +312,100 @@ macro_rules! exec_store {
 
         type RunBrief = (String, String, String, i32, i32, Option<String>, Option<String>, sqlx::types::Json<JsonValue>);
 
-    /// Applies one checkpoint or result inside the caller's transaction (no commit, no
-    /// NOTIFY); `Stale`, with nothing written, when the fence does not match.
-    async fn apply_report(
-        conn: &mut Conn,
-        report: &$crate::domain::job::JobReport,
-        lease_expires_at: $crate::store::time::Ts,
-        now: $crate::store::time::Ts,
-    ) -> Result<$crate::store::model::FenceOutcome, $crate::store::StoreError> {
+        /// Applies step checkpoints set-wise: one statement finds the dispatches whose fence
+        /// holds, one renews their leases, one upserts every step, one appends every history
+        /// entry (in report order). The rows are those `apply_report` writes one by one.
+        async fn apply_checkpoints(
+            conn: &mut Conn,
+            reports: &[&$crate::domain::job::JobReport],
+            lease_expires_at: $crate::store::time::Ts,
+            now: $crate::store::time::Ts,
+        ) -> Result<Vec<$crate::store::model::FenceOutcome>, $crate::store::StoreError> {
+            use $crate::domain::history::HistoryKind;
+            let fences: Vec<JsonValue> = reports
+                .iter()
+                .map(|r| serde_json::json!({
+                    "dispatch_id": r.dispatch_id,
+                    "execution_seq": r.fence.execution_seq,
+                    "lease_token": r.fence.lease_token,
+                }))
+                .collect();
+            let rows: Vec<(String, String, String, i32)> = sqlx::query_as(xsql!("checkpoint_fences"))
+                .bind(sqlx::types::Json(&fences))
+                .fetch_all(&mut *conn)
+                .await?;
+            let accepted: std::collections::HashMap<&str, (&str, &str, i32)> = rows
+                .iter()
+                .map(|(d, run, env, attempt)| (d.as_str(), (run.as_str(), env.as_str(), *attempt)))
+                .collect();
+            if !accepted.is_empty() {
+                let ids: Vec<&str> = accepted.keys().copied().collect();
+                sqlx::query(xsql!("checkpoint_leases"))
+                    .bind(sqlx::types::Json(&ids))
+                    .bind(lease_expires_at)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let text = |v: &Option<JsonValue>| v.as_ref().map(|v| v.to_string());
+            let ts = |t: &Option<$crate::store::time::Ts>| t.map(|t| t.to_rfc3339());
+            let mut steps: Vec<JsonValue> = Vec::new();
+            let mut history: Vec<JsonValue> = Vec::new();
+            for report in reports {
+                let Some((run, env, attempt)) = accepted.get(report.dispatch_id.as_str()) else {
+                    continue;
+                };
+                for (i, step) in report.steps.iter().enumerate() {
+                    let sequence = i32::try_from(report.step_offset + i as i64).unwrap_or(i32::MAX);
+                    steps.push(serde_json::json!({
+                        "run_id": run, "step_id": step.id, "env_id": env, "name": step.name,
+                        "step_type": step.step_type, "sequence": sequence,
+                        "status": if step.completed { "completed" } else { "failed" },
+                        "output": text(&step.output), "error": text(&step.error), "attempt": attempt,
+                        "started_at": ts(&step.started_at), "ended_at": ts(&step.ended_at),
+                    }));
+                    let kind = if step.completed { HistoryKind::StepCompleted } else { HistoryKind::StepFailed };
+                    let payload = serde_json::json!({
+                        "step_id": step.id, "name": step.name, "type": step.step_type, "attempt": attempt,
+                        "output": step.output, "error": step.error, "compensation_for": step.compensation_for,
+                    });
+                    history.push(serde_json::json!({
+                        "n": history.len(), "env_id": env, "kind": kind.as_str(), "run_id": run,
+                        "payload": payload.to_string(),
+                    }));
+                }
+            }
+            if !steps.is_empty() {
+                sqlx::query(xsql!("checkpoint_steps"))
+                    .bind(sqlx::types::Json(&steps))
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query(xsql!("checkpoint_history"))
+                    .bind(sqlx::types::Json(&history))
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok(reports
+                .iter()
+                .map(|r| {
+                    if accepted.contains_key(r.dispatch_id.as_str()) {
+                        $crate::store::model::FenceOutcome::Accepted($crate::store::model::Effects::default())
+                    } else {
+                        $crate::store::model::FenceOutcome::Stale
+                    }
+                })
+                .collect())
+        }
+
+        /// Applies one checkpoint or result inside the caller's transaction (no commit, no
+        /// NOTIFY); `Stale`, with nothing written, when the fence does not match.
+        async fn apply_report(
+            conn: &mut Conn,
+            report: &$crate::domain::job::JobReport,
+            lease_expires_at: $crate::store::time::Ts,
+            now: $crate::store::time::Ts,
+        ) -> Result<$crate::store::model::FenceOutcome, $crate::store::StoreError> {
             use $crate::domain::history::HistoryKind;
             use $crate::domain::job::ReportOutcome;
             use $crate::domain::run::RunStatus;
@@ -639,17 +725,37 @@ macro_rules! exec_store {
                 reports: &[$crate::domain::job::JobReport],
                 lease_expires_at: $crate::store::time::Ts,
             ) -> Result<Vec<$crate::store::model::FenceOutcome>, $crate::store::StoreError> {
+                use $crate::domain::job::ReportOutcome;
                 let now = $crate::store::time::Ts::now();
                 let mut tx = self.writer().begin().await?;
-                let mut outcomes = Vec::with_capacity(reports.len());
+                let mut outcomes: Vec<Option<$crate::store::model::FenceOutcome>> = vec![None; reports.len()];
+                // Checkpoints (steps only) share a few set-wise statements; results and yields
+                // are applied one by one.
+                let checkpoints: Vec<usize> = (0..reports.len())
+                    .filter(|&i| matches!(reports[i].outcome, ReportOutcome::Progress))
+                    .collect();
+                if checkpoints.len() > 1 {
+                    let batch: Vec<&$crate::domain::job::JobReport> = checkpoints.iter().map(|&i| &reports[i]).collect();
+                    let applied = apply_checkpoints(&mut tx, &batch, lease_expires_at, now).await?;
+                    for (i, outcome) in checkpoints.iter().zip(applied) {
+                        outcomes[*i] = Some(outcome);
+                    }
+                }
                 let mut all = $crate::store::model::Effects::default();
-                for report in reports {
+                for (i, report) in reports.iter().enumerate() {
+                    if outcomes[i].is_some() {
+                        continue;
+                    }
                     let outcome = apply_report(&mut tx, report, lease_expires_at, now).await?;
                     if let $crate::store::model::FenceOutcome::Accepted(effects) = &outcome {
                         all.merge(effects.clone());
                     }
-                    outcomes.push(outcome);
+                    outcomes[i] = Some(outcome);
                 }
+                let outcomes: Vec<$crate::store::model::FenceOutcome> = outcomes
+                    .into_iter()
+                    .map(|o| o.unwrap_or($crate::store::model::FenceOutcome::Stale))
+                    .collect();
                 notify_commit(&mut tx, self.node_id(), &all).await?;
                 tx.commit().await?;
                 Ok(outcomes)
