@@ -175,6 +175,9 @@ async fn steps_commit_then_memoize(backend: Backend) {
     let server = TestServer::start(backend).await;
     register_fn(&server, "s-flow", "s.flow").await;
     let mut w = Stream::open(&server, "w1", &["s-flow"]).await;
+    let workers = server.get_json("/api/v1/workers").await;
+    assert_eq!(workers["workers"][0]["id"], "w1", "{workers}");
+    assert_eq!(workers["workers"][0]["transport"], "grpc", "{workers}");
     w.credit(1).await;
     let run_id = emit(&server, "s.flow", json!({"n": 1})).await;
     let job = w.next_job().await;

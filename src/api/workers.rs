@@ -100,7 +100,8 @@ pub async fn list(
                 "id": w.id, "hostname": w.hostname, "function_ids": w.function_ids,
                 "max_concurrent": w.max_concurrent, "labels": w.labels, "version": w.version,
                 "registered_at": w.registered_at.to_rfc3339(), "last_heartbeat": w.last_heartbeat_at.to_rfc3339(),
-                "transport": "rest",
+                // Stream workers say so in their labels; REST workers have none.
+                "transport": w.labels.get("transport").and_then(Value::as_str).unwrap_or("rest"),
             })
         })
         .collect();
