@@ -124,32 +124,31 @@ impl Engine {
 
     async fn commit_batch(&self, batch: Vec<Pending>) {
         metrics::histogram!("ironflow_report_batch_size").record(batch.len() as f64);
-        let reports: Vec<JobReport> = batch.iter().map(|p| p.report.clone()).collect();
+        let mut reports = Vec::with_capacity(batch.len());
+        let mut leases = Vec::with_capacity(batch.len());
+        let mut answers = Vec::with_capacity(batch.len());
+        for p in batch {
+            reports.push(p.report);
+            leases.push(p.lease_expires_at);
+            answers.push(p.done);
+        }
         // One lease instant for the batch: the latest asked for.
-        let lease = batch
-            .iter()
-            .map(|p| p.lease_expires_at)
-            .max()
-            .unwrap_or_else(Ts::now);
+        let lease = leases.iter().copied().max().unwrap_or_else(Ts::now);
         match self.store().report_jobs(&reports, lease).await {
             Ok(outcomes) => {
-                for (pending, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = pending.done.send(Ok(outcome));
+                for (done, outcome) in answers.into_iter().zip(outcomes) {
+                    let _ = done.send(Ok(outcome));
                 }
             }
             // One bad report must not fail the others: apply each on its own.
-            Err(_) if batch.len() > 1 => {
-                for pending in batch {
-                    let result = self
-                        .store()
-                        .report_job(&pending.report, pending.lease_expires_at)
-                        .await;
-                    let _ = pending.done.send(result);
+            Err(_) if reports.len() > 1 => {
+                for ((report, lease), done) in reports.iter().zip(leases).zip(answers) {
+                    let _ = done.send(self.store().report_job(report, lease).await);
                 }
             }
             Err(e) => {
-                if let Some(pending) = batch.into_iter().next() {
-                    let _ = pending.done.send(Err(e));
+                if let Some(done) = answers.into_iter().next() {
+                    let _ = done.send(Err(e));
                 }
             }
         }
