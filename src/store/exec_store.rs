@@ -312,6 +312,20 @@ macro_rules! exec_store {
 
         type RunBrief = (String, String, String, i32, i32, Option<String>, Option<String>, sqlx::types::Json<JsonValue>);
 
+        /// A reported step's history entry: its kind and payload (both checkpoint paths).
+        fn step_history(
+            step: &$crate::domain::job::ReportedStep,
+            attempt: i32,
+        ) -> ($crate::domain::history::HistoryKind, JsonValue) {
+            use $crate::domain::history::HistoryKind;
+            let kind = if step.completed { HistoryKind::StepCompleted } else { HistoryKind::StepFailed };
+            let payload = serde_json::json!({
+                "step_id": step.id, "name": step.name, "type": step.step_type, "attempt": attempt,
+                "output": step.output, "error": step.error, "compensation_for": step.compensation_for,
+            });
+            (kind, payload)
+        }
+
         /// Applies step checkpoints set-wise: one statement finds the dispatches whose fence
         /// holds, one renews their leases, one upserts every step, one appends every history
         /// entry (in report order). The rows are those `apply_report` writes one by one.
@@ -321,7 +335,6 @@ macro_rules! exec_store {
             lease_expires_at: $crate::store::time::Ts,
             now: $crate::store::time::Ts,
         ) -> Result<Vec<$crate::store::model::FenceOutcome>, $crate::store::StoreError> {
-            use $crate::domain::history::HistoryKind;
             let fences: Vec<JsonValue> = reports
                 .iter()
                 .map(|r| serde_json::json!({
@@ -363,11 +376,7 @@ macro_rules! exec_store {
                         "output": text(&step.output), "error": text(&step.error), "attempt": attempt,
                         "started_at": ts(&step.started_at), "ended_at": ts(&step.ended_at),
                     }));
-                    let kind = if step.completed { HistoryKind::StepCompleted } else { HistoryKind::StepFailed };
-                    let payload = serde_json::json!({
-                        "step_id": step.id, "name": step.name, "type": step.step_type, "attempt": attempt,
-                        "output": step.output, "error": step.error, "compensation_for": step.compensation_for,
-                    });
+                    let (kind, payload) = step_history(step, *attempt);
                     history.push(serde_json::json!({
                         "n": history.len(), "env_id": env, "kind": kind.as_str(), "run_id": run,
                         "payload": payload.to_string(),
@@ -435,11 +444,7 @@ macro_rules! exec_store {
                     .bind(now)
                     .execute(&mut *conn)
                     .await?;
-                let kind = if step.completed { HistoryKind::StepCompleted } else { HistoryKind::StepFailed };
-                let payload = serde_json::json!({
-                    "step_id": step.id, "name": step.name, "type": step.step_type, "attempt": brief.3,
-                    "output": step.output, "error": step.error, "compensation_for": step.compensation_for,
-                });
+                let (kind, payload) = step_history(step, brief.3);
                 append_history(&mut *conn, &entry(&env, kind, &run, payload), now).await?;
             }
             let mut effects = $crate::store::model::Effects::default();
