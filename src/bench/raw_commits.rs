@@ -34,40 +34,33 @@ impl RawCommits {
     }
 }
 
+/// The scratch table's statements for one backend.
+struct RawSql {
+    create: &'static str,
+    insert: &'static str,
+    drop: &'static str,
+}
+
 /// Inserts for `run_for` over `concurrency` connections; counts the commits.
 pub async fn measure(
     database_url: &str,
     concurrency: usize,
     run_for: Duration,
 ) -> anyhow::Result<RawCommits> {
+    let connections = u32::try_from(concurrency).unwrap_or(u32::MAX);
     if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
         let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(u32::try_from(concurrency).unwrap_or(u32::MAX))
-            .min_connections(u32::try_from(concurrency).unwrap_or(u32::MAX))
+            .max_connections(connections)
+            .min_connections(connections)
             .connect(database_url)
             .await
             .context("connecting to Postgres for the raw commit rate")?;
-        sqlx::query(bench_sql!("postgres", "bench_raw_create"))
-            .execute(&pool)
-            .await?;
-        let writers = pool.clone();
-        let result = hammer(concurrency, run_for, move |writer, n| {
-            let pool = writers.clone();
-            async move {
-                sqlx::query(bench_sql!("postgres", "bench_raw_insert"))
-                    .bind(writer)
-                    .bind(n)
-                    .execute(&pool)
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .await;
-        sqlx::query(bench_sql!("postgres", "bench_raw_drop"))
-            .execute(&pool)
-            .await?;
-        pool.close().await;
-        result
+        let sql = RawSql {
+            create: bench_sql!("postgres", "bench_raw_create"),
+            insert: bench_sql!("postgres", "bench_raw_insert"),
+            drop: bench_sql!("postgres", "bench_raw_drop"),
+        };
+        measure_on(pool, sql, concurrency, run_for).await
     } else {
         let path = database_url
             .strip_prefix("sqlite://")
@@ -80,32 +73,50 @@ pub async fn measure(
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30));
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(u32::try_from(concurrency).unwrap_or(u32::MAX))
+            .max_connections(connections)
             .connect_with(options)
             .await
             .context("opening SQLite for the raw commit rate")?;
-        sqlx::query(bench_sql!("sqlite", "bench_raw_create"))
-            .execute(&pool)
-            .await?;
-        let writers = pool.clone();
-        let result = hammer(concurrency, run_for, move |writer, n| {
-            let pool = writers.clone();
-            async move {
-                sqlx::query(bench_sql!("sqlite", "bench_raw_insert"))
-                    .bind(writer)
-                    .bind(n)
-                    .execute(&pool)
-                    .await
-                    .map(|_| ())
-            }
-        })
-        .await;
-        sqlx::query(bench_sql!("sqlite", "bench_raw_drop"))
-            .execute(&pool)
-            .await?;
-        pool.close().await;
-        result
+        let sql = RawSql {
+            create: bench_sql!("sqlite", "bench_raw_create"),
+            insert: bench_sql!("sqlite", "bench_raw_insert"),
+            drop: bench_sql!("sqlite", "bench_raw_drop"),
+        };
+        measure_on(pool, sql, concurrency, run_for).await
     }
+}
+
+/// Creates the scratch table, hammers it, drops it, closes the pool.
+async fn measure_on<DB>(
+    pool: sqlx::Pool<DB>,
+    sql: RawSql,
+    concurrency: usize,
+    run_for: Duration,
+) -> anyhow::Result<RawCommits>
+where
+    DB: sqlx::Database,
+    for<'c> &'c sqlx::Pool<DB>: sqlx::Executor<'c, Database = DB>,
+    <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    i32: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(sql.create).execute(&pool).await?;
+    let writers = pool.clone();
+    let insert = sql.insert;
+    let result = hammer(concurrency, run_for, move |writer, n| {
+        let pool = writers.clone();
+        async move {
+            sqlx::query(insert)
+                .bind(writer)
+                .bind(n)
+                .execute(&pool)
+                .await
+                .map(|_| ())
+        }
+    })
+    .await;
+    sqlx::query(sql.drop).execute(&pool).await?;
+    pool.close().await;
+    result
 }
 
 /// Runs `insert` in `concurrency` loops until `run_for` has passed.
