@@ -16,7 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::engine::{ConfigWatchEvent, KvWatchEvent};
+use crate::engine::{ConfigWatchEvent, EngineError, KvWatchEvent};
 use crate::tenancy::Permission;
 
 use super::AppState;
@@ -92,30 +92,15 @@ pub async fn watch_kv(
     let key = q.key.as_deref().filter(|k| !k.is_empty());
     // Opened before the handshake answers: an unknown bucket is a 404, and every write the
     // client makes after the handshake is seen.
-    let mut watch = match state.engine.kv_watch(&ctx.env, &bucket, key).await {
+    let watch = match state.engine.kv_watch(&ctx.env, &bucket, key).await {
         Ok(w) => w,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    upgrade.on_upgrade(move |mut socket| async move {
-        loop {
-            tokio::select! {
-                next = watch.next() => match next {
-                    Some(Ok(event)) => {
-                        if socket.send(text(&kv_frame(&event))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Some(Err(e)) => {
-                        let message = ApiError::from(e).message;
-                        close_with_error(socket, &message).await;
-                        return;
-                    }
-                    None => return,
-                },
-                incoming = socket.recv() => if !still_open(incoming) { return },
-            }
-        }
-    })
+    let frames = futures::stream::unfold(watch, |mut watch| async move {
+        let next = watch.next().await?;
+        Some((next.map(|event| kv_frame(&event)), watch))
+    });
+    upgrade.on_upgrade(move |socket| relay_frames(socket, frames))
 }
 
 /// `GET /api/v1/config/{name}/watch`
@@ -130,25 +115,42 @@ pub async fn watch_config(
         Ok(ctx) => ctx,
         Err(e) => return e.into_response(),
     };
-    let mut watch = match state.engine.config_watch(&ctx.env, &name).await {
+    let watch = match state.engine.config_watch(&ctx.env, &name).await {
         Ok(w) => w,
         Err(e) => return ApiError::from(e).into_response(),
     };
-    upgrade.on_upgrade(move |mut socket| async move {
-        loop {
-            tokio::select! {
-                next = watch.next() => match next {
-                    Some(event) => {
-                        if socket.send(text(&config_frame(&event))).await.is_err() {
-                            return;
-                        }
+    let frames = futures::stream::unfold(watch, |mut watch| async move {
+        let event = watch.next().await?;
+        Some((Ok(config_frame(&event)), watch))
+    });
+    upgrade.on_upgrade(move |socket| relay_frames(socket, frames))
+}
+
+/// Sends each frame of a watch until it ends, fails (an error frame, then close), or the
+/// client goes away.
+async fn relay_frames(
+    mut socket: WebSocket,
+    frames: impl futures::Stream<Item = Result<Value, EngineError>>,
+) {
+    use futures::StreamExt;
+    let mut frames = std::pin::pin!(frames);
+    loop {
+        tokio::select! {
+            frame = frames.next() => match frame {
+                Some(Ok(frame)) => {
+                    if socket.send(text(&frame)).await.is_err() {
+                        return;
                     }
-                    None => return,
-                },
-                incoming = socket.recv() => if !still_open(incoming) { return },
-            }
+                }
+                Some(Err(e)) => {
+                    close_with_error(socket, &ApiError::from(e).message).await;
+                    return;
+                }
+                None => return,
+            },
+            incoming = socket.recv() => if !still_open(incoming) { return },
         }
-    })
+    }
 }
 
 /// Watches only send; a client message other than a close is ignored.
