@@ -9,33 +9,6 @@ use std::time::{Duration, Instant};
 use common::{Backend, FakeWorker, ServerConfig, TestServer, raw_count, step_entry};
 use serde_json::{Value, json};
 
-async fn register_fn(server: &TestServer, def: Value) {
-    let (status, body) = server.connect_json("RegisterFunction", def).await;
-    assert_eq!(status, 200, "{body}");
-}
-
-async fn emit(server: &TestServer, name: &str, data: Value) -> Vec<String> {
-    let body: Value = server
-        .post("/api/v1/events")
-        .json(&json!({"name": name, "data": data}))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    body["run_ids"]
-        .as_array()
-        .expect("run_ids")
-        .iter()
-        .map(|v| v.as_str().expect("id").to_owned())
-        .collect()
-}
-
-async fn run(server: &TestServer, id: &str) -> Value {
-    server.get_json(&format!("/api/v1/runs/{id}")).await
-}
-
 async fn history_kinds(server: &TestServer, id: &str) -> Vec<String> {
     let h: Value = server.get_json(&format!("/api/v1/runs/{id}/history")).await;
     h["entries"]
@@ -48,13 +21,11 @@ async fn history_kinds(server: &TestServer, id: &str) -> Vec<String> {
 
 async fn fenced_results(backend: Backend) {
     let server = TestServer::start(backend).await;
-    register_fn(
-        &server,
-        json!({"id": "fenced", "triggers": [{"event": "f.go"}]}),
-    )
-    .await;
+    server
+        .register_function(json!({"id": "fenced", "triggers": [{"event": "f.go"}]}))
+        .await;
     let worker = FakeWorker::register(&server, "w-fence", &["fenced"]).await;
-    let run_id = emit(&server, "f.go", json!({"n": 1})).await.remove(0);
+    let run_id = server.emit_runs("f.go", json!({"n": 1})).await.remove(0);
     let job = worker.next_job().await;
     assert_eq!(job["run_id"], run_id.as_str());
     assert_eq!(job["attempt"], 1);
@@ -102,7 +73,7 @@ async fn fenced_results(backend: Backend) {
         (409, Some("STALE_EXECUTION")),
         "a second result is stale"
     );
-    let r = run(&server, &run_id).await;
+    let r = server.run_json(&run_id).await;
     assert_eq!(r["status"], "completed");
     assert_eq!(r["output"], json!({"ok": true}));
     let kinds = history_kinds(&server, &run_id).await;
@@ -127,14 +98,12 @@ async fn expired_leases_move_to_another_worker(backend: Backend) {
         },
     )
     .await;
-    register_fn(
-        &server,
-        json!({"id": "leased", "triggers": [{"event": "l.go"}]}),
-    )
-    .await;
+    server
+        .register_function(json!({"id": "leased", "triggers": [{"event": "l.go"}]}))
+        .await;
     let dead = FakeWorker::register(&server, "w-dead", &["leased"]).await;
     let alive = FakeWorker::register(&server, "w-alive", &["leased"]).await;
-    let run_id = emit(&server, "l.go", json!({})).await.remove(0);
+    let run_id = server.emit_runs("l.go", json!({})).await.remove(0);
     let first = dead.next_job().await;
     assert_eq!(dead.ack(&first).await, 200);
     let (status, _) = dead
@@ -169,7 +138,7 @@ async fn expired_leases_move_to_another_worker(backend: Backend) {
         .report(&second, json!({"status": "completed", "output": "on time"}))
         .await;
     assert_eq!(status, 200);
-    assert_eq!(run(&server, &run_id).await["output"], "on time");
+    assert_eq!(server.run_json(&run_id).await["output"], "on time");
     server.stop().await;
 }
 
@@ -182,14 +151,12 @@ async fn heartbeats_keep_leases(backend: Backend) {
         },
     )
     .await;
-    register_fn(
-        &server,
-        json!({"id": "kept", "triggers": [{"event": "k.go"}]}),
-    )
-    .await;
+    server
+        .register_function(json!({"id": "kept", "triggers": [{"event": "k.go"}]}))
+        .await;
     let holder = FakeWorker::register(&server, "w-holder", &["kept"]).await;
     let other = FakeWorker::register(&server, "w-other", &["kept"]).await;
-    emit(&server, "k.go", json!({})).await;
+    server.emit_runs("k.go", json!({})).await;
     let job = holder.next_job().await;
     assert_eq!(holder.ack(&job).await, 200);
     for _ in 0..3 {
@@ -229,9 +196,9 @@ async fn heartbeats_keep_leases(backend: Backend) {
 
 async fn retries_back_off_then_fail(backend: Backend) {
     let server = TestServer::start(backend).await;
-    register_fn(&server, json!({"id": "flaky", "triggers": [{"event": "r.go"}], "retry": {"maxAttempts": 3, "initialDelayMs": 200, "backoffFactor": 2}})).await;
+    server.register_function(json!({"id": "flaky", "triggers": [{"event": "r.go"}], "retry": {"maxAttempts": 3, "initialDelayMs": 200, "backoffFactor": 2}})).await;
     let worker = FakeWorker::register(&server, "w-retry", &["flaky"]).await;
-    let run_id = emit(&server, "r.go", json!({})).await.remove(0);
+    let run_id = server.emit_runs("r.go", json!({})).await.remove(0);
     let mut dispatched_at = Vec::new();
     for attempt in 1..=3 {
         let job = worker.next_job().await;
@@ -256,7 +223,7 @@ async fn retries_back_off_then_fail(backend: Backend) {
         gap2 >= Duration::from_millis(380),
         "second retry waits ~400 ms: {gap2:?}"
     );
-    let r = run(&server, &run_id).await;
+    let r = server.run_json(&run_id).await;
     assert_eq!(r["status"], "failed");
     assert_eq!(r["attempt"], 3);
     assert_eq!(r["error"]["message"], "boom 3");
@@ -267,13 +234,13 @@ async fn retries_back_off_then_fail(backend: Backend) {
         "a failed run is not dispatched again"
     );
 
-    let again = emit(&server, "r.go", json!({})).await.remove(0);
+    let again = server.emit_runs("r.go", json!({})).await.remove(0);
     let job = worker.next_job().await;
     let error = json!({"message": "card declined", "code": "CARD_DECLINED", "retryable": false});
     worker
         .report(&job, json!({"status": "failed", "error": error}))
         .await;
-    let r = run(&server, &again).await;
+    let r = server.run_json(&again).await;
     assert_eq!(
         (r["status"].as_str(), r["attempt"].as_i64()),
         (Some("failed"), Some(1)),
@@ -284,13 +251,11 @@ async fn retries_back_off_then_fail(backend: Backend) {
 
 async fn sleeps_park_and_resume(backend: Backend) {
     let server = TestServer::start(backend).await;
-    register_fn(
-        &server,
-        json!({"id": "napper", "triggers": [{"event": "s.go"}]}),
-    )
-    .await;
+    server
+        .register_function(json!({"id": "napper", "triggers": [{"event": "s.go"}]}))
+        .await;
     let worker = FakeWorker::register(&server, "w-sleep", &["napper"]).await;
-    let run_id = emit(&server, "s.go", json!({})).await.remove(0);
+    let run_id = server.emit_runs("s.go", json!({})).await.remove(0);
     let job = worker.next_job().await;
     worker.ack(&job).await;
     let until = chrono::Utc::now() + chrono::Duration::milliseconds(700);
@@ -298,7 +263,7 @@ async fn sleeps_park_and_resume(backend: Backend) {
     let yielded = json!({"status": "yielded", "yield": {"step_id": step_id, "type": "sleep", "until": until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)}});
     let (status, _) = worker.report(&job, yielded).await;
     assert_eq!(status, 200);
-    assert_eq!(run(&server, &run_id).await["status"], "waiting");
+    assert_eq!(server.run_json(&run_id).await["status"], "waiting");
     let resumed = worker.next_job().await;
     assert!(
         chrono::Utc::now() >= until,
@@ -312,29 +277,32 @@ async fn sleeps_park_and_resume(backend: Backend) {
     worker
         .report(&resumed, json!({"status": "completed", "output": "rested"}))
         .await;
-    assert_eq!(run(&server, &run_id).await["status"], "completed");
+    assert_eq!(server.run_json(&run_id).await["status"], "completed");
     server.stop().await;
 }
 
 async fn waits_match_and_time_out(backend: Backend) {
     let server = TestServer::start(backend).await;
-    register_fn(
-        &server,
-        json!({"id": "waiter", "triggers": [{"event": "w.go"}]}),
-    )
-    .await;
+    server
+        .register_function(json!({"id": "waiter", "triggers": [{"event": "w.go"}]}))
+        .await;
     let worker = FakeWorker::register(&server, "w-wait", &["waiter"]).await;
-    let run_id = emit(&server, "w.go", json!({"order": 7})).await.remove(0);
+    let run_id = server
+        .emit_runs("w.go", json!({"order": 7}))
+        .await
+        .remove(0);
     let job = worker.next_job().await;
     let step_id = format!("{run_id}:reply:0");
     let wait = json!({"status": "yielded", "yield": {"step_id": step_id, "type": "wait_for_event", "event_filter": {"event": "w.reply", "match": "data.order", "timeout": "30s"}}});
     assert_eq!(worker.report(&job, wait).await.0, 200);
-    emit(&server, "w.reply", json!({"order": 8})).await;
+    server.emit_runs("w.reply", json!({"order": 8})).await;
     assert!(
         worker.poll(1, 1).await.is_empty(),
         "another order's reply does not resume the run"
     );
-    emit(&server, "w.reply", json!({"order": 7, "ok": true})).await;
+    server
+        .emit_runs("w.reply", json!({"order": 7, "ok": true}))
+        .await;
     let resumed = worker.next_job().await;
     let row = &resumed["completed_steps"][0];
     assert_eq!(row["step_id"], step_id.as_str());
@@ -345,13 +313,16 @@ async fn waits_match_and_time_out(backend: Backend) {
         .report(&resumed, json!({"status": "completed", "output": null}))
         .await;
 
-    let timed = emit(&server, "w.go", json!({"order": 9})).await.remove(0);
+    let timed = server
+        .emit_runs("w.go", json!({"order": 9}))
+        .await
+        .remove(0);
     let job = worker.next_job().await;
     let wait = json!({"status": "yielded", "yield": {"step_id": format!("{timed}:reply:0"), "type": "wait_for_event", "event_filter": {"event": "w.reply", "match": "data.order", "timeout": "500ms"}}});
     worker.report(&job, wait).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let outcome = loop {
-        let r = run(&server, &timed).await;
+        let r = server.run_json(&timed).await;
         if r["status"] != "waiting" {
             break r;
         }
@@ -366,14 +337,12 @@ async fn waits_match_and_time_out(backend: Backend) {
 
 async fn invokes_resume_the_parent(backend: Backend) {
     let server = TestServer::start(backend).await;
-    register_fn(
-        &server,
-        json!({"id": "parent", "triggers": [{"event": "p.go"}]}),
-    )
-    .await;
-    register_fn(&server, json!({"id": "child"})).await;
+    server
+        .register_function(json!({"id": "parent", "triggers": [{"event": "p.go"}]}))
+        .await;
+    server.register_function(json!({"id": "child"})).await;
     let worker = FakeWorker::register(&server, "w-inv", &["parent", "child"]).await;
-    let parent = emit(&server, "p.go", json!({})).await.remove(0);
+    let parent = server.emit_runs("p.go", json!({})).await.remove(0);
     let job = worker.next_job().await;
     let step_id = format!("{parent}:child:0");
     let invoke = json!({"status": "yielded", "yield": {"step_id": step_id, "type": "invoke_function", "function_id": "child", "input": {"x": 2}, "invoke_timeout_ms": 30000}});
@@ -420,7 +389,7 @@ async fn invokes_resume_the_parent(backend: Backend) {
         .expect("child run id");
     assert_eq!(seen["child"]["run_id"], child_run);
     assert_eq!(
-        run(&server, child_run).await["parent_run_id"],
+        server.run_json(child_run).await["parent_run_id"],
         parent.as_str()
     );
     server.stop().await;
@@ -428,12 +397,12 @@ async fn invokes_resume_the_parent(backend: Backend) {
 
 async fn concurrency_lanes_serialize_per_key(backend: Backend) {
     let server = TestServer::start(backend).await;
-    register_fn(&server, json!({"id": "laned", "triggers": [{"event": "c.go"}], "concurrency": {"limit": 1, "key": "event.data.k"}})).await;
+    server.register_function(json!({"id": "laned", "triggers": [{"event": "c.go"}], "concurrency": {"limit": 1, "key": "event.data.k"}})).await;
     let worker = FakeWorker::register(&server, "w-lane", &["laned"]).await;
-    let a1 = emit(&server, "c.go", json!({"k": "a"})).await.remove(0);
-    let a2 = emit(&server, "c.go", json!({"k": "a"})).await.remove(0);
-    let b1 = emit(&server, "c.go", json!({"k": "b"})).await.remove(0);
-    assert_eq!(run(&server, &a2).await["status"], "waiting_for_capacity");
+    let a1 = server.emit_runs("c.go", json!({"k": "a"})).await.remove(0);
+    let a2 = server.emit_runs("c.go", json!({"k": "a"})).await.remove(0);
+    let b1 = server.emit_runs("c.go", json!({"k": "b"})).await.remove(0);
+    assert_eq!(server.run_json(&a2).await["status"], "waiting_for_capacity");
     let jobs = worker.poll(10, 1).await;
     let mut runs: Vec<&str> = jobs
         .iter()
@@ -450,7 +419,7 @@ async fn concurrency_lanes_serialize_per_key(backend: Backend) {
     worker
         .report(a1_job, json!({"status": "completed", "output": 1}))
         .await;
-    assert_eq!(run(&server, &a2).await["status"], "running");
+    assert_eq!(server.run_json(&a2).await["status"], "running");
     let next = worker.next_job().await;
     assert_eq!(
         next["run_id"],
@@ -462,11 +431,9 @@ async fn concurrency_lanes_serialize_per_key(backend: Backend) {
 
 async fn sync_triggers_return_output(backend: Backend) {
     let server = TestServer::start(backend).await;
-    register_fn(
-        &server,
-        json!({"id": "syncy", "triggers": [{"event": "sy.go"}]}),
-    )
-    .await;
+    server
+        .register_function(json!({"id": "syncy", "triggers": [{"event": "sy.go"}]}))
+        .await;
     let worker = FakeWorker::register(&server, "w-sync", &["syncy"]).await;
     let serve_one = async {
         let job = worker.next_job().await;
@@ -498,7 +465,7 @@ async fn sync_triggers_return_output(backend: Backend) {
         .expect("run id")
         .to_owned();
     assert_eq!(
-        run(&server, &still).await["status"],
+        server.run_json(&still).await["status"],
         "running",
         "a sync timeout leaves the run running"
     );
@@ -511,11 +478,9 @@ async fn two_servers_share_one_postgres() {
     let first = TestServer::start(Backend::Postgres).await;
     let second = first.second_node().await;
     let second_base = format!("http://{}", second.local_addr);
-    register_fn(
-        &first,
-        json!({"id": "shared", "triggers": [{"event": "sh.go"}]}),
-    )
-    .await;
+    first
+        .register_function(json!({"id": "shared", "triggers": [{"event": "sh.go"}]}))
+        .await;
     let mut workers = Vec::new();
     for (i, base) in [&first.base, &second_base, &first.base, &second_base]
         .into_iter()
@@ -588,9 +553,12 @@ async fn two_servers_share_one_postgres() {
 
 async fn cancels_fence_running_work(backend: Backend) {
     let server = TestServer::start(backend).await;
-    register_fn(&server, json!({"id": "cancellable", "triggers": [{"event": "x.go"}], "cancelOn": [{"event": "x.stop", "match": "data.order"}]})).await;
+    server.register_function(json!({"id": "cancellable", "triggers": [{"event": "x.go"}], "cancelOn": [{"event": "x.stop", "match": "data.order"}]})).await;
     let worker = FakeWorker::register(&server, "w-cancel", &["cancellable"]).await;
-    let running = emit(&server, "x.go", json!({"order": 1})).await.remove(0);
+    let running = server
+        .emit_runs("x.go", json!({"order": 1}))
+        .await
+        .remove(0);
     let job = worker.next_job().await;
     worker.ack(&job).await;
     let (status, body) = server
@@ -615,16 +583,22 @@ async fn cancels_fence_running_work(backend: Backend) {
     assert_eq!(status, 200, "cancelling again is idempotent");
 
     // cancelOn: a matching event cancels the sleeping run of the same order only.
-    let one = emit(&server, "x.go", json!({"order": 2})).await.remove(0);
-    let two = emit(&server, "x.go", json!({"order": 3})).await.remove(0);
+    let one = server
+        .emit_runs("x.go", json!({"order": 2}))
+        .await
+        .remove(0);
+    let two = server
+        .emit_runs("x.go", json!({"order": 3}))
+        .await
+        .remove(0);
     for _ in 0..2 {
         let job = worker.next_job().await;
         let rid = job["run_id"].as_str().expect("id").to_owned();
         let sleep = json!({"status": "yielded", "yield": {"step_id": format!("{rid}:nap:0"), "type": "sleep", "until": "2099-01-01T00:00:00.000Z"}});
         assert_eq!(worker.report(&job, sleep).await.0, 200);
     }
-    emit(&server, "x.stop", json!({"order": 2})).await;
-    let cancelled = run(&server, &one).await;
+    server.emit_runs("x.stop", json!({"order": 2})).await;
+    let cancelled = server.run_json(&one).await;
     assert_eq!(cancelled["status"], "cancelled");
     assert!(
         cancelled["cancellation_cause"]
@@ -632,7 +606,7 @@ async fn cancels_fence_running_work(backend: Backend) {
             .unwrap_or_default()
             .contains("x.stop")
     );
-    assert_eq!(run(&server, &two).await["status"], "waiting");
+    assert_eq!(server.run_json(&two).await["status"], "waiting");
     let (status, body) = server.connect_json("CancelRun", json!({"id": one})).await;
     assert_eq!(status, 200, "{body}");
     server.stop().await;
@@ -640,18 +614,18 @@ async fn cancels_fence_running_work(backend: Backend) {
 
 async fn run_timeouts_fail_the_run(backend: Backend) {
     let server = TestServer::start(backend).await;
-    register_fn(
-        &server,
-        json!({"id": "slowpoke", "triggers": [{"event": "t.go"}], "timeoutMs": 300}),
-    )
-    .await;
+    server
+        .register_function(
+            json!({"id": "slowpoke", "triggers": [{"event": "t.go"}], "timeoutMs": 300}),
+        )
+        .await;
     let worker = FakeWorker::register(&server, "w-timeout", &["slowpoke"]).await;
-    let run_id = emit(&server, "t.go", json!({})).await.remove(0);
+    let run_id = server.emit_runs("t.go", json!({})).await.remove(0);
     let job = worker.next_job().await;
     worker.ack(&job).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let r = run(&server, &run_id).await;
+        let r = server.run_json(&run_id).await;
         if r["status"] == "failed" {
             assert_eq!(r["error"]["code"], "RUN_TIMEOUT");
             break;

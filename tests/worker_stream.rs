@@ -142,31 +142,17 @@ fn step(job: &pb::JobAssignment, name: &str, output: Value) -> pb::StepRecord {
 }
 
 async fn register_fn(server: &TestServer, id: &str, event: &str) {
-    let (status, body) = server
-        .connect_json(
-            "RegisterFunction",
-            json!({"id": id, "triggers": [{"event": event}],
-                   "retry": {"maxAttempts": 3, "initialDelayMs": 50, "backoffFactor": 1.0, "maxDelayMs": 50}}),
-        )
+    server
+        .register_function(json!({"id": id, "triggers": [{"event": event}],
+               "retry": {"maxAttempts": 3, "initialDelayMs": 50, "backoffFactor": 1.0, "maxDelayMs": 50}}))
         .await;
-    assert_eq!(status, 200, "{body}");
 }
 
+/// Emits an event that starts exactly one run; returns its id.
 async fn emit(server: &TestServer, name: &str, data: Value) -> String {
-    let body: Value = server
-        .post("/api/v1/events")
-        .json(&json!({"name": name, "data": data}))
-        .send()
-        .await
-        .expect("sent")
-        .json()
-        .await
-        .expect("json");
-    body["run_ids"][0].as_str().expect("a run").to_owned()
-}
-
-async fn run(server: &TestServer, id: &str) -> Value {
-    server.get_json(&format!("/api/v1/runs/{id}")).await
+    let runs = server.emit_runs(name, data).await;
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    runs.into_iter().next().expect("a run")
 }
 
 /// Steps committed one by one, a sleep, then the next dispatch carries them as memos and the
@@ -254,7 +240,7 @@ async fn steps_commit_then_memoize(backend: Backend) {
         })
         .await;
     assert!(c.ok, "{c:?}");
-    let done = run(&server, &run_id).await;
+    let done = server.run_json(&run_id).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["output"], json!({"done": true}));
     server.stop().await;
@@ -343,7 +329,7 @@ async fn credit_retries_and_refusals(backend: Backend) {
         assert!(c.ok, "{c:?}");
     }
     for id in [&first, &second] {
-        assert_eq!(run(&server, id).await["status"], "completed");
+        assert_eq!(server.run_json(id).await["status"], "completed");
     }
     server.stop().await;
 }

@@ -164,6 +164,36 @@ impl TestServer {
         )
     }
 
+    /// Registers a function (Connect JSON `RegisterFunction`), asserting it was accepted.
+    pub async fn register_function(&self, def: serde_json::Value) {
+        let (status, body) = self.connect_json("RegisterFunction", def).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// Emits an event over REST; returns the ids of the runs it started.
+    pub async fn emit_runs(&self, name: &str, data: serde_json::Value) -> Vec<String> {
+        let body: serde_json::Value = self
+            .post("/api/v1/events")
+            .json(&serde_json::json!({"name": name, "data": data}))
+            .send()
+            .await
+            .expect("sent")
+            .json()
+            .await
+            .expect("json");
+        body["run_ids"]
+            .as_array()
+            .expect("run_ids")
+            .iter()
+            .map(|v| v.as_str().expect("id").to_owned())
+            .collect()
+    }
+
+    /// `GET /api/v1/runs/{id}` as JSON.
+    pub async fn run_json(&self, id: &str) -> serde_json::Value {
+        self.get_json(&format!("/api/v1/runs/{id}")).await
+    }
+
     /// Another node on this server's database (Postgres) and NATS, reachable with the same key.
     pub async fn second_node(&self) -> Server {
         let options = ServeOptions {
