@@ -1,7 +1,8 @@
 //! The Rust SDK (`ironflow-sdk`) end to end against a real server on both backends: steps
 //! memoized across a worker process killed with SIGKILL, durable sleep, wait_for_event with a
 //! match, invoke and invoke_async, retries that skip completed steps, non-retryable failures,
-//! and cancel while a step runs.
+//! cancel while a step runs, and the saga shape: compensations, a `parallel` fan-out whose
+//! branch sleeps, and a publish step.
 //!
 //! The SIGKILL test runs its workers as child processes: this test binary again, entering
 //! `worker_process` (which does nothing unless `IRONFLOW_SDK_TEST_WORKER` is set).
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestServer};
+use common::{Backend, TestServer, raw_count};
 use ironflow_sdk::{
     CancellationToken, Client, Ctx, FnError, Function, Invoke, RetryPolicy, Run, RunStatus,
     WaitForEvent, Worker,
@@ -418,7 +419,135 @@ async fn memoized_across_sigkill(backend: Backend) {
     server.stop().await;
 }
 
+/// The order-saga shape end to end: two steps, each followed by its undo; a `parallel` packing
+/// fan-out whose first branch sleeps (the other branches commit first, and on resume every
+/// branch replays from its memo); a publish. A failure after all that (on the resumed
+/// dispatch, so the undos were registered again by the replay) runs the undos newest first and
+/// records them as `compensate:` steps.
+async fn saga_compensates_fans_out_and_publishes(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let labels = Arc::new(AtomicU32::new(0));
+    let undone = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let (labels_in, undone_in) = (labels.clone(), undone.clone());
+    let saga = Function::new("k-saga")
+        .trigger("k.order")
+        .handler(move |ctx: Ctx, input: Value| {
+            let (labels, undone) = (labels_in.clone(), undone_in.clone());
+            async move {
+                for step in ["reserve", "charge"] {
+                    let _: String = ctx
+                        .run(step, || async move { Ok(format!("{step}-ok")) })
+                        .await?;
+                    let undone = undone.clone();
+                    ctx.compensate(step, move || async move {
+                        undone.lock().expect("lock").push(step.to_owned());
+                        Ok(())
+                    });
+                }
+                let items: Vec<String> =
+                    serde_json::from_value(input["items"].clone()).map_err(FnError::from)?;
+                let branches = items.into_iter().enumerate().map(|(i, item)| {
+                    let labels = labels.clone();
+                    move |ctx: Ctx| async move {
+                        let label: String = ctx
+                            .run("label", || async move {
+                                labels.fetch_add(1, Ordering::SeqCst);
+                                Ok(format!("{item}-packed"))
+                            })
+                            .await?;
+                        if i == 0 {
+                            ctx.sleep("cool", Duration::from_millis(100)).await?;
+                        }
+                        Ok(label)
+                    }
+                });
+                let packed: Vec<String> = ctx.parallel("pack", branches).await?;
+                let published = ctx
+                    .publish(
+                        "k.shipped",
+                        json!({"order": input["order"], "packed": packed}),
+                    )
+                    .await?;
+                if input["fail"] == true {
+                    return Err(FnError::non_retryable("the carrier refused").code("E_CARRIER"));
+                }
+                Ok(json!({"packed": packed, "event_id": published.event_id}))
+            }
+        });
+    let (stop, task) = serve(&server, vec![saga]);
+    let c = client(&server);
+    let items = json!(["a", "b", "c"]);
+    let ok_run =
+        wait_for_registration_with(&c, "k.order", json!({"order": "o-1", "items": items})).await;
+    let run = finished(&c, &ok_run).await;
+    assert_eq!(run.status, RunStatus::Completed, "{run:?}");
+    let output = run.output.clone().expect("output");
+    assert_eq!(
+        output["packed"],
+        json!(["a-packed", "b-packed", "c-packed"])
+    );
+    assert_eq!(
+        labels.load(Ordering::SeqCst),
+        3,
+        "each branch's step ran once across the sleep"
+    );
+    assert!(
+        undone.lock().expect("lock").is_empty(),
+        "no undo on success"
+    );
+    let shipped = "SELECT COUNT(*) FROM messages WHERE topic = 'k.shipped'";
+    assert_eq!(raw_count(&server.url, shipped).await, 1);
+
+    let failed_run = first_run(
+        &c,
+        "k.order",
+        json!({"order": "o-2", "items": items, "fail": true}),
+    )
+    .await;
+    let run = finished(&c, &failed_run).await;
+    assert_eq!(run.status, RunStatus::Failed, "{run:?}");
+    assert_eq!(run.error.clone().expect("error")["code"], "E_CARRIER");
+    assert_eq!(*undone.lock().expect("lock"), ["charge", "reserve"]);
+    assert_eq!(raw_count(&server.url, shipped).await, 2);
+    let steps = server
+        .get_json(&format!("/api/v1/runs/{failed_run}/steps"))
+        .await;
+    let compensations: Vec<(String, String, String)> = steps["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter(|s| s["type"] == "compensate")
+        .map(|s| {
+            (
+                s["step_id"].as_str().unwrap_or_default().to_owned(),
+                s["name"].as_str().unwrap_or_default().to_owned(),
+                s["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        compensations,
+        [
+            (
+                format!("{failed_run}:compensate:charge:0"),
+                "compensate:charge".to_owned(),
+                "completed".to_owned()
+            ),
+            (
+                format!("{failed_run}:compensate:reserve:0"),
+                "compensate:reserve".to_owned(),
+                "completed".to_owned()
+            ),
+        ],
+        "{steps}"
+    );
+    stop.cancel();
+    task.await.expect("worker stopped");
+    server.stop().await;
+}
+
 both_backends! {
+    saga => saga_compensates_fans_out_and_publishes;
     yields => yields_resume_with_memos;
     retries => retries_skip_completed_steps;
     cancel => cancel_while_running;

@@ -1,5 +1,6 @@
 //! [`Client`]: the REST API (`/api/v1`) for emitting events, invoking functions, reading and
-//! cancelling runs, and the Connect JSON call that registers a function.
+//! cancelling runs, and the Connect JSON calls that register a function and publish to a
+//! pub/sub topic.
 
 use std::time::Duration;
 
@@ -340,6 +341,64 @@ impl Client {
         Self::call(request).await
     }
 
+    /// Publishes `data` to a pub/sub topic (`PubSubService/Publish`, Connect JSON). With an
+    /// `idempotency_key`, publishing again with the same key returns the first message.
+    /// Publishing does not trigger functions.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        data: impl Serialize,
+        idempotency_key: Option<&str>,
+    ) -> Result<Published, SdkError> {
+        let data = serde_json::to_value(data)
+            .map_err(|e| SdkError::Config(format!("the data is not serializable: {e}")))?;
+        self.publish_request(topic, &data, idempotency_key, None)
+            .await
+    }
+
+    /// `publish` from a run's step: the header tells the server which run published.
+    pub(crate) async fn publish_for_run(
+        &self,
+        topic: &str,
+        data: &Value,
+        idempotency_key: &str,
+        run_id: &str,
+    ) -> Result<Published, SdkError> {
+        self.publish_request(topic, data, Some(idempotency_key), Some(run_id))
+            .await
+    }
+
+    async fn publish_request(
+        &self,
+        topic: &str,
+        data: &Value,
+        idempotency_key: Option<&str>,
+        run_id: Option<&str>,
+    ) -> Result<Published, SdkError> {
+        let mut body = json!({"topic": topic});
+        // `PublishRequest.data` is a protobuf Struct: anything but an object travels as
+        // `dataValue`.
+        match data {
+            Value::Null => body["data"] = json!({}),
+            Value::Object(_) => body["data"] = data.clone(),
+            other => body["dataValue"] = other.clone(),
+        }
+        if let Some(key) = idempotency_key {
+            body["idempotencyKey"] = Value::String(key.to_owned());
+        }
+        let mut request = self
+            .request(reqwest::Method::POST, "/ironflow.v1.PubSubService/Publish")
+            .json(&body);
+        if let Some(run_id) = run_id {
+            request = request.header("x-ironflow-run-id", run_id);
+        }
+        let published: Published = Self::call(request).await?;
+        if published.event_id.is_empty() {
+            return Err(SdkError::Decode("the publish answer has no eventId".into()));
+        }
+        Ok(published)
+    }
+
     /// Cancels a run; returns it as it is after the cancellation.
     pub async fn cancel(&self, run_id: &str) -> Result<Run, SdkError> {
         let request = self
@@ -349,6 +408,31 @@ impl Client {
             )
             .json(&json!({}));
         Self::call(request).await
+    }
+}
+
+/// A published message (`ctx.publish`, [`Client::publish`]). Serialized as the step output
+/// the other SDKs store: `{"eventId", "sequence"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    pub event_id: String,
+    /// The message's position in the environment's pub/sub log.
+    #[serde(default, deserialize_with = "u64_from_string_or_number")]
+    pub sequence: u64,
+}
+
+/// Connect JSON writes 64-bit integers as strings; stored step outputs hold numbers.
+fn u64_from_string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Number(n) => n
+            .as_u64()
+            .ok_or_else(|| serde::de::Error::custom("sequence is not a u64")),
+        Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+        Value::Null => Ok(0),
+        other => Err(serde::de::Error::custom(format!(
+            "sequence is not a number: {other}"
+        ))),
     }
 }
 
@@ -420,6 +504,22 @@ mod tests {
         assert_eq!(run.attempt, 2);
         assert!(run.created_at.is_some());
         assert_eq!(run.ended_at, None);
+    }
+
+    #[test]
+    fn published_sequences_decode_from_strings_and_numbers() {
+        let connect: Published = serde_json::from_value(
+            json!({"eventId": "evt_1", "sequence": "12", "duplicate": true}),
+        )
+        .expect("decodes");
+        assert_eq!(connect.sequence, 12);
+        let stored: Published =
+            serde_json::from_value(json!({"eventId": "evt_1", "sequence": 12})).expect("decodes");
+        assert_eq!(stored, connect);
+        assert_eq!(
+            serde_json::to_value(&stored).expect("encodes"),
+            json!({"eventId": "evt_1", "sequence": 12})
+        );
     }
 
     #[test]

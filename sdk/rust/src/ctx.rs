@@ -1,6 +1,7 @@
 //! [`Ctx`]: what a handler knows about its job (run, attempt, event, secrets) and the durable
-//! steps — `run`, `sleep`, `wait_for_event`, `invoke` — with their step ids, memo lookups and
-//! the messages they send on the worker stream.
+//! steps — `run`, `sleep`, `wait_for_event`, `invoke`, `publish` — with their step ids, memo
+//! lookups and the messages they send on the worker stream. `parallel` lives in
+//! `parallel.rs`, `compensate` in `compensate.rs`.
 //!
 //! # How a step that waits ends the invocation
 //!
@@ -16,12 +17,16 @@
 //! then go on running after the job was handed back. A future that never resolves cannot be
 //! misused that way. The same mechanism ends an invocation whose fence went stale (the run was
 //! cancelled or re-dispatched) or whose stream broke.
+//!
+//! Inside a `parallel` branch a waiting step does not hand the job back itself: it parks the
+//! branch and lets the other started branches finish (their steps are committed), and the
+//! parallel step then hands the job back with the first parked branch's wait.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -29,9 +34,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::FnError;
+use crate::client::{Client, Published};
+use crate::compensate::Undo;
+use crate::error::{FnError, SdkError};
 use crate::invocation::{Ended, Ending};
 use crate::link::{Commit, Link};
+use crate::parallel::Group;
 use crate::proto::v1 as pb;
 use pb::worker_message::Kind;
 
@@ -124,6 +132,8 @@ pub(crate) struct Job {
     pub(crate) function_id: String,
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
+    /// What the server does once the attempts are used up: `fail` or `pause`.
+    pub(crate) on_exhausted: String,
     pub(crate) event: Value,
     pub(crate) secrets: HashMap<String, String>,
     /// Completed (or failed for good) steps of earlier dispatches, by step id.
@@ -142,6 +152,7 @@ impl Job {
             function_id: a.function_id,
             attempt: u32::try_from(a.attempt).unwrap_or(1).max(1),
             max_attempts: u32::try_from(a.max_attempts).unwrap_or(0),
+            on_exhausted: a.on_exhausted,
             event,
             secrets: a.secrets.into_iter().collect(),
             memo: a
@@ -158,21 +169,66 @@ impl Job {
 }
 
 /// A handler's view of its job, and the durable steps. Cheap to clone; every clone is the same
-/// invocation (step numbering is shared).
+/// invocation (step numbering is shared). A `parallel` branch gets its own `Ctx`, whose step
+/// ids are scoped to the branch.
 #[derive(Clone)]
 pub struct Ctx {
     inner: Arc<Inner>,
+    scope: Arc<Scope>,
 }
 
 struct Inner {
     job: Job,
-    /// How many steps of each name this invocation has started: the `n` in step ids.
-    counters: Mutex<HashMap<String, u32>>,
     /// Set once a message that ends the job (yield, result) is on its way: later steps must
     /// not report anything.
     final_sent: AtomicBool,
+    /// Set while the compensations run: a step that would hand the job back fails instead.
+    compensating: AtomicBool,
+    /// Undos registered with `compensate`, in registration order.
+    compensations: Mutex<Vec<(String, Undo)>>,
     link: Arc<Link>,
     ending: Arc<Ending>,
+    /// For `publish` (a REST call to the same server).
+    client: Client,
+}
+
+/// Where step ids are numbered: the run itself, or one branch of a `parallel` step.
+struct Scope {
+    /// `<run id>`, or `<parent prefix>:<parallel name>:<branch index>`.
+    prefix: String,
+    /// How many steps of each name this scope has started: the `n` in step ids.
+    counters: Mutex<HashMap<String, u32>>,
+    /// The `parallel` names used in this scope: a name used twice would reuse step ids.
+    parallels: Mutex<HashSet<String>>,
+    /// Set in a `parallel` branch: a waiting step parks here instead of handing the job back.
+    branch: Option<(usize, Arc<Group>)>,
+}
+
+impl Scope {
+    fn new(prefix: String, branch: Option<(usize, Arc<Group>)>) -> Self {
+        Self {
+            prefix,
+            counters: Mutex::new(HashMap::new()),
+            parallels: Mutex::new(HashSet::new()),
+            branch,
+        }
+    }
+}
+
+/// The step-name prefixes whose colon is kept as is when a name is escaped (the other SDKs
+/// build the same ids).
+const NAMESPACES: [&str; 2] = ["compensate:", "publish:"];
+
+/// Escapes one segment of a step id, so that a name holding `:` cannot collide with a scoped
+/// id: `\` becomes `\\` and `:` becomes `\:`, except after a namespace prefix.
+pub(crate) fn escape_step_part(part: &str) -> String {
+    let raw = |p: &str| p.replace('\\', "\\\\").replace(':', "\\:");
+    for ns in NAMESPACES {
+        if let Some(rest) = part.strip_prefix(ns) {
+            return format!("{ns}{}", raw(rest));
+        }
+    }
+    raw(part)
 }
 
 impl fmt::Debug for Ctx {
@@ -182,6 +238,31 @@ impl fmt::Debug for Ctx {
             .field("function_id", &self.inner.job.function_id)
             .field("attempt", &self.inner.job.attempt)
             .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Nothing holding these locks can panic half-way through an update.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The idempotency key of a publish step: hashed, because a raw step id can pass the server's
+/// key length limit or hold whitespace.
+fn publish_key(step_id: &str) -> String {
+    use sha2::Digest;
+    format!(
+        "step-{}",
+        hex::encode(sha2::Sha256::digest(step_id.as_bytes()))
+    )
+}
+
+/// A failed publish call as the step's error: transient failures are retried with the run.
+fn publish_error(topic: &str, e: &SdkError) -> FnError {
+    let message = format!("publish to '{topic}' failed: {e}");
+    if e.is_transient() {
+        FnError::retryable(message).code("PUBLISH_FAILED")
+    } else {
+        FnError::non_retryable(message).code("PUBLISH_FAILED")
     }
 }
 
@@ -226,16 +307,54 @@ enum Memo<'a> {
 }
 
 impl Ctx {
-    pub(crate) fn new(job: Job, link: Arc<Link>, ending: Arc<Ending>) -> Self {
+    pub(crate) fn new(job: Job, link: Arc<Link>, ending: Arc<Ending>, client: Client) -> Self {
+        let scope = Scope::new(job.run_id.clone(), None);
         Self {
             inner: Arc::new(Inner {
                 job,
-                counters: Mutex::new(HashMap::new()),
                 final_sent: AtomicBool::new(false),
+                compensating: AtomicBool::new(false),
+                compensations: Mutex::new(Vec::new()),
                 link,
                 ending,
+                client,
             }),
+            scope: Arc::new(scope),
         }
+    }
+
+    /// The same invocation, numbering its steps under `prefix` and parking its waits in
+    /// `group` (a `parallel` branch).
+    pub(crate) fn branch(&self, prefix: String, index: usize, group: Arc<Group>) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            scope: Arc::new(Scope::new(prefix, Some((index, group)))),
+        }
+    }
+
+    /// The same invocation with a fresh root scope (step numbering from 0), for the
+    /// compensations.
+    pub(crate) fn root(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            scope: Arc::new(Scope::new(self.inner.job.run_id.clone(), None)),
+        }
+    }
+
+    /// `<scope>:<escaped name>`, the prefix of a `parallel` step's branches; refuses a name this
+    /// scope already used.
+    pub(crate) fn parallel_prefix(&self, name: &str) -> Result<String, FnError> {
+        if name.is_empty() {
+            return Err(FnError::non_retryable("a parallel step needs a name").code("INVALID_STEP"));
+        }
+        let fresh = lock(&self.scope.parallels).insert(name.to_owned());
+        if !fresh {
+            return Err(FnError::non_retryable(format!(
+                "parallel step '{name}' is used twice: its branches would share step ids"
+            ))
+            .code("INVALID_STEP"));
+        }
+        Ok(format!("{}:{}", self.scope.prefix, escape_step_part(name)))
     }
 
     pub fn run_id(&self) -> &str {
@@ -279,23 +398,39 @@ impl Ctx {
         &self.inner.ending
     }
 
+    pub(crate) fn compensations(&self) -> &Mutex<Vec<(String, Undo)>> {
+        &self.inner.compensations
+    }
+
+    pub(crate) fn set_compensating(&self, on: bool) {
+        self.inner.compensating.store(on, Ordering::Release);
+    }
+
+    /// Whether a failure ends the run for good (so its compensations must run now): a
+    /// non-retryable one always; a retryable one on the last attempt, unless the function
+    /// pauses exhausted runs (they keep their steps for a resume).
+    pub(crate) fn failure_is_final(&self, retryable: bool) -> bool {
+        let job = &self.inner.job;
+        !retryable
+            || (job.on_exhausted != "pause"
+                && job.max_attempts > 0
+                && job.attempt >= job.max_attempts)
+    }
+
     /// Claims the right to send the job's one final message; false when another step already
     /// did.
     pub(crate) fn claim_final(&self) -> bool {
         !self.inner.final_sent.swap(true, Ordering::AcqRel)
     }
 
-    /// `<run id>:<name>:<n>`, `n` counting the earlier steps of that name in this invocation.
-    /// Taken when the step method is called (not when its future is first polled), so steps
-    /// started together (`join!`) are numbered in call order.
-    fn next_step_id(&self, name: &str) -> String {
-        let mut counters = self
-            .inner
-            .counters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+    /// `<scope>:<escaped name>:<n>`, `n` counting the earlier steps of that name in this scope
+    /// (the scope is the run id, or a `parallel` branch). Taken when the step method is called
+    /// (not when its future is first polled), so steps started together (`join!`) are numbered
+    /// in call order.
+    pub(crate) fn next_step_id(&self, name: &str) -> String {
+        let mut counters = lock(&self.scope.counters);
         let n = counters.entry(name.to_owned()).or_insert(0);
-        let id = format!("{}:{name}:{n}", self.inner.job.run_id);
+        let id = format!("{}:{}:{n}", self.scope.prefix, escape_step_part(name));
         *n += 1;
         id
     }
@@ -345,9 +480,25 @@ impl Ctx {
         }
     }
 
+    /// Whether the memo holds `step_id` as completed.
+    pub(crate) fn is_completed(&self, step_id: &str) -> bool {
+        matches!(self.memo(step_id), Memo::Completed(_))
+    }
+
     /// Hands the job back to the server until `step` can go on. Never returns, except with
-    /// the error of a refused yield.
-    async fn suspend(&self, step: pb::Yield) -> FnError {
+    /// the error of a refused yield (or of a wait inside a compensation). In a `parallel`
+    /// branch, parks the branch instead (see the module docs).
+    pub(crate) async fn suspend(&self, step: pb::Yield) -> FnError {
+        if self.inner.compensating.load(Ordering::Acquire) {
+            return FnError::non_retryable(
+                "compensations cannot wait (sleep, wait_for_event, invoke)",
+            )
+            .code("COMPENSATION_WAIT");
+        }
+        if let Some((index, group)) = &self.scope.branch {
+            group.park(*index, step);
+            return std::future::pending().await;
+        }
         if !self.claim_final() {
             return self.end(Ended::Yielded).await;
         }
@@ -396,43 +547,92 @@ impl Ctx {
         let ctx = self.clone();
         let step_id = self.next_step_id(name);
         let name = name.to_owned();
-        async move {
-            match ctx.memo(&step_id) {
-                Memo::Completed(output) => return decode(&step_id, output),
-                Memo::Failed(error) => return Err(FnError::from_stored(error, "STEP_FAILED")),
-                Memo::Absent => {}
-            }
-            let started_at_ms = now_ms();
-            let result = step().await;
-            let ended_at_ms = now_ms();
-            let mut record = pb::StepRecord {
-                step_id,
-                name,
-                r#type: "run".into(),
-                started_at_ms,
-                ended_at_ms,
-                ..Default::default()
-            };
-            match result {
-                Ok(value) => {
-                    let output = serde_json::to_string(&value).map_err(|e| {
-                        FnError::non_retryable(format!(
-                            "the step's output is not serializable: {e}"
-                        ))
+        async move { ctx.run_as(step_id, name, step).await }
+    }
+
+    /// `run` under an id already taken.
+    async fn run_as<T, F, Fut>(&self, step_id: String, name: String, step: F) -> Result<T, FnError>
+    where
+        T: Serialize + DeserializeOwned + Send,
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<T, FnError>> + Send,
+    {
+        match self.memo(&step_id) {
+            Memo::Completed(output) => return decode(&step_id, output),
+            Memo::Failed(error) => return Err(FnError::from_stored(error, "STEP_FAILED")),
+            Memo::Absent => {}
+        }
+        let started_at_ms = now_ms();
+        let result = step().await;
+        let ended_at_ms = now_ms();
+        let mut record = pb::StepRecord {
+            step_id,
+            name,
+            r#type: "run".into(),
+            started_at_ms,
+            ended_at_ms,
+            ..Default::default()
+        };
+        match result {
+            Ok(value) => {
+                let output = serde_json::to_string(&value).map_err(|e| {
+                    FnError::non_retryable(format!("the step's output is not serializable: {e}"))
                         .code("INVALID_OUTPUT")
-                    })?;
-                    record.completed = true;
-                    record.output_json = output;
-                    ctx.commit_step(record).await?;
-                    Ok(value)
-                }
-                Err(e) if !e.is_retryable() => {
-                    record.error_json = e.to_json().to_string();
-                    ctx.commit_step(record).await?;
-                    Err(e)
-                }
-                Err(e) => Err(e),
+                })?;
+                record.completed = true;
+                record.output_json = output;
+                self.commit_step(record).await?;
+                Ok(value)
             }
+            Err(e) if !e.is_retryable() => {
+                record.error_json = e.to_json().to_string();
+                self.commit_step(record).await?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Publishes `data` to a pub/sub topic (`PubSubService/Publish`) as a durable step named
+    /// `publish:<topic>`: once the step is committed, a retry or replay returns the stored
+    /// result instead of publishing again.
+    ///
+    /// The message carries an idempotency key derived from the step id, so a retry after a
+    /// publish whose step was not committed (a crash in between) returns the first message's
+    /// id instead of storing a second copy. Publishing does not trigger functions (emit an
+    /// event for that).
+    pub fn publish<D>(
+        &self,
+        topic: &str,
+        data: D,
+    ) -> impl Future<Output = Result<Published, FnError>> + Send + use<D>
+    where
+        D: Serialize + Send,
+    {
+        let ctx = self.clone();
+        let name = format!("publish:{topic}");
+        let step_id = self.next_step_id(&name);
+        let topic = topic.to_owned();
+        async move {
+            if topic.is_empty() {
+                return Err(FnError::non_retryable("publish needs a topic").code("INVALID_STEP"));
+            }
+            let data = serde_json::to_value(&data).map_err(|e| {
+                FnError::non_retryable(format!(
+                    "publish to '{topic}': the data is not serializable: {e}"
+                ))
+                .code("SERIALIZATION_ERROR")
+            })?;
+            let key = publish_key(&step_id);
+            let client = ctx.inner.client.clone();
+            let run_id = ctx.run_id().to_owned();
+            ctx.run_as(step_id, name, || async move {
+                client
+                    .publish_for_run(&topic, &data, &key, &run_id)
+                    .await
+                    .map_err(|e| publish_error(&topic, &e))
+            })
+            .await
         }
     }
 

@@ -1,6 +1,7 @@
 //! One invocation of a handler for one job assignment: runs the handler until it returns,
 //! panics or is ended from outside (a yield, a stale fence, a cancellation, a broken stream),
-//! and reports the result (`JobCompleted` / `JobFailed`) under the job's fence.
+//! runs the compensations when it failed for good, and reports the result (`JobCompleted` /
+//! `JobFailed`) under the job's fence.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
@@ -10,6 +11,7 @@ use futures::FutureExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::compensate::run_compensations;
 use crate::ctx::Ctx;
 use crate::error::FnError;
 use crate::function::Handler;
@@ -96,17 +98,33 @@ pub(crate) async fn invoke(ctx: Ctx, handler: Handler) -> Ended {
         );
         Err(FnError::retryable(format!("the handler panicked: {message}")).code("PANIC"))
     });
+    let compensations = match &result {
+        Err(e) if ctx.failure_is_final(e.is_retryable()) => {
+            // Raced with the ending: an undo whose step cannot commit (the stream broke, the
+            // run was cancelled) never returns.
+            tokio::select! {
+                biased;
+                () = ending.ended() => return ending.reason(),
+                steps = run_compensations(&ctx) => steps,
+            }
+        }
+        _ => Vec::new(),
+    };
     if !ctx.claim_final() {
         // A step's yield is in flight; it decides how this ends.
         ending.ended().await;
         return ending.reason();
     }
-    report(&ctx, result).await
+    report(&ctx, result, compensations).await
 }
 
 /// Sends the job's result and waits for `Committed`. Not raced with the ending signal: a
 /// `CancelJob` the server sends because this very result ended the run must not drop it.
-async fn report(ctx: &Ctx, result: Result<Value, FnError>) -> Ended {
+async fn report(
+    ctx: &Ctx,
+    result: Result<Value, FnError>,
+    compensations: Vec<pb::StepRecord>,
+) -> Ended {
     let fence = ctx.job().fence.clone();
     let (message, done) = match result {
         Ok(output) => (
@@ -122,7 +140,7 @@ async fn report(ctx: &Ctx, result: Result<Value, FnError>) -> Ended {
             Kind::JobFailed(pb::JobFailed {
                 request_id: 0,
                 fence: Some(fence),
-                steps: Vec::new(),
+                steps: compensations,
                 message: e.message().to_owned(),
                 code: e.error_code().unwrap_or_default().to_owned(),
                 retryable: e.is_retryable(),

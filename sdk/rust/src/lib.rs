@@ -49,11 +49,13 @@
 //! ```
 
 mod client;
+mod compensate;
 mod ctx;
 mod error;
 mod function;
 mod invocation;
 mod link;
+mod parallel;
 pub mod proto;
 mod worker;
 
@@ -61,10 +63,12 @@ mod worker;
 mod tests;
 
 pub use client::{
-    Client, EmitResult, InvokeResult, Run, RunPage, RunQuery, RunResult, RunStatus, SyncResult,
+    Client, EmitResult, InvokeResult, Published, Run, RunPage, RunQuery, RunResult, RunStatus,
+    SyncResult,
 };
 pub use ctx::{Ctx, Invoke, WaitForEvent};
 pub use error::{FnError, SdkError};
 pub use function::{Concurrency, Function, RetryPolicy, Trigger};
+pub use parallel::Parallel;
 pub use tokio_util::sync::CancellationToken;
 pub use worker::{Worker, WorkerBuilder};

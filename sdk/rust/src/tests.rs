@@ -110,7 +110,9 @@ fn setup(steps: Vec<pb::MemoStep>, data: Value) -> (Ctx, FakeServer) {
         secrets: [("API_KEY".to_owned(), "s3cret".to_owned())].into(),
         ..Default::default()
     });
-    let ctx = Ctx::new(job, link.clone(), Arc::new(Ending::default()));
+    // Nothing listens there: a test that publishes gets a connection error.
+    let client = crate::Client::new("http://127.0.0.1:9", "key").expect("a client");
+    let ctx = Ctx::new(job, link.clone(), Arc::new(Ending::default()), client);
     (ctx, FakeServer { rx, link })
 }
 
@@ -692,5 +694,319 @@ async fn a_cancelled_invocation_stops_at_its_next_await() {
     tokio::task::yield_now().await;
     ending.end(Ended::Cancelled);
     assert_eq!(invocation.await.expect("joined"), Ended::Cancelled);
+    server.assert_quiet().await;
+}
+
+fn step_of(kind: Kind) -> pb::StepRecord {
+    match kind {
+        Kind::StepCompleted(s) => s.step.expect("a step"),
+        other => panic!("expected step_completed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn step_names_are_escaped_in_ids() {
+    let (ctx, mut server) = setup(Vec::new(), json!({}));
+    let task = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { ctx.run("a:b\\c", || async { Ok(1) }).await }
+    });
+    assert_eq!(
+        step_of(server.next_committed().await).step_id,
+        "run_1:a\\:b\\\\c:0"
+    );
+    assert_eq!(task.await.expect("joined"), Ok(1));
+}
+
+#[tokio::test]
+async fn parallel_branches_number_their_steps_in_their_own_scope() {
+    let (ctx, mut server) = setup(Vec::new(), json!({}));
+    let task = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            ctx.parallel(
+                "fan",
+                (0..3).map(|i| {
+                    move |ctx: Ctx| async move {
+                        let doubled: i32 = ctx.run("double", || async move { Ok(i * 2) }).await?;
+                        Ok(doubled)
+                    }
+                }),
+            )
+            .await
+        }
+    });
+    let mut ids: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        ids.push(step_of(server.next_committed().await).step_id);
+    }
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            "run_1:fan:0:double:0",
+            "run_1:fan:1:double:0",
+            "run_1:fan:2:double:0"
+        ]
+    );
+    assert_eq!(task.await.expect("joined"), Ok(vec![0, 2, 4]));
+}
+
+#[tokio::test]
+async fn parallel_replays_memoized_branches_and_refuses_a_reused_name() {
+    let memoized = vec![
+        pb::MemoStep {
+            step_id: format!("{RUN}:fan:0:double:0"),
+            name: "double".into(),
+            status: "completed".into(),
+            output_json: "10".into(),
+            error_json: String::new(),
+        },
+        pb::MemoStep {
+            step_id: format!("{RUN}:fan:1:double:0"),
+            name: "double".into(),
+            status: "completed".into(),
+            output_json: "12".into(),
+            error_json: String::new(),
+        },
+    ];
+    let (ctx, mut server) = setup(memoized, json!({}));
+    let branch = |ctx: Ctx| async move {
+        ctx.run("double", || async {
+            Err::<i32, _>(FnError::retryable("ran again"))
+        })
+        .await
+    };
+    let outputs = ctx.parallel("fan", [branch, branch]).await;
+    assert_eq!(outputs, Ok(vec![10, 12]));
+    let again = ctx.parallel("fan", [branch]).await;
+    assert_eq!(
+        again.expect_err("a reused name").error_code(),
+        Some("INVALID_STEP")
+    );
+    server.assert_quiet().await;
+}
+
+#[tokio::test]
+async fn a_waiting_branch_lets_the_started_branches_commit_before_the_job_is_handed_back() {
+    let (ctx, mut server) = setup(Vec::new(), json!({}));
+    let handler = handler_of(Function::new("f").handler(|ctx: Ctx, _: Value| async move {
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut tx = Some(tx);
+        let mut rx = Some(rx);
+        let branches = (0..2).map(|i| {
+            let tx = if i == 0 { tx.take() } else { None };
+            let rx = if i == 1 { rx.take() } else { None };
+            move |ctx: Ctx| async move {
+                if let Some(tx) = tx {
+                    // Branch 0 waits while branch 1 is still inside its step.
+                    let _ = tx.send(());
+                    ctx.sleep("nap", Duration::from_secs(60)).await?;
+                    return Ok(0);
+                }
+                ctx.run("work", || async move {
+                    if let Some(rx) = rx {
+                        let _ = rx.await;
+                    }
+                    Ok(1)
+                })
+                .await
+            }
+        });
+        let out: Vec<i32> = ctx.parallel("fan", branches).await?;
+        Ok::<_, FnError>(json!(out))
+    }));
+    let invocation = tokio::spawn(invocation::invoke(ctx, handler));
+    assert_eq!(
+        step_of(server.next_committed().await).step_id,
+        "run_1:fan:1:work:0"
+    );
+    match server.next_committed().await {
+        Kind::JobYielded(y) => {
+            assert_eq!(y.r#yield.expect("a yield").step_id, "run_1:fan:0:nap:0");
+        }
+        other => panic!("expected job_yielded, got {other:?}"),
+    }
+    assert_eq!(invocation.await.expect("joined"), Ended::Yielded);
+    server.assert_quiet().await;
+}
+
+#[tokio::test]
+async fn parallel_fails_fast_with_the_first_error_and_settled_collects_them() {
+    let (ctx, _server) = setup(Vec::new(), json!({}));
+    let started = Arc::new(AtomicUsize::new(0));
+    let branches = |started: Arc<AtomicUsize>| {
+        (0..4).map(move |i| {
+            let started = started.clone();
+            move |_ctx: Ctx| async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                if i == 1 {
+                    Err(FnError::retryable(format!("branch {i} failed")))
+                } else {
+                    Ok(i)
+                }
+            }
+        })
+    };
+    let failed = ctx
+        .parallel(
+            crate::Parallel::new("one-at-a-time").concurrency(1),
+            branches(started.clone()),
+        )
+        .await;
+    assert_eq!(failed.expect_err("fails").message(), "branch 1 failed");
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        2,
+        "no branch starts after the failure"
+    );
+    let settled = ctx
+        .parallel_settled("all", branches(started.clone()))
+        .await
+        .expect("no wait");
+    assert_eq!(settled.len(), 4);
+    assert!(settled[1].is_err());
+    assert_eq!(settled[3], Ok(3));
+}
+
+#[tokio::test]
+async fn a_final_failure_runs_the_compensations_newest_first_and_reports_them() {
+    let (ctx, mut server) = setup(
+        vec![memo(
+            "compensate:reserve",
+            0,
+            "completed",
+            Value::Null,
+            Value::Null,
+        )],
+        json!({}),
+    );
+    let undone = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let handler = handler_of(Function::new("f").handler({
+        let undone = undone.clone();
+        move |ctx: Ctx, _: Value| {
+            let undone = undone.clone();
+            async move {
+                for step in ["reserve", "charge", "ship"] {
+                    let undone = undone.clone();
+                    ctx.compensate(step, move || async move {
+                        undone.lock().expect("lock").push(step);
+                        if step == "ship" {
+                            return Err(FnError::retryable("carrier down"));
+                        }
+                        Ok(())
+                    });
+                }
+                Err::<Value, _>(FnError::non_retryable("card declined").code("DECLINED"))
+            }
+        }
+    }));
+    let invocation = tokio::spawn(invocation::invoke(ctx, handler));
+    match server.next_committed().await {
+        Kind::JobFailed(f) => {
+            assert_eq!(f.code, "DECLINED");
+            let steps: Vec<(String, String, bool, String)> = f
+                .steps
+                .into_iter()
+                .map(|s| (s.step_id, s.r#type, s.completed, s.compensation_for))
+                .collect();
+            // `reserve`'s undo completed in an earlier dispatch: not run again.
+            assert_eq!(
+                steps,
+                [
+                    (
+                        "run_1:compensate:ship:0".to_owned(),
+                        "compensate".to_owned(),
+                        false,
+                        "ship".to_owned()
+                    ),
+                    (
+                        "run_1:compensate:charge:0".to_owned(),
+                        "compensate".to_owned(),
+                        true,
+                        "charge".to_owned()
+                    ),
+                ]
+            );
+        }
+        other => panic!("expected job_failed, got {other:?}"),
+    }
+    assert_eq!(invocation.await.expect("joined"), Ended::Failed);
+    assert_eq!(*undone.lock().expect("lock"), ["ship", "charge"]);
+}
+
+#[tokio::test]
+async fn a_retryable_failure_before_the_last_attempt_runs_no_compensation() {
+    let (ctx, mut server) = setup(Vec::new(), json!({}));
+    let handler = handler_of(Function::new("f").handler(|ctx: Ctx, _: Value| async move {
+        ctx.compensate("charge", || async {
+            panic!("must not run before the last attempt")
+        });
+        Err::<Value, _>(FnError::retryable("flaky"))
+    }));
+    let invocation = tokio::spawn(invocation::invoke(ctx, handler));
+    match server.next_committed().await {
+        Kind::JobFailed(f) => {
+            assert!(f.retryable);
+            assert!(f.steps.is_empty());
+        }
+        other => panic!("expected job_failed, got {other:?}"),
+    }
+    assert_eq!(invocation.await.expect("joined"), Ended::Failed);
+}
+
+#[tokio::test]
+async fn a_compensation_cannot_wait() {
+    let (ctx, mut server) = setup(Vec::new(), json!({}));
+    let handler = handler_of(Function::new("f").handler(|ctx: Ctx, _: Value| async move {
+        let undo_ctx = ctx.clone();
+        ctx.compensate("charge", move || async move {
+            undo_ctx.sleep("later", Duration::from_secs(1)).await
+        });
+        Err::<Value, _>(FnError::non_retryable("boom"))
+    }));
+    let invocation = tokio::spawn(invocation::invoke(ctx, handler));
+    match server.next_committed().await {
+        Kind::JobFailed(f) => {
+            assert_eq!(f.steps.len(), 1);
+            assert!(!f.steps[0].completed);
+            assert!(
+                f.steps[0].error_json.contains("cannot wait"),
+                "{}",
+                f.steps[0].error_json
+            );
+        }
+        other => panic!("expected job_failed, got {other:?}"),
+    }
+    assert_eq!(invocation.await.expect("joined"), Ended::Failed);
+}
+
+#[tokio::test]
+async fn a_memoized_publish_returns_the_stored_message_without_publishing() {
+    let (ctx, mut server) = setup(
+        vec![memo(
+            "publish:orders",
+            0,
+            "completed",
+            json!({"eventId": "evt_9", "sequence": 7}),
+            Value::Null,
+        )],
+        json!({}),
+    );
+    let published = ctx
+        .publish("orders", json!({"id": 1}))
+        .await
+        .expect("memoized");
+    assert_eq!(
+        (published.event_id.as_str(), published.sequence),
+        ("evt_9", 7)
+    );
+    // The next publish is not memoized: the unreachable server is a retryable failure.
+    let e = ctx
+        .publish("orders", json!({"id": 2}))
+        .await
+        .expect_err("no server");
+    assert!(e.is_retryable());
+    assert_eq!(e.error_code(), Some("PUBLISH_FAILED"));
     server.assert_quiet().await;
 }

@@ -509,7 +509,12 @@ impl Session<'_> {
             "job assigned"
         );
         let ending = Arc::new(Ending::default());
-        let ctx = Ctx::new(job, self.link.clone(), ending.clone());
+        let ctx = Ctx::new(
+            job,
+            self.link.clone(),
+            ending.clone(),
+            self.worker.client.clone(),
+        );
         let done = self.done_tx.clone();
         let id = job_id.clone();
         let task = tokio::spawn(async move {
