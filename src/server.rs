@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -119,6 +120,13 @@ pub async fn start_with_push(
         .await
         .with_context(|| format!("binding {}:{}", options.bind, options.port))?;
     let local_addr = listener.local_addr()?;
+    // Without TCP_NODELAY a small answer (a `Committed` on the worker stream, a sync trigger's
+    // result) can sit in Nagle's buffer until the peer's delayed ACK: ~40 ms stalls.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     let task = tokio::spawn(async move {

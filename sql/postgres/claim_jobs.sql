@@ -1,15 +1,34 @@
 -- Due work and expired leases, oldest first; SKIP LOCKED lets many dispatchers claim at once.
-WITH due AS (
-    SELECT run_id
+-- Queued jobs and expired leases are read apart, each in the order of its partial index
+-- (jobs_claimable, jobs_expired_leases), so a claim reads about $4 rows however long the
+-- queue is; one OR over both states made Postgres scan and sort the whole queue.
+WITH allowed AS (
+    -- The worker's functions ($2) of the dispatch mode ($7): pull workers get pull functions'
+    -- jobs, the push dispatcher push functions' jobs.
+    SELECT f.id FROM functions f
+    WHERE f.env_id = $1
+      AND f.id IN (SELECT jsonb_array_elements_text($2::jsonb))
+      AND COALESCE(f.definition->>'mode', 'pull') = $7
+), queued AS (
+    SELECT run_id, due_at, seq
     FROM jobs
-    WHERE env_id = $1
-      AND function_id IN (SELECT jsonb_array_elements_text($2::jsonb))
-      -- Pull workers get pull functions' jobs, the push dispatcher push functions' jobs ($7).
-      AND function_id IN (SELECT f.id FROM functions f WHERE f.env_id = $1 AND COALESCE(f.definition->>'mode', 'pull') = $7)
-      AND ((state = 'queued' AND due_at <= $3) OR (state = 'leased' AND lease_expires_at <= $3))
+    WHERE env_id = $1 AND state = 'queued' AND due_at <= $3
+      AND function_id = ANY(ARRAY(SELECT id FROM allowed))
     ORDER BY due_at, seq
     LIMIT $4
     FOR UPDATE SKIP LOCKED
+), expired AS (
+    SELECT run_id, due_at, seq
+    FROM jobs
+    WHERE env_id = $1 AND state = 'leased' AND lease_expires_at <= $3
+      AND function_id = ANY(ARRAY(SELECT id FROM allowed))
+    ORDER BY lease_expires_at
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+), due AS (
+    SELECT run_id FROM (SELECT * FROM queued UNION ALL SELECT * FROM expired) d
+    ORDER BY due_at, seq
+    LIMIT $4
 )
 UPDATE jobs j
 SET state = 'leased',

@@ -1,6 +1,7 @@
 -- Group commit of step checkpoints: the dispatches (a JSON array of
--- {dispatch_id, execution_seq, lease_token}) whose fence still holds, with their runs.
-SELECT j.dispatch_id, j.run_id, r.env_id, r.attempt
+-- {dispatch_id, execution_seq, lease_token}) whose fence still holds, with their runs and
+-- current lease.
+SELECT j.dispatch_id, j.run_id, r.env_id, r.attempt, j.lease_expires_at
 FROM json_each(?1) AS f
 JOIN jobs j ON j.dispatch_id = json_extract(f.value, '$.dispatch_id')
            AND j.execution_seq = json_extract(f.value, '$.execution_seq')

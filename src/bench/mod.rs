@@ -85,18 +85,28 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let observed = Arc::new(Observed::default());
 
+    let functions = [
+        steps_function(&prefix, options.steps, observed.clone()),
+        first_step_function(&prefix, observed.clone()),
+        sync_function(&prefix),
+    ];
+    let client = Client::new(&base, "")?;
+    // Registered before the first event: the worker registers them too, but only once its
+    // stream is up, and an event emitted before that would start no run.
+    for f in &functions {
+        client.register(f).await?;
+    }
     let stop = CancellationToken::new();
-    let worker = Worker::builder(&base, "")
-        .concurrency(u32::try_from(options.concurrency).unwrap_or(u32::MAX))
-        .function(steps_function(&prefix, options.steps, observed.clone()))
-        .function(first_step_function(&prefix, observed.clone()))
-        .function(sync_function(&prefix))
-        .build()?;
+    let mut builder = Worker::builder(&base, "")
+        .concurrency(u32::try_from(options.concurrency).unwrap_or(u32::MAX));
+    for f in functions {
+        builder = builder.function(f);
+    }
+    let worker = builder.build()?;
     let worker_task = {
         let stop = stop.clone();
         tokio::spawn(async move { worker.run(stop).await })
     };
-    let client = Client::new(&base, "")?;
     let result = measure(&options, &prefix, &client, &observed).await;
     stop.cancel();
     let _ = worker_task.await;

@@ -76,7 +76,7 @@ impl Engine {
     pub(crate) fn spawn_report_committers(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let count = match self.store().backend() {
             Backend::Sqlite => 1,
-            Backend::Postgres => 4,
+            Backend::Postgres => 2,
         };
         self.inner.commits.running.store(true, Ordering::Release);
         (0..count)

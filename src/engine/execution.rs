@@ -38,6 +38,8 @@ pub enum PollOutcome {
 const MAX_POLL_WAIT: Duration = Duration::from_secs(25);
 /// The timer loop wakes at least this often even when nothing is scheduled (safety sweep).
 const SAFETY_SWEEP: Duration = Duration::from_secs(5);
+/// The timer reads the schedule again at most this often while commits keep changing it.
+const SCHEDULE_REREAD: Duration = Duration::from_millis(10);
 
 impl Engine {
     fn lease_expiry(&self) -> Ts {
@@ -190,20 +192,38 @@ impl Engine {
             let changed = schedule.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
+            let read_at = tokio::time::Instant::now();
             let next = self.store().next_due().await.ok().flatten();
             let pause = next
                 .and_then(|t| (t.0 - chrono::Utc::now()).to_std().ok())
                 .map_or(SAFETY_SWEEP, |d| d.min(SAFETY_SWEEP));
+            let wake_at = read_at + pause;
             // A schedule change only moves the wake-up time; the sweep runs when a timer is due.
-            sweep = tokio::select! {
-                () = tokio::time::sleep(pause) => {
-                    // Whatever came due is claimable now.
-                    self.bus().work_ready();
-                    true
+            // Under load every commit is a change: the schedule is read again at most every
+            // SCHEDULE_REREAD (a timer set meanwhile fires at most that late), not per commit.
+            let due = tokio::select! {
+                () = tokio::time::sleep_until(wake_at) => true,
+                () = &mut changed => {
+                    let reread_at = read_at + SCHEDULE_REREAD;
+                    if reread_at < wake_at {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(reread_at) => false,
+                            () = self.shutdown_token().cancelled() => return,
+                        }
+                    } else {
+                        tokio::select! {
+                            () = tokio::time::sleep_until(wake_at) => true,
+                            () = self.shutdown_token().cancelled() => return,
+                        }
+                    }
                 }
-                () = &mut changed => false,
                 () = self.shutdown_token().cancelled() => return,
             };
+            if due {
+                // Whatever came due is claimable now.
+                self.bus().work_ready();
+            }
+            sweep = due;
         }
     }
 }

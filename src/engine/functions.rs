@@ -34,6 +34,7 @@ impl Engine {
             .definition
             .validate()
             .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+        let push = request.definition.mode == crate::domain::function::ExecutionMode::Push;
         let registration = FunctionRegistration {
             env_id: env.clone(),
             id: request.id,
@@ -41,6 +42,12 @@ impl Engine {
             change_reason: request.change_reason,
         };
         let outcome = self.store().register_function(&registration).await?;
+        if push {
+            self.inner
+                .push_registered
+                .store(true, std::sync::atomic::Ordering::Release);
+            self.bus().work_ready();
+        }
         self.bus().history_appended();
         Ok(outcome)
     }

@@ -93,6 +93,8 @@ struct Inner {
     commits: commits::ReportCommits,
     /// Live copies to and from the other nodes over NATS (with `--nats-url`).
     fanout: Option<NatsFanout>,
+    /// Set when this node registers a push function: the push dispatcher looks again at once.
+    push_registered: std::sync::atomic::AtomicBool,
     shutdown: tokio_util::sync::CancellationToken,
 }
 
@@ -108,9 +110,17 @@ impl Engine {
                 triggers: triggers::TriggerCache::default(),
                 started_at: Ts::now(),
                 bus: Bus::default(),
+                push_registered: std::sync::atomic::AtomicBool::new(false),
                 shutdown: tokio_util::sync::CancellationToken::new(),
             }),
         }
+    }
+
+    /// Whether a push function was registered on this node since the last call.
+    pub(crate) fn take_push_registered(&self) -> bool {
+        self.inner
+            .push_registered
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 
     pub fn store(&self) -> &SharedStore {

@@ -458,6 +458,44 @@ pub fn push_request(job: &ClaimedJob) -> Value {
     })
 }
 
+/// Whether any push function exists, so that a server with none (the common case) does not
+/// look for push work on every commit. "None" is believed for `PUSH_RECHECK` at most, or until
+/// this node registers a push function; once one exists, every wakeup looks for work.
+#[derive(Default)]
+struct PushFunctions {
+    none_since: Option<std::time::Instant>,
+}
+
+/// How long "no push function" is believed (a push function registered on another node waits
+/// at most this long, plus a wakeup, for its first delivery).
+const PUSH_RECHECK: Duration = Duration::from_secs(1);
+
+impl PushFunctions {
+    async fn any(&mut self, engine: &Engine) -> bool {
+        let registered_here = engine.take_push_registered();
+        if let Some(since) = self.none_since
+            && since.elapsed() < PUSH_RECHECK
+            && !registered_here
+        {
+            return false;
+        }
+        match engine.store().push_functions_exist().await {
+            Ok(true) => {
+                self.none_since = None;
+                true
+            }
+            Ok(false) => {
+                self.none_since = Some(std::time::Instant::now());
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "looking for push functions failed");
+                true
+            }
+        }
+    }
+}
+
 impl Engine {
     /// Delivers push functions' jobs until shutdown: woken by new work (this node or, over
     /// NOTIFY, others), by finished requests, and when an open breaker's window ends.
@@ -487,11 +525,20 @@ impl Engine {
             deliveries: TaskTracker::new(),
         });
         let work = self.bus().work();
+        let mut push_functions = PushFunctions::default();
         loop {
             // Register for wakeups before looking, so a commit in between is not missed.
             let woken = work.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
+            if !push_functions.any(self).await {
+                tokio::select! {
+                    () = &mut woken => {}
+                    () = tokio::time::sleep(SAFETY_SWEEP) => {}
+                    () = self.shutdown_token().cancelled() => break,
+                }
+                continue;
+            }
             let next = match dispatcher.dispatch_once().await {
                 Ok(next) => next,
                 Err(e) => {

@@ -326,8 +326,19 @@ macro_rules! exec_store {
             (kind, payload)
         }
 
+        /// A checkpoint renews a lease that would end within two thirds of the TTL (the TTL
+        /// being `lease_expires_at - now`); a fresher lease is left as it is, which spares the
+        /// job row (and all its index entries) a rewrite on most steps.
+        fn lease_renewal_threshold(
+            now: $crate::store::time::Ts,
+            lease_expires_at: $crate::store::time::Ts,
+        ) -> $crate::store::time::Ts {
+            let ttl = lease_expires_at.0 - now.0;
+            $crate::store::time::Ts(now.0 + ttl * 2 / 3)
+        }
+
         /// Applies step checkpoints set-wise: one statement finds the dispatches whose fence
-        /// holds, one renews their leases, one upserts every step, one appends every history
+        /// holds, one renews the leases that need it, one upserts every step, one appends every history
         /// entry (in report order). The rows are those `apply_report` writes one by one.
         async fn apply_checkpoints(
             conn: &mut Conn,
@@ -343,18 +354,24 @@ macro_rules! exec_store {
                     "lease_token": r.fence.lease_token,
                 }))
                 .collect();
-            let rows: Vec<(String, String, String, i32)> = sqlx::query_as(xsql!("checkpoint_fences"))
-                .bind(sqlx::types::Json(&fences))
-                .fetch_all(&mut *conn)
-                .await?;
+            let rows: Vec<(String, String, String, i32, Option<$crate::store::time::Ts>)> =
+                sqlx::query_as(xsql!("checkpoint_fences"))
+                    .bind(sqlx::types::Json(&fences))
+                    .fetch_all(&mut *conn)
+                    .await?;
             let accepted: std::collections::HashMap<&str, (&str, &str, i32)> = rows
                 .iter()
-                .map(|(d, run, env, attempt)| (d.as_str(), (run.as_str(), env.as_str(), *attempt)))
+                .map(|(d, run, env, attempt, _)| (d.as_str(), (run.as_str(), env.as_str(), *attempt)))
                 .collect();
-            if !accepted.is_empty() {
-                let ids: Vec<&str> = accepted.keys().copied().collect();
+            let renew_below = lease_renewal_threshold(now, lease_expires_at);
+            let renew: Vec<&str> = rows
+                .iter()
+                .filter(|(.., lease)| lease.is_none_or(|l| l < renew_below))
+                .map(|(_, run, ..)| run.as_str())
+                .collect();
+            if !renew.is_empty() {
                 sqlx::query(xsql!("checkpoint_leases"))
-                    .bind(sqlx::types::Json(&ids))
+                    .bind(sqlx::types::Json(&renew))
                     .bind(lease_expires_at)
                     .execute(&mut *conn)
                     .await?;
@@ -450,7 +467,12 @@ macro_rules! exec_store {
             let mut effects = $crate::store::model::Effects::default();
             match &report.outcome {
                 ReportOutcome::Progress => {
-                    sqlx::query(xsql!("extend_lease")).bind(run.as_str()).bind(lease_expires_at).execute(&mut *conn).await?;
+                    sqlx::query(xsql!("checkpoint_lease"))
+                        .bind(run.as_str())
+                        .bind(lease_expires_at)
+                        .bind(lease_renewal_threshold(now, lease_expires_at))
+                        .execute(&mut *conn)
+                        .await?;
                 }
                 ReportOutcome::Completed { output } => {
                     effects.merge(end_run(&mut *conn, &env, &run, RunStatus::Completed, Some(output), None, now).await?);
@@ -739,7 +761,7 @@ macro_rules! exec_store {
                 let checkpoints: Vec<usize> = (0..reports.len())
                     .filter(|&i| matches!(reports[i].outcome, ReportOutcome::Progress))
                     .collect();
-                if checkpoints.len() > 1 {
+                if !checkpoints.is_empty() {
                     let batch: Vec<&$crate::domain::job::JobReport> = checkpoints.iter().map(|&i| &reports[i]).collect();
                     let applied = apply_checkpoints(&mut tx, &batch, lease_expires_at, now).await?;
                     for (i, outcome) in checkpoints.iter().zip(applied) {

@@ -38,6 +38,9 @@ pub trait PushStore {
         limit: i64,
     ) -> Result<Vec<(EnvId, FunctionId, FunctionDefinition)>, StoreError>;
 
+    /// Whether any function (in any environment) is served in push mode.
+    async fn push_functions_exist(&self) -> Result<bool, StoreError>;
+
     async fn breaker_get(&self, at: BreakerRef<'_>) -> Result<Option<BreakerRecord>, StoreError>;
 
     /// Whether requests may go out now; half-opens an open breaker whose window passed and
@@ -233,6 +236,12 @@ macro_rules! push_store {
                         )
                     })
                     .collect())
+            }
+
+            async fn push_functions_exist(&self) -> Result<bool, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar(psql!("push_functions_exist"))
+                    .fetch_one(self.reader())
+                    .await?)
             }
 
             async fn breaker_get(
