@@ -71,8 +71,9 @@ impl Engine {
         self.store().report_job(report, lease_expires_at).await
     }
 
-    /// The committers: one on SQLite (one writer anyway), a few on Postgres so one batch's
-    /// round trips overlap another's commit.
+    /// The committers: one on SQLite (one writer anyway), two on Postgres so one batch's
+    /// round trips overlap another's commit. Measured on `ironflow bench` (2 cores, C = 32):
+    /// 2 gave ~10% more steps/s than 4 (bigger batches, fewer statements per step), 16 half.
     pub(crate) fn spawn_report_committers(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let count = match self.store().backend() {
             Backend::Sqlite => 1,
