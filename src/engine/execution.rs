@@ -194,10 +194,14 @@ impl Engine {
             changed.as_mut().enable();
             let read_at = tokio::time::Instant::now();
             let next = self.store().next_due().await.ok().flatten();
-            let pause = next
-                .and_then(|t| (t.0 - chrono::Utc::now()).to_std().ok())
-                .map_or(SAFETY_SWEEP, |d| d.min(SAFETY_SWEEP));
-            let wake_at = read_at + pause;
+            // An instant that passed while it was being read is due now, not in a sweep's time.
+            let pause = next.map_or(SAFETY_SWEEP, |t| {
+                (t.0 - chrono::Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .min(SAFETY_SWEEP)
+            });
+            let wake_at = tokio::time::Instant::now() + pause;
             // A schedule change only moves the wake-up time; the sweep runs when a timer is due.
             // Under load every commit is a change: the schedule is read again at most every
             // SCHEDULE_REREAD (a timer set meanwhile fires at most that late), not per commit.

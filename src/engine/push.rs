@@ -546,9 +546,13 @@ impl Engine {
                     None
                 }
             };
-            let pause = next
-                .and_then(|t| (t.0 - chrono::Utc::now()).to_std().ok())
-                .map_or(SAFETY_SWEEP, |d| d.min(SAFETY_SWEEP));
+            // An instant that passed while it was being read is due now, not in a sweep's time.
+            let pause = next.map_or(SAFETY_SWEEP, |t| {
+                (t.0 - chrono::Utc::now())
+                    .to_std()
+                    .unwrap_or(Duration::ZERO)
+                    .min(SAFETY_SWEEP)
+            });
             tokio::select! {
                 () = &mut woken => {}
                 () = dispatcher.finished.notified() => {}
