@@ -154,4 +154,18 @@ mod tests {
         assert!(a < b, "{a} should sort before {b}");
         assert!(RunId::parse(a.as_str()).is_ok());
     }
+
+    proptest::proptest! {
+        /// Ids parse or are refused with an error, never a panic; accepted ones round-trip.
+        #[test]
+        fn ids_never_panic(text in "\\PC{0,300}") {
+            if let Ok(id) = RunId::parse(&text) {
+                proptest::prop_assert_eq!(RunId::parse(id.as_str()).ok(), Some(id));
+            }
+            if let Ok(id) = FunctionId::parse(&text) {
+                proptest::prop_assert_eq!(FunctionId::parse(id.as_str()).ok(), Some(id));
+            }
+            let _ = EventId::parse(&text);
+        }
+    }
 }

@@ -22,45 +22,35 @@ async fn join(socket: &mut Socket, group: &str, pattern: &str) -> Value {
     next_frame(socket).await
 }
 
-async fn pubsub(server: &TestServer, method: &str, body: Value) -> (u16, Value) {
-    let response = server
-        .post(&format!("/ironflow.v1.PubSubService/{method}"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("sent");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn publish(server: &TestServer, topic: &str, data: Value) -> String {
-    let (status, body) = pubsub(server, "Publish", json!({"topic": topic, "data": data})).await;
+    let (status, body) = (*server)
+        .pubsub_json("Publish", json!({"topic": topic, "data": data}))
+        .await;
     assert_eq!(status, 200, "{body}");
     body["eventId"].as_str().expect("eventId").to_owned()
 }
 
 async fn group_crud(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let (status, created) = pubsub(
-        &server,
-        "CreateConsumerGroup",
-        json!({"name": "billing", "pattern": "orders.*", "ackMode": "ACK_MODE_MANUAL",
+    let (status, created) = server
+        .pubsub_json(
+            "CreateConsumerGroup",
+            json!({"name": "billing", "pattern": "orders.*", "ackMode": "ACK_MODE_MANUAL",
                "maxRedeliveries": 3, "metadata": {"team": "payments"}}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(status, 200, "{created}");
     assert_eq!(created["pattern"], "orders.*");
     assert_eq!(created["maxRedeliveries"], 3);
     assert_eq!(created["maxInflight"], 100, "zero takes the default");
     assert_eq!(created["status"], "CONSUMER_GROUP_STATUS_ACTIVE");
 
-    let (status, again) = pubsub(
-        &server,
-        "CreateConsumerGroup",
-        json!({"name": "billing", "pattern": "x"}),
-    )
-    .await;
+    let (status, again) = server
+        .pubsub_json(
+            "CreateConsumerGroup",
+            json!({"name": "billing", "pattern": "x"}),
+        )
+        .await;
     assert_eq!(status, 409, "{again}");
     assert_eq!(again["code"], "already_exists");
 
@@ -77,7 +67,9 @@ async fn group_crud(backend: Backend) {
             "max_inflight",
         ),
     ] {
-        let (status, err) = pubsub(&server, "CreateConsumerGroup", body.clone()).await;
+        let (status, err) = server
+            .pubsub_json("CreateConsumerGroup", body.clone())
+            .await;
         assert_eq!(status, 400, "{body} → {err}");
         assert_eq!(err["code"], "invalid_argument");
         assert!(
@@ -86,9 +78,7 @@ async fn group_crud(backend: Backend) {
         );
     }
 
-    let (status, updated) = pubsub(
-        &server,
-        "UpdateConsumerGroup",
+    let (status, updated) = server.pubsub_json("UpdateConsumerGroup",
         json!({"group": {"name": "billing", "status": "CONSUMER_GROUP_STATUS_PAUSED", "maxInflight": 5},
                "updateMask": "status"}),
     )
@@ -98,14 +88,20 @@ async fn group_crud(backend: Backend) {
     assert_eq!(updated["maxInflight"], 100, "outside the mask: unchanged");
     assert_eq!(updated["pattern"], "orders.*");
 
-    let (_, listed) = pubsub(&server, "ListConsumerGroups", json!({})).await;
+    let (_, listed) = server.pubsub_json("ListConsumerGroups", json!({})).await;
     assert_eq!(listed["groups"].as_array().map(Vec::len), Some(1));
-    let (_, got) = pubsub(&server, "GetConsumerGroup", json!({"name": "billing"})).await;
+    let (_, got) = server
+        .pubsub_json("GetConsumerGroup", json!({"name": "billing"}))
+        .await;
     assert_eq!(got["metadata"]["team"], "payments");
 
-    let (status, _) = pubsub(&server, "DeleteConsumerGroup", json!({"name": "billing"})).await;
+    let (status, _) = server
+        .pubsub_json("DeleteConsumerGroup", json!({"name": "billing"}))
+        .await;
     assert_eq!(status, 200);
-    let (status, missing) = pubsub(&server, "GetConsumerGroup", json!({"name": "billing"})).await;
+    let (status, missing) = server
+        .pubsub_json("GetConsumerGroup", json!({"name": "billing"}))
+        .await;
     assert_eq!(status, 404, "{missing}");
     let history = common::raw_count(
         &server.url,
@@ -119,12 +115,12 @@ async fn group_crud(backend: Backend) {
 /// Three members share 300 messages: every message reaches exactly one member.
 async fn members_share_messages(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let (status, body) = pubsub(
-        &server,
-        "CreateConsumerGroup",
-        json!({"name": "workers", "pattern": "jobs.>", "maxInflight": 20}),
-    )
-    .await;
+    let (status, body) = server
+        .pubsub_json(
+            "CreateConsumerGroup",
+            json!({"name": "workers", "pattern": "jobs.>", "maxInflight": 20}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let mut members = Vec::new();
     for _ in 0..3 {
@@ -201,12 +197,12 @@ async fn members_share_messages(backend: Backend) {
 /// never delivered again; a terminated message is never delivered again either.
 async fn nak_redelivery_and_dead_letters(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let (status, body) = pubsub(
-        &server,
-        "CreateConsumerGroup",
-        json!({"name": "retrying", "pattern": "tasks", "maxRedeliveries": 1}),
-    )
-    .await;
+    let (status, body) = server
+        .pubsub_json(
+            "CreateConsumerGroup",
+            json!({"name": "retrying", "pattern": "tasks", "maxRedeliveries": 1}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let mut socket = connect(&server).await;
     assert_eq!(
@@ -345,12 +341,12 @@ impl Frames {
 
 async fn connect_stream_and_ack_event(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let (status, body) = pubsub(
-        &server,
-        "CreateConsumerGroup",
-        json!({"name": "streamed", "pattern": "s.*"}),
-    )
-    .await;
+    let (status, body) = server
+        .pubsub_json(
+            "CreateConsumerGroup",
+            json!({"name": "streamed", "pattern": "s.*"}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
 
     let missing = server
@@ -403,9 +399,7 @@ async fn connect_stream_and_ack_event(backend: Backend) {
         } else {
             "ACK_TYPE_ACK"
         };
-        let (status, body) = pubsub(
-            &server,
-            "AckEvent",
+        let (status, body) = server.pubsub_json("AckEvent",
             json!({"groupName": "streamed", "consumerId": "c1", "eventId": id, "ackType": ack_type}),
         )
         .await;
@@ -414,12 +408,12 @@ async fn connect_stream_and_ack_event(backend: Backend) {
     let (_, again) = frames.next().await;
     assert_eq!(again["eventId"], nak_id.as_str());
     assert_eq!(again["deliveryAttempt"], 2);
-    let (status, body) = pubsub(
-        &server,
-        "AckEvent",
-        json!({"groupName": "streamed", "eventId": "unknown", "ackType": "ACK_TYPE_ACK"}),
-    )
-    .await;
+    let (status, body) = server
+        .pubsub_json(
+            "AckEvent",
+            json!({"groupName": "streamed", "eventId": "unknown", "ackType": "ACK_TYPE_ACK"}),
+        )
+        .await;
     assert_eq!(status, 404, "{body}");
     server.stop().await;
 }
@@ -430,12 +424,12 @@ async fn connect_stream_and_ack_event(backend: Backend) {
 async fn members_on_two_nodes() {
     let first = TestServer::start(Backend::Postgres).await;
     let second = first.second_node().await;
-    let (status, body) = pubsub(
-        &first,
-        "CreateConsumerGroup",
-        json!({"name": "spread", "pattern": "n.*"}),
-    )
-    .await;
+    let (status, body) = first
+        .pubsub_json(
+            "CreateConsumerGroup",
+            json!({"name": "spread", "pattern": "n.*"}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let mut remote = connect_to(&second.local_addr.to_string(), &first.key).await;
     assert_eq!(join(&mut remote, "spread", "n.*").await["success"], true);

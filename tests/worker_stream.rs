@@ -421,6 +421,12 @@ async fn reports_share_one_transaction(backend: Backend) {
     w.credit(3).await;
     let jobs = [w.next_job().await, w.next_job().await, w.next_job().await];
     let store = ironflow::store::open(&server.url).await.expect("store");
+    let env = store
+        .default_environment()
+        .await
+        .expect("read")
+        .expect("bootstrapped")
+        .id;
     let reports: Vec<JobReport> = jobs
         .iter()
         .enumerate()
@@ -429,6 +435,8 @@ async fn reports_share_one_transaction(backend: Backend) {
             JobReport {
                 dispatch_id: fence.job_id,
                 fence: Fence {
+                    env_id: env.clone(),
+                    worker_id: "w5".into(),
                     execution_seq: fence.execution_seq,
                     // The middle one carries a wrong lease token.
                     lease_token: if i == 1 {

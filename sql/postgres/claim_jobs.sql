@@ -1,7 +1,7 @@
--- Due work and expired leases, oldest first; SKIP LOCKED lets many dispatchers claim at once.
--- Queued jobs and expired leases are read apart, each in the order of its partial index
--- (jobs_claimable, jobs_expired_leases), so a claim reads about $4 rows however long the
--- queue is; one OR over both states made Postgres scan and sort the whole queue.
+-- Due work, oldest first; SKIP LOCKED lets many dispatchers claim at once. A claim reads the
+-- queue in the order of its partial index (jobs_claimable), so it reads about $4 rows however
+-- long the queue is. Expired leases are not claimed here: the timer turns each into a failed
+-- attempt first (LEASE_EXPIRED), which queues the run again under its retry policy.
 WITH allowed AS (
     -- The worker's functions ($2) of the dispatch mode ($7): pull workers get pull functions'
     -- jobs, the push dispatcher push functions' jobs.
@@ -9,26 +9,14 @@ WITH allowed AS (
     WHERE f.env_id = $1
       AND f.id IN (SELECT jsonb_array_elements_text($2::jsonb))
       AND COALESCE(f.definition->>'mode', 'pull') = $7
-), queued AS (
-    SELECT run_id, due_at, seq
+), due AS (
+    SELECT run_id
     FROM jobs
     WHERE env_id = $1 AND state = 'queued' AND due_at <= $3
       AND function_id = ANY(ARRAY(SELECT id FROM allowed))
     ORDER BY due_at, seq
     LIMIT $4
     FOR UPDATE SKIP LOCKED
-), expired AS (
-    SELECT run_id, due_at, seq
-    FROM jobs
-    WHERE env_id = $1 AND state = 'leased' AND lease_expires_at <= $3
-      AND function_id = ANY(ARRAY(SELECT id FROM allowed))
-    ORDER BY lease_expires_at
-    LIMIT $4
-    FOR UPDATE SKIP LOCKED
-), due AS (
-    SELECT run_id FROM (SELECT * FROM queued UNION ALL SELECT * FROM expired) d
-    ORDER BY due_at, seq
-    LIMIT $4
 )
 UPDATE jobs j
 SET state = 'leased',

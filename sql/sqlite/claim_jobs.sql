@@ -1,4 +1,6 @@
--- Due work and expired leases, oldest first (one writer: no row locks needed).
+-- Due work, oldest first (one writer: no row locks needed), in the order of the
+-- jobs_claimable index. Expired leases are not claimed here: the timer turns each into a
+-- failed attempt first (LEASE_EXPIRED), which queues the run again under its retry policy.
 UPDATE jobs
 SET state = 'leased',
     execution_seq = execution_seq + 1,
@@ -9,11 +11,10 @@ SET state = 'leased',
 WHERE run_id IN (
     SELECT run_id
     FROM jobs
-    WHERE env_id = ?1
+    WHERE env_id = ?1 AND state = 'queued' AND due_at <= ?3
       AND function_id IN (SELECT value FROM json_each(?2))
       -- Pull workers get pull functions' jobs, the push dispatcher push functions' jobs (?7).
       AND function_id IN (SELECT f.id FROM functions f WHERE f.env_id = ?1 AND COALESCE(json_extract(f.definition, '$.mode'), 'pull') = ?7)
-      AND ((state = 'queued' AND due_at <= ?3) OR (state = 'leased' AND lease_expires_at <= ?3))
     ORDER BY due_at, seq
     LIMIT ?4
 )

@@ -91,14 +91,7 @@ impl Authenticator {
         query_token: Option<&str>,
         query_env: Option<&str>,
     ) -> Result<RequestContext, ApiError> {
-        let env_name = ENV_HEADERS
-            .iter()
-            .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
-            .or(query_env)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .unwrap_or("default")
-            .to_owned();
+        let env_name = environment_name(headers, query_env)?;
         let (project, role, key_id) = if self.dev_mode {
             let default = self.store.default_environment().await?.ok_or_else(|| {
                 ApiError::unauthenticated(
@@ -167,6 +160,29 @@ fn remember<K: std::hash::Hash + Eq, V>(map: &TtlCache<K, V>, key: K, value: V) 
         map.clear();
     }
     map.insert(key, (Instant::now(), value));
+}
+
+/// The environment the request names (header, else `?env=`, else `default`). A header that is
+/// not visible ASCII is refused: it used to be skipped silently and `default` served instead.
+fn environment_name(headers: &HeaderMap, query_env: Option<&str>) -> Result<String, ApiError> {
+    let mut named = None;
+    for header in ENV_HEADERS {
+        if let Some(value) = headers.get(header) {
+            let text = value.to_str().map_err(|_| {
+                ApiError::invalid(format!(
+                    "the {header} header must be an environment name or id in ASCII"
+                ))
+            })?;
+            named = named.or(Some(text));
+        }
+    }
+    let name = named
+        .or(query_env)
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .unwrap_or("default");
+    crate::domain::storable::check_text("environment", name)?;
+    Ok(name.to_owned())
 }
 
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {

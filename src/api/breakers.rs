@@ -2,7 +2,7 @@
 //! `BreakerState`: list the environment's breakers, reset one by key.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use serde_json::Value;
 
 use crate::engine::breaker_document;
@@ -11,6 +11,7 @@ use crate::tenancy::Permission;
 use super::AppState;
 use super::auth::RequestContext;
 use super::error::ApiError;
+use super::extract::PathParams;
 
 /// `GET /api/v1/circuit-breakers`: every breaker of the environment (a JSON array).
 pub async fn list(
@@ -28,7 +29,7 @@ pub async fn list(
 pub async fn reset(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(key): Path<String>,
+    PathParams(key): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     ctx.require(Permission::Write)?;
     let record = state.engine.reset_breaker(&ctx.env, &key).await?;

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -15,7 +15,10 @@ use serde::de::DeserializeOwned;
 use super::AppState;
 use super::auth::RequestContext;
 use super::error::{ApiError, Code};
+use super::extract::Body;
+use super::extract::PathParams;
 use super::ironflow_rpc;
+use crate::domain::storable::check_json;
 
 /// How a Connect message is encoded on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,30 +65,42 @@ pub struct Unary {
 }
 
 impl Unary {
-    pub fn decode<T: prost::Message + Default + DeserializeOwned>(&self) -> Result<T, ApiError> {
-        match self.codec {
-            Codec::Proto => T::decode(self.body.as_ref())
-                .map_err(|e| ApiError::invalid(format!("malformed protobuf request: {e}"))),
-            Codec::Json if self.body.iter().all(u8::is_ascii_whitespace) => Ok(T::default()),
-            Codec::Json => serde_json::from_slice(&self.body)
-                .map_err(|e| ApiError::invalid(format!("malformed JSON request: {e}"))),
-        }
+    /// Decodes the request; a malformed message, or one carrying U+0000 in any string, is a
+    /// 400 naming the problem.
+    pub fn decode<T: prost::Message + Default + DeserializeOwned + Serialize>(
+        &self,
+    ) -> Result<T, ApiError> {
+        self.decode_adjusted(|_| {})
     }
 
     /// Like [`decode`](Self::decode), first rewriting a JSON body (for well-known types whose
     /// canonical JSON form the generated code does not read, such as `FieldMask` strings).
-    pub fn decode_adjusted<T: prost::Message + Default + DeserializeOwned>(
+    pub fn decode_adjusted<T: prost::Message + Default + DeserializeOwned + Serialize>(
         &self,
         adjust: fn(&mut serde_json::Value),
     ) -> Result<T, ApiError> {
-        if self.codec == Codec::Proto || self.body.iter().all(u8::is_ascii_whitespace) {
-            return self.decode();
+        match self.codec {
+            Codec::Proto => {
+                let message = T::decode(self.body.as_ref())
+                    .map_err(|e| ApiError::invalid(format!("malformed protobuf request: {e}")))?;
+                check_message(&message)?;
+                Ok(message)
+            }
+            Codec::Json if self.body.iter().all(u8::is_ascii_whitespace) => Ok(T::default()),
+            Codec::Json => {
+                let mut value: serde_json::Value = serde_json::from_slice(&self.body)
+                    .map_err(|e| ApiError::invalid(format!("malformed JSON request: {e}")))?;
+                if !value.is_object() {
+                    return Err(ApiError::invalid(
+                        "malformed JSON request: a message must be a JSON object",
+                    ));
+                }
+                check_json("", &value)?;
+                adjust(&mut value);
+                serde_json::from_value(value)
+                    .map_err(|e| ApiError::invalid(format!("malformed JSON request: {e}")))
+            }
         }
-        let mut value: serde_json::Value = serde_json::from_slice(&self.body)
-            .map_err(|e| ApiError::invalid(format!("malformed JSON request: {e}")))?;
-        adjust(&mut value);
-        serde_json::from_value(value)
-            .map_err(|e| ApiError::invalid(format!("malformed JSON request: {e}")))
     }
 
     pub fn encode<T: prost::Message + Serialize>(&self, message: &T) -> Response {
@@ -113,10 +128,20 @@ impl Unary {
     }
 }
 
+/// Refuses a decoded message that carries U+0000 in any string (Postgres cannot store it); the
+/// error names the field as proto-JSON spells it.
+pub fn check_message<T: Serialize>(message: &T) -> Result<(), ApiError> {
+    let value = serde_json::to_value(message).map_err(|e| {
+        tracing::error!(error = %e, "re-encoding a decoded request as JSON");
+        ApiError::invalid("the request could not be read")
+    })?;
+    Ok(check_json("", &value)?)
+}
+
 /// Decodes, runs `handler` and encodes the answer in the request's codec.
 pub async fn respond<Req, Resp, F, Fut>(unary: &Unary, handler: F) -> Response
 where
-    Req: prost::Message + Default + DeserializeOwned,
+    Req: prost::Message + Default + DeserializeOwned + Serialize,
     Resp: prost::Message + Serialize,
     F: FnOnce(Req) -> Fut,
     Fut: Future<Output = Result<Resp, ApiError>>,
@@ -134,10 +159,10 @@ where
 /// `POST /ironflow.v1.IronflowService/{method}`.
 pub async fn ironflow_service(
     State(state): State<AppState>,
-    Path(method): Path<String>,
+    PathParams(method): PathParams<String>,
     ctx: RequestContext,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Response {
     let unary = match prepare(&headers, body, state.max_request_bytes) {
         Ok(u) => u,

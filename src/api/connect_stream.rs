@@ -105,16 +105,19 @@ impl StreamRequest {
         Ok(Self { codec, message })
     }
 
-    pub fn decode<T: prost::Message + Default + DeserializeOwned>(&self) -> Result<T, ApiError> {
-        match self.codec {
+    /// Decodes the request message; malformed, or carrying U+0000 in a string, is a 400.
+    pub fn decode<T: prost::Message + Default + DeserializeOwned + serde::Serialize>(
+        &self,
+    ) -> Result<T, ApiError> {
+        let message: T = match self.codec {
             StreamCodec::Proto => T::decode(self.message.as_ref())
-                .map_err(|e| ApiError::invalid(format!("malformed protobuf request: {e}"))),
-            StreamCodec::Json if self.message.iter().all(u8::is_ascii_whitespace) => {
-                Ok(T::default())
-            }
+                .map_err(|e| ApiError::invalid(format!("malformed protobuf request: {e}")))?,
+            StreamCodec::Json if self.message.iter().all(u8::is_ascii_whitespace) => T::default(),
             StreamCodec::Json => serde_json::from_slice(&self.message)
-                .map_err(|e| ApiError::invalid(format!("malformed JSON request: {e}"))),
-        }
+                .map_err(|e| ApiError::invalid(format!("malformed JSON request: {e}")))?,
+        };
+        super::connect::check_message(&message)?;
+        Ok(message)
     }
 
     /// The response (headers now, body as the sink is fed) and the sink to feed it.

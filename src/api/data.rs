@@ -2,7 +2,7 @@
 //! never out.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -16,6 +16,7 @@ use super::AppState;
 use super::auth::RequestContext;
 use super::error::ApiError;
 use super::extract::JsonBody;
+use super::extract::PathParams;
 use super::kv::condition;
 
 fn config_json(c: &ConfigRecord) -> Value {
@@ -40,7 +41,7 @@ pub async fn list_configs(
 pub async fn get_config(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     ctx.require(Permission::Read)?;
     Ok(Json(config_json(
@@ -71,7 +72,7 @@ async fn write_config(
 pub async fn set_config(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
@@ -83,7 +84,7 @@ pub async fn set_config(
 pub async fn patch_config(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
@@ -95,7 +96,7 @@ pub async fn patch_config(
 pub async fn delete_config(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let _deleted = write_config(&state, &ctx, &name, &headers, ConfigChange::Delete).await?;
@@ -150,7 +151,7 @@ pub async fn list_secrets(
 pub async fn get_secret(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     ctx.require(Permission::Read)?;
     Ok(Json(secret_json(
@@ -169,7 +170,7 @@ pub struct UpdateSecret {
 pub async fn update_secret(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
     JsonBody(b): JsonBody<UpdateSecret>,
 ) -> Result<Json<Value>, ApiError> {
     ctx.require(Permission::Write)?;
@@ -192,7 +193,7 @@ pub struct PatchSecret {
 pub async fn patch_secret(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
     JsonBody(b): JsonBody<PatchSecret>,
 ) -> Result<Json<Value>, ApiError> {
     ctx.require(Permission::Write)?;
@@ -211,7 +212,7 @@ pub async fn patch_secret(
 pub async fn delete_secret(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(name): Path<String>,
+    PathParams(name): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     ctx.require(Permission::Write)?;
     state.engine.secret_delete(&ctx.env, &name).await?;

@@ -72,6 +72,8 @@ pub struct ApiError {
     pub message: String,
     /// A protocol code workers act on (`STALE_EXECUTION`), sent as the `error` field.
     pub fence_code: Option<&'static str>,
+    /// The same request may succeed later (sent as `"retryable": true`, with `Retry-After`).
+    pub retryable: bool,
 }
 
 impl ApiError {
@@ -81,6 +83,7 @@ impl ApiError {
             code,
             message: message.into(),
             fence_code: None,
+            retryable: false,
         }
     }
 
@@ -118,20 +121,32 @@ impl ApiError {
 
     fn from_store(err: &StoreError) -> Self {
         match err {
-            StoreError::Unavailable(_) => {
+            StoreError::Unavailable(_) | StoreError::Contention(_) => {
                 tracing::warn!(error = %err, "store unavailable");
-                Self::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Code::Unavailable,
-                    "the database is unavailable; retry shortly",
-                )
+                Self {
+                    retryable: true,
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Code::Unavailable,
+                        "the database is unavailable or busy; retry shortly",
+                    )
+                }
             }
             StoreError::Conflict(_) => {
                 tracing::info!(error = %err, "write conflict");
-                Self::new(
-                    StatusCode::CONFLICT,
-                    Code::Aborted,
-                    "a concurrent change conflicted with this request; retry it",
+                Self {
+                    retryable: true,
+                    ..Self::new(
+                        StatusCode::CONFLICT,
+                        Code::Aborted,
+                        "a concurrent change conflicted with this request; retry it",
+                    )
+                }
+            }
+            StoreError::Invalid(_) => {
+                tracing::info!(error = %err, "value refused by the database");
+                Self::invalid(
+                    "a value in this request cannot be stored (U+0000 or invalid text); nothing was written",
                 )
             }
             StoreError::Corrupt(_) | StoreError::Internal(_) => {
@@ -176,6 +191,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::domain::storable::NulError> for ApiError {
+    fn from(err: crate::domain::storable::NulError) -> Self {
+        Self::invalid(err.to_string())
+    }
+}
+
 impl From<IdError> for ApiError {
     fn from(err: IdError) -> Self {
         Self::invalid(err.to_string())
@@ -184,11 +205,15 @@ impl From<IdError> for ApiError {
 
 impl ApiError {
     pub fn body(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut body = serde_json::json!({
             "code": self.code.as_str(),
             "message": self.message,
             "error": self.fence_code.unwrap_or(&self.message),
-        })
+        });
+        if self.retryable {
+            body["retryable"] = true.into();
+        }
+        body
     }
 }
 
@@ -200,6 +225,96 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.retryable && self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
+}
+
+impl Code {
+    /// The code of an HTTP error status produced outside our handlers.
+    pub fn for_status(status: StatusCode) -> Self {
+        match status.as_u16() {
+            401 => Self::Unauthenticated,
+            403 => Self::PermissionDenied,
+            404 => Self::NotFound,
+            405 | 501 => Self::Unimplemented,
+            408 | 504 => Self::DeadlineExceeded,
+            409 => Self::Aborted,
+            412 | 428 => Self::FailedPrecondition,
+            413 | 429 => Self::ResourceExhausted,
+            503 => Self::Unavailable,
+            s if s >= 500 => Self::Internal,
+            _ => Self::InvalidArgument,
+        }
+    }
+}
+
+/// Error bodies larger than this are not read back (ours are a few hundred bytes).
+const FOREIGN_ERROR_BODY: usize = 16 * 1024;
+
+/// Middleware, outermost: an error answer that is not JSON (axum's own rejections, a 405, a
+/// layer's refusal) becomes the documented JSON body with the same status and headers. The
+/// text of a 4xx is kept as the message; a 5xx's is logged and replaced by a generic one.
+pub async fn json_error_bodies(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.to_ascii_lowercase();
+            ct.starts_with("application/json") || ct.starts_with("application/grpc")
+        });
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, FOREIGN_ERROR_BODY)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_owned();
+    let reason = status.canonical_reason().unwrap_or("error").to_owned();
+    let message = if status.is_server_error() {
+        if !text.is_empty() {
+            tracing::error!(status = status.as_u16(), body = %text, "a non-JSON server error was answered");
+        }
+        "internal error; see the server log".to_owned()
+    } else if text.is_empty() {
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => {
+                "this route does not accept that HTTP method".to_owned()
+            }
+            _ => reason.to_lowercase(),
+        }
+    } else {
+        text
+    };
+    let rebuilt = ApiError::new(status, Code::for_status(status), message).into_response();
+    let (new_parts, new_body) = rebuilt.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_ENCODING);
+    for (name, value) in &new_parts.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, new_body)
+}
+
+/// A handler that panicked answers a JSON 500; the panic is logged, the server goes on.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default();
+    tracing::error!(panic = %detail, "a request handler panicked");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Code::Internal,
+        "internal error; see the server log",
+    )
+    .into_response()
 }

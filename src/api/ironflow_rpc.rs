@@ -136,8 +136,16 @@ async fn emit(
     })
 }
 
-fn sync_timeout(timeout_ms: i32) -> std::time::Duration {
-    std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0))
+/// `timeout_ms`: 0 is the server's longest wait; a negative value is refused (it used to be
+/// read as "no timeout" and held the request for the longest wait).
+fn sync_timeout(timeout_ms: i32) -> Result<std::time::Duration, ApiError> {
+    u64::try_from(timeout_ms)
+        .map(std::time::Duration::from_millis)
+        .map_err(|_| {
+            ApiError::invalid(format!(
+                "timeout_ms must not be negative (got {timeout_ms}); 0 waits the longest the server allows"
+            ))
+        })
 }
 
 async fn trigger_sync(
@@ -146,7 +154,7 @@ async fn trigger_sync(
     req: pb::TriggerSyncRequest,
 ) -> Result<pb::TriggerSyncResponse, ApiError> {
     ctx.require(Permission::Write)?;
-    let timeout = sync_timeout(req.timeout_ms);
+    let timeout = sync_timeout(req.timeout_ms)?;
     let event = map::emit_request(
         pb::TriggerRequest {
             event: req.event,
@@ -201,7 +209,7 @@ async fn invoke_function_sync(
     let key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key);
     let outcome = state
         .engine
-        .invoke_sync(&ctx.env, &id, data, key, sync_timeout(req.timeout_ms))
+        .invoke_sync(&ctx.env, &id, data, key, sync_timeout(req.timeout_ms)?)
         .await?;
     Ok(pb::InvokeFunctionSyncResponse {
         result: map::run_results(&outcome).into_iter().next(),

@@ -2,7 +2,7 @@
 //! bodies, base64 values out, `If-None-Match: *` create-only and `If-Match: <revision>` CAS.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -17,6 +17,7 @@ use crate::tenancy::Permission;
 use super::AppState;
 use super::auth::RequestContext;
 use super::error::ApiError;
+use super::extract::PathParams;
 use super::extract::{Body, JsonBody, QueryParams};
 
 #[derive(Deserialize)]
@@ -90,7 +91,7 @@ pub async fn list_buckets(
 pub async fn get_bucket(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(bucket): Path<String>,
+    PathParams(bucket): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
     ctx.require(Permission::Read)?;
     Ok(Json(bucket_json(
@@ -101,7 +102,7 @@ pub async fn get_bucket(
 pub async fn delete_bucket(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(bucket): Path<String>,
+    PathParams(bucket): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
     ctx.require(Permission::Write)?;
     state.engine.kv_delete_bucket(&ctx.env, &bucket).await?;
@@ -132,7 +133,7 @@ pub(super) fn condition(headers: &HeaderMap) -> Result<KvCondition, ApiError> {
 pub async fn put_key(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path((bucket, key)): Path<(String, String)>,
+    PathParams((bucket, key)): PathParams<(String, String)>,
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
@@ -148,7 +149,7 @@ pub async fn put_key(
 pub async fn get_key(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path((bucket, key)): Path<(String, String)>,
+    PathParams((bucket, key)): PathParams<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     ctx.require(Permission::Read)?;
     Ok(Json(entry_json(
@@ -167,7 +168,7 @@ pub struct DeleteParams {
 pub async fn delete_key(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path((bucket, key)): Path<(String, String)>,
+    PathParams((bucket, key)): PathParams<(String, String)>,
     headers: HeaderMap,
     QueryParams(p): QueryParams<DeleteParams>,
 ) -> Result<StatusCode, ApiError> {
@@ -192,7 +193,7 @@ pub struct KeysParams {
 pub async fn list_keys(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(bucket): Path<String>,
+    PathParams(bucket): PathParams<String>,
     QueryParams(p): QueryParams<KeysParams>,
 ) -> Result<Json<Value>, ApiError> {
     ctx.require(Permission::Read)?;
@@ -208,7 +209,7 @@ pub async fn list_keys(
 pub async fn key_history(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path((bucket, key)): Path<(String, String)>,
+    PathParams((bucket, key)): PathParams<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     ctx.require(Permission::Read)?;
     let entries: Vec<Value> = state

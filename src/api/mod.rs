@@ -25,8 +25,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
 use axum::middleware;
-use axum::routing::{get, post, put};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::engine::Engine;
@@ -45,102 +46,325 @@ pub struct AppState {
 /// Room for the request envelope around a maximal event payload.
 const ENVELOPE_BYTES: usize = 64 * 1024;
 
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No key: `/health`, `/ready`, `/metrics`.
+    Public,
+    /// A key, checked by the authentication layer before the handler runs.
+    Key,
+    /// A key, checked by the handler itself (WebSocket upgrades also take `?token=`).
+    KeyInHandler,
+}
+
+/// One route of the router: what the fuzz suite walks and the docs list.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: Method,
+    /// With `{param}` placeholders, as axum writes them.
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// Every HTTP route (REST, Connect services, health), each with its handler. The router is
+/// built from this table and [`routes`] lists it, so the two cannot drift apart.
+fn table() -> Vec<(Route, MethodRouter<AppState>)> {
+    use Access::{Key, KeyInHandler, Public};
+    let route = |method: Method, path: &'static str, access, handler: MethodRouter<AppState>| {
+        (
+            Route {
+                method,
+                path,
+                access,
+            },
+            handler,
+        )
+    };
+    vec![
+        route(Method::GET, "/health", Public, get(system::health)),
+        route(Method::GET, "/ready", Public, get(system::ready)),
+        route(Method::GET, "/metrics", Public, get(system::metrics)),
+        route(Method::GET, "/ws", KeyInHandler, get(ws::ws)),
+        route(
+            Method::GET,
+            "/api/v1/kv/buckets/{bucket}/watch",
+            KeyInHandler,
+            get(watch::watch_kv),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/config/{name}/watch",
+            KeyInHandler,
+            get(watch::watch_config),
+        ),
+        route(Method::POST, "/api/v1/events", Key, post(rest::emit_event)),
+        route(Method::GET, "/api/v1/events", Key, get(rest::list_events)),
+        route(
+            Method::GET,
+            "/api/v1/events/names",
+            Key,
+            get(rest::event_names),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/events/{id}",
+            Key,
+            get(rest::get_event),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/functions",
+            Key,
+            get(rest::list_functions),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/functions/{id}",
+            Key,
+            get(rest::get_function),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/functions/{id}/invoke",
+            Key,
+            post(rest::invoke_function),
+        ),
+        route(Method::GET, "/api/v1/runs", Key, get(rest::list_runs)),
+        route(Method::GET, "/api/v1/runs/{id}", Key, get(rest::get_run)),
+        route(
+            Method::GET,
+            "/api/v1/runs/{id}/steps",
+            Key,
+            get(rest::run_steps),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/runs/{id}/history",
+            Key,
+            get(rest::run_history),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/runs/{id}/cancel",
+            Key,
+            post(rest::cancel_run),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/capabilities",
+            Key,
+            get(system::capabilities),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/kv/buckets",
+            Key,
+            post(kv::create_bucket),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/kv/buckets",
+            Key,
+            get(kv::list_buckets),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/kv/buckets/{bucket}",
+            Key,
+            get(kv::get_bucket),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/kv/buckets/{bucket}",
+            Key,
+            delete(kv::delete_bucket),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/kv/buckets/{bucket}/keys",
+            Key,
+            get(kv::list_keys),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/kv/buckets/{bucket}/keys/{key}",
+            Key,
+            put(kv::put_key),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/kv/buckets/{bucket}/keys/{key}",
+            Key,
+            get(kv::get_key),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/kv/buckets/{bucket}/keys/{key}",
+            Key,
+            delete(kv::delete_key),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/kv/buckets/{bucket}/keys/{key}/history",
+            Key,
+            get(kv::key_history),
+        ),
+        route(Method::GET, "/api/v1/config", Key, get(data::list_configs)),
+        route(
+            Method::GET,
+            "/api/v1/config/{name}",
+            Key,
+            get(data::get_config),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/config/{name}",
+            Key,
+            post(data::set_config),
+        ),
+        route(
+            Method::PATCH,
+            "/api/v1/config/{name}",
+            Key,
+            patch(data::patch_config),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/config/{name}",
+            Key,
+            delete(data::delete_config),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/secrets",
+            Key,
+            post(data::create_secret),
+        ),
+        route(Method::GET, "/api/v1/secrets", Key, get(data::list_secrets)),
+        route(
+            Method::GET,
+            "/api/v1/secrets/{name}",
+            Key,
+            get(data::get_secret),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/secrets/{name}",
+            Key,
+            put(data::update_secret),
+        ),
+        route(
+            Method::PATCH,
+            "/api/v1/secrets/{name}",
+            Key,
+            patch(data::patch_secret),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/secrets/{name}",
+            Key,
+            delete(data::delete_secret),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/circuit-breakers",
+            Key,
+            get(breakers::list),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/circuit-breakers/{key}/reset",
+            Key,
+            post(breakers::reset),
+        ),
+        route(Method::GET, "/api/v1/workers", Key, get(workers::list)),
+        route(
+            Method::POST,
+            "/api/v1/workers/{id}/register",
+            Key,
+            post(workers::register),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/workers/{id}/register",
+            Key,
+            put(workers::register),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/workers/{id}/heartbeat",
+            Key,
+            post(workers::heartbeat),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/workers/{id}/heartbeat",
+            Key,
+            put(workers::heartbeat),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/workers/{id}/jobs",
+            Key,
+            get(workers::poll),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/workers/{id}/jobs/{job}/ack",
+            Key,
+            put(workers::ack),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/workers/{id}/jobs/{job}",
+            Key,
+            put(workers::report),
+        ),
+        route(
+            Method::POST,
+            "/ironflow.v1.IronflowService/{method}",
+            Key,
+            post(connect::ironflow_service),
+        ),
+        route(
+            Method::POST,
+            "/ironflow.v1.PubSubService/{method}",
+            Key,
+            post(pubsub_rpc::pubsub_service),
+        ),
+    ]
+}
+
+/// Every HTTP route the router serves (gRPC's `WorkerService` aside), from the same table.
+pub fn routes() -> Vec<Route> {
+    table().into_iter().map(|(route, _)| route).collect()
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.max_request_bytes;
-    let protected = Router::new()
-        .route(
-            "/api/v1/events",
-            post(rest::emit_event).get(rest::list_events),
-        )
-        .route("/api/v1/events/names", get(rest::event_names))
-        .route("/api/v1/events/{id}", get(rest::get_event))
-        .route("/api/v1/functions", get(rest::list_functions))
-        .route("/api/v1/functions/{id}", get(rest::get_function))
-        .route("/api/v1/functions/{id}/invoke", post(rest::invoke_function))
-        .route("/api/v1/runs", get(rest::list_runs))
-        .route("/api/v1/runs/{id}", get(rest::get_run))
-        .route("/api/v1/runs/{id}/steps", get(rest::run_steps))
-        .route("/api/v1/runs/{id}/history", get(rest::run_history))
-        .route("/api/v1/runs/{id}/cancel", post(rest::cancel_run))
-        .route("/api/v1/capabilities", get(system::capabilities))
-        .route(
-            "/api/v1/kv/buckets",
-            post(kv::create_bucket).get(kv::list_buckets),
-        )
-        .route(
-            "/api/v1/kv/buckets/{bucket}",
-            get(kv::get_bucket).delete(kv::delete_bucket),
-        )
-        .route("/api/v1/kv/buckets/{bucket}/keys", get(kv::list_keys))
-        .route(
-            "/api/v1/kv/buckets/{bucket}/keys/{key}",
-            put(kv::put_key).get(kv::get_key).delete(kv::delete_key),
-        )
-        .route(
-            "/api/v1/kv/buckets/{bucket}/keys/{key}/history",
-            get(kv::key_history),
-        )
-        .route("/api/v1/config", get(data::list_configs))
-        .route(
-            "/api/v1/config/{name}",
-            get(data::get_config)
-                .post(data::set_config)
-                .patch(data::patch_config)
-                .delete(data::delete_config),
-        )
-        .route(
-            "/api/v1/secrets",
-            post(data::create_secret).get(data::list_secrets),
-        )
-        .route(
-            "/api/v1/secrets/{name}",
-            get(data::get_secret)
-                .put(data::update_secret)
-                .patch(data::patch_secret)
-                .delete(data::delete_secret),
-        )
-        .route("/api/v1/circuit-breakers", get(breakers::list))
-        .route(
-            "/api/v1/circuit-breakers/{key}/reset",
-            post(breakers::reset),
-        )
-        .route("/api/v1/workers", get(workers::list))
-        .route(
-            "/api/v1/workers/{id}/register",
-            post(workers::register).put(workers::register),
-        )
-        .route(
-            "/api/v1/workers/{id}/heartbeat",
-            post(workers::heartbeat).put(workers::heartbeat),
-        )
-        .route("/api/v1/workers/{id}/jobs", get(workers::poll))
-        .route("/api/v1/workers/{id}/jobs/{job}/ack", put(workers::ack))
-        .route("/api/v1/workers/{id}/jobs/{job}", put(workers::report))
-        .route(
-            "/ironflow.v1.IronflowService/{method}",
-            post(connect::ironflow_service),
-        )
-        .route(
-            "/ironflow.v1.PubSubService/{method}",
-            post(pubsub_rpc::pubsub_service),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            state.auth.clone(),
-            auth::require_auth,
-        ));
-    Router::new()
-        .route("/health", get(system::health))
-        .route("/ready", get(system::ready))
-        .route("/metrics", get(system::metrics))
-        .route("/ws", get(ws::ws))
-        .route("/api/v1/kv/buckets/{bucket}/watch", get(watch::watch_kv))
-        .route("/api/v1/config/{name}/watch", get(watch::watch_config))
+    let (mut public, mut protected) = (Router::new(), Router::new());
+    for (route, handler) in table() {
+        match route.access {
+            Access::Key => protected = protected.route(route.path, handler),
+            Access::Public | Access::KeyInHandler => public = public.route(route.path, handler),
+        }
+    }
+    let protected = protected.route_layer(middleware::from_fn_with_state(
+        state.auth.clone(),
+        auth::require_auth,
+    ));
+    public
         .merge(protected)
         .fallback(system::not_found)
+        .method_not_allowed_fallback(system::method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state.clone())
         // gRPC (HTTP/2): authenticates from the stream's metadata itself.
         .merge(worker_stream::routes(state))
+        .layer(middleware::map_response(error::json_error_bodies))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            error::panic_response,
+        ))
 }
 
 /// The body limit for a given maximum event payload.

@@ -4,8 +4,7 @@
 //! `SubscribeBidirectional` needs a bidirectional stream and answers `unimplemented`; the same
 //! join-and-ack conversation is served over `/ws`.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -20,16 +19,17 @@ use super::auth::RequestContext;
 use super::connect::{prepare, respond};
 use super::connect_stream::{StreamRequest, StreamSink};
 use super::error::{ApiError, Code};
+use super::extract::{Body, PathParams};
 use super::proto_map as map;
 use super::subscription;
 
 /// `POST /ironflow.v1.PubSubService/{method}`.
 pub async fn pubsub_service(
     State(state): State<AppState>,
-    Path(method): Path<String>,
+    PathParams(method): PathParams<String>,
     ctx: RequestContext,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Response {
     match method.as_str() {
         "JoinConsumerGroup" | "Subscribe" => {

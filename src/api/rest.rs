@@ -2,7 +2,7 @@
 //! clients read it).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -21,6 +21,7 @@ use crate::tenancy::Permission;
 use super::AppState;
 use super::auth::RequestContext;
 use super::error::ApiError;
+use super::extract::PathParams;
 use super::extract::{JsonBody, QueryParams};
 
 type ApiResult = Result<Json<Value>, ApiError>;
@@ -103,7 +104,7 @@ pub struct InvokeBody {
 pub async fn invoke_function(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     JsonBody(body): JsonBody<InvokeBody>,
 ) -> Result<Response, ApiError> {
     ctx.require(Permission::Write)?;
@@ -214,7 +215,7 @@ pub async fn list_events(
 pub async fn get_event(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult {
     ctx.require(Permission::Read)?;
     let id = EventId::parse(&id)?;
@@ -289,7 +290,7 @@ pub async fn list_functions(
 pub async fn get_function(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult {
     ctx.require(Permission::Read)?;
     let id = FunctionId::parse(&id)?;
@@ -358,7 +359,7 @@ pub async fn list_runs(
 pub async fn get_run(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult {
     ctx.require(Permission::Read)?;
     let id = RunId::parse(&id)?;
@@ -369,7 +370,7 @@ pub async fn get_run(
 pub async fn run_steps(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult {
     ctx.require(Permission::Read)?;
     let id = RunId::parse(&id)?;
@@ -383,7 +384,7 @@ pub async fn run_steps(
 pub async fn run_history(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult {
     ctx.require(Permission::Read)?;
     let id = RunId::parse(&id)?;
@@ -403,17 +404,11 @@ pub struct CancelBody {
 pub async fn cancel_run(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(id): Path<String>,
-    super::extract::Body(body): super::extract::Body,
+    PathParams(id): PathParams<String>,
+    super::extract::OptionalJsonBody(body): super::extract::OptionalJsonBody<CancelBody>,
 ) -> ApiResult {
     ctx.require(Permission::Write)?;
     let id = RunId::parse(&id)?;
-    let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
-        CancelBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::invalid(format!("malformed JSON body: {e}")))?
-    };
     let run = state
         .engine
         .cancel_run(&ctx.env, &id, body.reason.as_deref().unwrap_or_default())

@@ -6,7 +6,7 @@ use axum::response::Response;
 use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::domain::expression::{EventView, TriggerExpression};
+use crate::domain::expression::{Bindings, EventView, Expression};
 use crate::domain::pattern::EventPattern;
 use crate::engine::{BusMessage, MessageKind};
 use crate::proto::v1 as pb;
@@ -36,7 +36,7 @@ pub struct Subscription {
     pub id: String,
     kind: MessageKind,
     pattern: EventPattern,
-    filter: Option<TriggerExpression>,
+    filter: Option<Expression>,
     /// Topic messages up to this sequence were already sent by the replay.
     replayed_through: i64,
 }
@@ -47,13 +47,13 @@ impl Subscription {
             && self.pattern.matches(&m.subject)
             && !(m.kind == MessageKind::Topic && m.sequence <= self.replayed_through)
             && self.filter.as_ref().is_none_or(|f| {
-                f.matches(&EventView {
+                f.matches(&Bindings::for_event(&EventView {
                     id: &m.id,
                     name: &m.subject,
                     data: &m.data,
                     metadata: &Value::Null,
                     timestamp_ms: m.timestamp.millis(),
-                })
+                }))
             })
     }
 
@@ -91,9 +91,10 @@ pub async fn open_subscription(
 ) -> Result<(Subscription, Vec<BusMessage>), ApiError> {
     let (kind, pattern) = parse_pattern(spec.pattern).map_err(ApiError::invalid)?;
     let filter = match spec.filter.filter(|f| !f.trim().is_empty()) {
-        Some(f) => {
-            Some(TriggerExpression::compile(f).map_err(|e| ApiError::invalid(e.to_string()))?)
-        }
+        Some(f) => Some(
+            Expression::compile(f)
+                .map_err(|e| ApiError::invalid(format!("filter: invalid CEL expression: {e}")))?,
+        ),
         None => None,
     };
     if kind == MessageKind::System {

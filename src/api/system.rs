@@ -73,3 +73,11 @@ pub async fn capabilities(
 pub async fn not_found(uri: Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}", uri.path()))
 }
+
+pub async fn method_not_allowed(method: axum::http::Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        super::error::Code::Unimplemented,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

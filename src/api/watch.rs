@@ -7,8 +7,8 @@
 //! at the handshake with a JSON 4xx, and a watch that ends (say, its bucket was deleted) sends
 //! `{"type":"error","message"}` before closing.
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -22,6 +22,7 @@ use crate::tenancy::Permission;
 use super::AppState;
 use super::auth::RequestContext;
 use super::error::ApiError;
+use super::extract::{PathParams, QueryParams, WsUpgrade};
 
 #[derive(Deserialize, Default)]
 pub struct WatchParams {
@@ -80,10 +81,10 @@ pub fn config_frame(e: &ConfigWatchEvent) -> Value {
 /// `GET /api/v1/kv/buckets/{bucket}/watch[?key=<pattern>]`
 pub async fn watch_kv(
     State(state): State<AppState>,
-    Path(bucket): Path<String>,
-    Query(q): Query<WatchParams>,
+    PathParams(bucket): PathParams<String>,
+    QueryParams(q): QueryParams<WatchParams>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    WsUpgrade(upgrade): WsUpgrade,
 ) -> Response {
     let ctx = match authorize(&state, &headers, &q).await {
         Ok(ctx) => ctx,
@@ -106,10 +107,10 @@ pub async fn watch_kv(
 /// `GET /api/v1/config/{name}/watch`
 pub async fn watch_config(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    Query(q): Query<WatchParams>,
+    PathParams(name): PathParams<String>,
+    QueryParams(q): QueryParams<WatchParams>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    WsUpgrade(upgrade): WsUpgrade,
 ) -> Response {
     let ctx = match authorize(&state, &headers, &q).await {
         Ok(ctx) => ctx,

@@ -266,7 +266,7 @@ impl Session {
                 Ok(())
             }
             Kind::Ack(a) => {
-                let fence = required_fence(a.fence)?;
+                let fence = required_fence(self, a.fence)?;
                 // A stale ack is answered when the worker reports; nothing to do now.
                 match self.engine.ack_job(&fence.0, &fence.1).await {
                     Ok(()) | Err(EngineError::StaleExecution) => Ok(()),
@@ -348,7 +348,7 @@ impl Session {
         steps: Vec<pb::StepRecord>,
         outcome: ReportOutcome,
     ) -> Result<(), Status> {
-        let (job, fence) = required_fence(fence)?;
+        let (job, fence) = required_fence(self, fence)?;
         let steps = match steps.into_iter().map(reported_step).collect() {
             Ok(steps) => steps,
             Err(e) => return self.refuse(request_id, &e),
@@ -456,6 +456,8 @@ impl Session {
                         job.dispatch_id.clone(),
                         Held {
                             fence: Fence {
+                                env_id: env.clone(),
+                                worker_id: worker.clone(),
                                 execution_seq: job.execution_seq,
                                 lease_token: job.lease_token.clone(),
                             },
@@ -521,11 +523,17 @@ fn is_report(kind: &pb::worker_message::Kind) -> bool {
     )
 }
 
-fn required_fence(fence: Option<pb::JobFence>) -> Result<(String, Fence), Status> {
+/// The job and fence a message names, held by this stream's environment and worker.
+fn required_fence(
+    session: &Session,
+    fence: Option<pb::JobFence>,
+) -> Result<(String, Fence), Status> {
     let f = fence.ok_or_else(|| Status::invalid_argument("fence is required"))?;
     Ok((
         f.job_id,
         Fence {
+            env_id: session.env.clone(),
+            worker_id: session.worker_id.clone(),
             execution_seq: f.execution_seq,
             lease_token: f.lease_token,
         },

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -21,6 +21,7 @@ use crate::tenancy::Permission;
 use super::AppState;
 use super::auth::RequestContext;
 use super::error::ApiError;
+use super::extract::PathParams;
 use super::extract::{JsonBody, QueryParams};
 
 #[derive(Deserialize)]
@@ -41,7 +42,7 @@ pub struct RegisterBody {
 pub async fn register(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(worker): Path<String>,
+    PathParams(worker): PathParams<String>,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> Result<Json<Value>, ApiError> {
     ctx.require(Permission::Write)?;
@@ -72,7 +73,7 @@ pub struct HeartbeatBody {
 pub async fn heartbeat(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(worker): Path<String>,
+    PathParams(worker): PathParams<String>,
     JsonBody(body): JsonBody<HeartbeatBody>,
 ) -> Result<Json<Value>, ApiError> {
     ctx.require(Permission::Write)?;
@@ -119,7 +120,7 @@ pub struct PollParams {
 pub async fn poll(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path(worker): Path<String>,
+    PathParams(worker): PathParams<String>,
     QueryParams(p): QueryParams<PollParams>,
 ) -> Result<Response, ApiError> {
     ctx.require(Permission::Write)?;
@@ -196,11 +197,13 @@ pub struct FenceBody {
 pub async fn ack(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path((_worker, job)): Path<(String, String)>,
+    PathParams((worker, job)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<FenceBody>,
 ) -> Result<Json<Value>, ApiError> {
     ctx.require(Permission::Write)?;
     let fence = Fence {
+        env_id: ctx.env.clone(),
+        worker_id: worker,
         execution_seq: body.execution_seq,
         lease_token: body.lease_token,
     };
@@ -229,16 +232,27 @@ pub struct ReportBody {
 pub async fn report(
     State(state): State<AppState>,
     ctx: RequestContext,
-    Path((_worker, job)): Path<(String, String)>,
+    PathParams((worker, job)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<ReportBody>,
 ) -> Result<Json<Value>, ApiError> {
     ctx.require(Permission::Write)?;
-    let report = parse_report(job, body)?;
+    // Only the environment and the worker the job was leased to may report on it.
+    let holder = Fence {
+        env_id: ctx.env.clone(),
+        worker_id: worker,
+        execution_seq: body.execution_seq,
+        lease_token: body.lease_token.clone(),
+    };
+    let report = parse_report(job, holder, body)?;
     state.engine.report_job(&report).await?;
     Ok(Json(json!({"status": "ok"})))
 }
 
-fn parse_report(dispatch_id: String, body: ReportBody) -> Result<JobReport, ApiError> {
+fn parse_report(
+    dispatch_id: String,
+    fence: Fence,
+    body: ReportBody,
+) -> Result<JobReport, ApiError> {
     let invalid = |e: WireError| ApiError::invalid(e.to_string());
     let steps = parse_steps(body.steps).map_err(invalid)?;
     let outcome = match body.status.as_str() {
@@ -265,10 +279,7 @@ fn parse_report(dispatch_id: String, body: ReportBody) -> Result<JobReport, ApiE
     };
     Ok(JobReport {
         dispatch_id,
-        fence: Fence {
-            execution_seq: body.execution_seq,
-            lease_token: body.lease_token,
-        },
+        fence,
         steps,
         step_offset: body.step_offset,
         outcome,

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -24,6 +24,7 @@ use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
+use super::extract::{QueryParams, WsUpgrade};
 use super::subscription::{Subscription, SubscriptionSpec, open_subscription};
 
 #[derive(Deserialize, Default)]
@@ -37,9 +38,9 @@ pub struct WsParams {
 /// `GET /ws?env=<env>&token=<key>` (or the usual headers).
 pub async fn ws(
     State(state): State<AppState>,
-    Query(q): Query<WsParams>,
+    QueryParams(q): QueryParams<WsParams>,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    WsUpgrade(upgrade): WsUpgrade,
 ) -> Response {
     let ctx = match state
         .auth
@@ -183,6 +184,9 @@ async fn handle_client(
     let Ok(request) = serde_json::from_str::<Value>(text) else {
         return vec![error_frame("messages must be JSON objects with a \"type\"")];
     };
+    if let Err(e) = crate::domain::storable::check_json("", &request) {
+        return vec![error_frame(&e.to_string())];
+    }
     match request.get("type").and_then(Value::as_str) {
         Some("subscribe") => subscribe(state, ctx, &request, s).await,
         Some("unsubscribe") => {

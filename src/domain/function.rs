@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::domain::expression::Expression;
 use crate::domain::pattern::EventPattern;
 
 /// How the engine reaches the function's code.
@@ -166,9 +167,9 @@ impl FunctionDefinition {
                 }
                 (None, Some(_)) => {}
             }
-            if let Some(expr) = &t.expression {
-                crate::domain::expression::TriggerExpression::compile(expr)
-                    .map_err(|e| trig_err(e.to_string()))?;
+            if let Some(expr) = t.expression.as_deref().filter(|e| !e.trim().is_empty()) {
+                Expression::compile(expr)
+                    .map_err(|e| trig_err(format!("expression: invalid CEL expression: {e}")))?;
             }
         }
         let non_negative = |field: &'static str, v: i64| {
@@ -195,6 +196,12 @@ impl FunctionDefinition {
         }
         if let Some(c) = &self.concurrency {
             non_negative("concurrency.limit", c.limit.into())?;
+            if !c.key.trim().is_empty() {
+                Expression::compile(&c.key).map_err(|e| DefinitionError::Field {
+                    field: "concurrency.key",
+                    reason: format!("invalid CEL expression: {e}"),
+                })?;
+            }
         }
         if self.mode == ExecutionMode::Push || !self.endpoint_url.is_empty() {
             validate_endpoint_url(&self.endpoint_url, self.mode)?;

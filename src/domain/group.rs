@@ -1,6 +1,6 @@
 //! Consumer-group rules: names, settings and their defaults, and how a member settles a message.
 
-use crate::domain::expression::TriggerExpression;
+use crate::domain::expression::Expression;
 use crate::domain::pattern::EventPattern;
 
 /// Redeliveries allowed when a group does not say (`max_redeliveries: 0`).
@@ -105,7 +105,8 @@ impl GroupSettings {
             .map_err(|e| format!("pattern: {e}").replace("event pattern", "pattern"))?;
         let filter_expr = input.filter_expr.trim().to_owned();
         if !filter_expr.is_empty() {
-            TriggerExpression::compile(&filter_expr).map_err(|e| format!("filter_expr: {e}"))?;
+            Expression::compile(&filter_expr)
+                .map_err(|e| format!("filter_expr: invalid CEL expression: {e}"))?;
         }
         let max_inflight = match input.max_inflight {
             0 => DEFAULT_MAX_INFLIGHT,

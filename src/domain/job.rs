@@ -6,11 +6,19 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::domain::function::RetryPolicy;
+use crate::domain::storable::{NulError, check_json, check_text};
+use crate::ids::EnvId;
 use crate::store::time::Ts;
 
-/// Every ack and report must echo the dispatch's fence; a mismatch means the dispatch is stale.
+/// Every ack and report must echo the dispatch's fence, and come from the environment and the
+/// worker the job was leased to; any mismatch means the dispatch is stale (nothing is written).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
+    /// The caller's environment (from its API key).
+    pub env_id: EnvId,
+    /// The worker the caller speaks for (the REST path's worker id, the stream's, the push
+    /// dispatcher's).
+    pub worker_id: String,
     pub execution_seq: i64,
     pub lease_token: String,
 }
@@ -110,6 +118,125 @@ pub struct JobReport {
     pub outcome: ReportOutcome,
 }
 
+impl JobReport {
+    /// Refuses a report that carries U+0000 anywhere (see [`crate::domain::storable`]), for
+    /// every transport alike; the error names the field.
+    pub fn check_storable(&self) -> Result<(), NulError> {
+        check_text("job_id", &self.dispatch_id)?;
+        check_text("lease_token", &self.fence.lease_token)?;
+        check_result_storable(&self.steps, &self.outcome)
+    }
+}
+
+/// Refuses steps and an outcome (a report's, or a push endpoint's answer) that carry U+0000.
+pub fn check_result_storable(
+    steps: &[ReportedStep],
+    outcome: &ReportOutcome,
+) -> Result<(), NulError> {
+    {
+        for (i, step) in steps.iter().enumerate() {
+            let field = |name: &str| format!("steps[{i}].{name}");
+            check_text(&field("id"), &step.id)?;
+            check_text(&field("name"), &step.name)?;
+            check_text(&field("type"), &step.step_type)?;
+            if let Some(output) = &step.output {
+                check_json(&field("output"), output)?;
+            }
+            if let Some(error) = &step.error {
+                check_json(&field("error"), error)?;
+            }
+            if let Some(of) = &step.compensation_for {
+                check_text(&field("compensation_for"), of)?;
+            }
+        }
+        match outcome {
+            ReportOutcome::Progress => Ok(()),
+            ReportOutcome::Completed { output } => check_json("output", output),
+            ReportOutcome::Failed(failure) => {
+                check_text("error.message", &failure.message)?;
+                check_text("error.code", &failure.code)
+            }
+            ReportOutcome::Yielded(request) => {
+                check_text("yield.step_id", request.step_id())?;
+                match request {
+                    YieldRequest::Sleep { .. } => Ok(()),
+                    YieldRequest::WaitForEvent {
+                        event,
+                        match_path,
+                        match_value,
+                        ..
+                    } => {
+                        check_text("yield.event", event)?;
+                        check_text("yield.match", match_path.as_deref().unwrap_or_default())?;
+                        check_text(
+                            "yield.match_value",
+                            match_value.as_deref().unwrap_or_default(),
+                        )
+                    }
+                    YieldRequest::Invoke {
+                        function_id, input, ..
+                    }
+                    | YieldRequest::InvokeAsync {
+                        function_id, input, ..
+                    } => {
+                        check_text("yield.function_id", function_id)?;
+                        check_json("yield.input", input)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What the timer finds on a job whose time came, as the store reads it under the row lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerFacts {
+    /// `queued`, `leased`, `parked` or `blocked`.
+    pub leased: bool,
+    pub parked: bool,
+    pub due_at: Ts,
+    pub timeout_at: Option<Ts>,
+    pub lease_expires_at: Option<Ts>,
+}
+
+/// What the timer does to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerAction {
+    /// The run's own timeout passed: it fails with `RUN_TIMEOUT`, whatever it was doing.
+    RunTimeout,
+    /// The worker holding the job stopped renewing its lease: a failed attempt
+    /// (`LEASE_EXPIRED`), retried under the function's policy.
+    LeaseExpired,
+    /// A parked wait or invoke reached its deadline.
+    ParkedDeadline,
+}
+
+/// The timer's decision for one job at `now`, `None` when nothing is due (the row changed
+/// between the sweep's read and its lock).
+pub fn timer_action(job: &TimerFacts, now: Ts) -> Option<TimerAction> {
+    if job.timeout_at.is_some_and(|t| t <= now) {
+        Some(TimerAction::RunTimeout)
+    } else if job.leased && job.lease_expires_at.is_some_and(|t| t <= now) {
+        Some(TimerAction::LeaseExpired)
+    } else if job.parked && job.due_at <= now {
+        Some(TimerAction::ParkedDeadline)
+    } else {
+        None
+    }
+}
+
+/// The error an attempt ends with when its lease expired.
+pub fn lease_expired_error(attempt: i32) -> Value {
+    serde_json::json!({
+        "message": format!("attempt {attempt} stopped: the worker holding it did not report or renew its lease in time"),
+        "code": LEASE_EXPIRED,
+        "retryable": true,
+    })
+}
+
+/// The error code of an attempt whose lease expired.
+pub const LEASE_EXPIRED: &str = "LEASE_EXPIRED";
+
 /// The delay before the next attempt, or `None` when the attempts are used up.
 /// `attempt` is the 1-based number of the attempt that just failed.
 pub fn retry_delay(
@@ -208,6 +335,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_timer_decides_by_what_is_due() {
+        let now = Ts::now();
+        let past = Ts(now.0 - chrono::Duration::seconds(1));
+        let future = Ts(now.0 + chrono::Duration::seconds(60));
+        let job = |leased, parked, due_at, timeout_at, lease_expires_at| TimerFacts {
+            leased,
+            parked,
+            due_at,
+            timeout_at,
+            lease_expires_at,
+        };
+        let cases = [
+            (
+                job(true, false, past, None, Some(past)),
+                Some(TimerAction::LeaseExpired),
+            ),
+            (job(true, false, past, None, Some(future)), None),
+            (
+                job(true, false, past, Some(past), Some(past)),
+                Some(TimerAction::RunTimeout),
+            ),
+            (
+                job(false, true, past, None, None),
+                Some(TimerAction::ParkedDeadline),
+            ),
+            (job(false, true, future, None, None), None),
+            (
+                job(false, true, future, Some(past), None),
+                Some(TimerAction::RunTimeout),
+            ),
+            // A queued job is claimed, not fired; its due time is the claim's business.
+            (job(false, false, past, None, None), None),
+            (job(false, false, past, Some(future), None), None),
+        ];
+        for (facts, expected) in cases {
+            assert_eq!(timer_action(&facts, now), expected, "{facts:?}");
+        }
+        assert_eq!(lease_expired_error(2)["code"], LEASE_EXPIRED);
+        assert_eq!(lease_expired_error(2)["retryable"], true);
+    }
+
+    #[test]
     fn durations_parse_like_the_sdk_writes_them() {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
@@ -264,5 +433,24 @@ mod tests {
             Some(&serde_json::json!(7))
         );
         assert_eq!(lookup_path(&ev, "data.missing"), None);
+    }
+
+    proptest::proptest! {
+        /// Durations parse or are refused, never panic (no overflow in the conversion).
+        #[test]
+        fn durations_never_panic(text in "[0-9.eE+-]{0,25}(ms|s|m|h|d|y)?") {
+            let _ = parse_duration(&text);
+        }
+
+        /// Retry delays never overflow and never exceed the policy's cap.
+        #[test]
+        fn retry_delays_stay_capped(attempt in -5i32..10_000, max_attempts in 0i32..20_000,
+            initial in -10i32..1_000_000, factor in -1.0f64..1e6, max in -10i32..10_000_000) {
+            let policy = RetryPolicy { max_attempts, initial_delay_ms: initial, backoff_factor: factor, max_delay_ms: max, on_exhausted: String::new() };
+            if let Some(delay) = retry_delay(Some(&policy), attempt, max_attempts, None) {
+                let cap = if max > 0 { max } else { 300_000 };
+                proptest::prop_assert!(delay.as_millis() <= u128::try_from(cap).unwrap_or(0));
+            }
+        }
     }
 }

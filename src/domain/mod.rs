@@ -13,3 +13,4 @@ pub mod pattern;
 pub mod run;
 pub mod secret;
 pub mod signature;
+pub mod storable;

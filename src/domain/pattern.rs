@@ -162,4 +162,17 @@ mod tests {
         assert!(validate_event_name("order.*").is_err());
         assert!(validate_event_name("order.created").is_ok());
     }
+
+    proptest::proptest! {
+        /// Patterns parse or are refused, never panic; a literal name matches itself.
+        #[test]
+        fn patterns_never_panic(pattern in "[a-z.*>\\- ]{0,40}", subject in "[a-z.]{0,30}") {
+            if let Ok(p) = EventPattern::parse(&pattern) {
+                let _ = p.matches(&subject);
+            }
+            if EventPattern::parse(&subject).is_ok() && !subject.contains(['*', '>']) {
+                proptest::prop_assert!(EventPattern::parse(&subject).is_ok_and(|p| p.matches(&subject)));
+            }
+        }
+    }
 }

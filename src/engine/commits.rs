@@ -19,6 +19,8 @@ use super::Engine;
 const MAX_BATCH: usize = 256;
 /// Reports waiting for a committer; callers wait for room beyond this.
 const QUEUE: usize = 4096;
+/// How often a batch rolled back by a deadlock or serialization conflict is applied again.
+const CONTENTION_RETRIES: usize = 3;
 
 struct Pending {
     report: JobReport,
@@ -68,7 +70,25 @@ impl Engine {
             }
             // The committers stopped with this report queued: apply it here.
         }
-        self.store().report_job(report, lease_expires_at).await
+        self.apply_alone(report, lease_expires_at).await
+    }
+
+    /// One report in its own transaction, applied again if contention rolled it back.
+    async fn apply_alone(
+        &self,
+        report: &JobReport,
+        lease_expires_at: Ts,
+    ) -> Result<FenceOutcome, StoreError> {
+        let mut result = self.store().report_job(report, lease_expires_at).await;
+        for _ in 0..CONTENTION_RETRIES {
+            match &result {
+                Err(StoreError::Contention(_)) => {
+                    result = self.store().report_job(report, lease_expires_at).await;
+                }
+                _ => break,
+            }
+        }
+        result
     }
 
     /// The committers: one on SQLite (one writer anyway), two on Postgres so one batch's
@@ -135,7 +155,20 @@ impl Engine {
         }
         // One lease instant for the batch: the latest asked for.
         let lease = leases.iter().copied().max().unwrap_or_else(Ts::now);
-        match self.store().report_jobs(&reports, lease).await {
+        // A batch that lost a deadlock or a serialization conflict was rolled back whole: it
+        // is applied again before anyone is answered.
+        let mut result = self.store().report_jobs(&reports, lease).await;
+        for _ in 0..CONTENTION_RETRIES {
+            match &result {
+                Err(StoreError::Contention(e)) => {
+                    metrics::counter!("ironflow_commit_contention_retries_total").increment(1);
+                    tracing::info!(error = %e, batch = reports.len(), "report batch rolled back by contention; applying it again");
+                    result = self.store().report_jobs(&reports, lease).await;
+                }
+                _ => break,
+            }
+        }
+        match result {
             Ok(outcomes) => {
                 for (done, outcome) in answers.into_iter().zip(outcomes) {
                     let _ = done.send(Ok(outcome));
@@ -144,7 +177,7 @@ impl Engine {
             // One bad report must not fail the others: apply each on its own.
             Err(_) if reports.len() > 1 => {
                 for ((report, lease), done) in reports.iter().zip(leases).zip(answers) {
-                    let _ = done.send(self.store().report_job(report, lease).await);
+                    let _ = done.send(self.apply_alone(report, lease).await);
                 }
             }
             Err(e) => {

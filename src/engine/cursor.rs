@@ -51,4 +51,15 @@ mod tests {
         assert!(decode_seq("not-a-cursor!", "e").is_err());
         assert!(decode_seq(&encode("e", "x"), "e").is_err());
     }
+
+    proptest::proptest! {
+        /// Any text decodes to a value or an error, never a panic; what is encoded comes back.
+        #[test]
+        fn cursors_never_panic(text in ".*", kind in "[a-z]{1,3}", position in "[0-9]{1,18}") {
+            let _ = decode_seq(&text, &kind);
+            let _ = decode(&text, &kind);
+            let encoded = encode(&kind, &position);
+            proptest::prop_assert_eq!(decode(&encoded, &kind).ok(), Some(position));
+        }
+    }
 }

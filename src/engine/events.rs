@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::domain::expression::{EventView, lane_key};
+use crate::domain::expression::{Bindings, EventView, lane_key};
 use crate::domain::pattern::validate_event_name;
 use crate::domain::run::RunStatus;
 use crate::ids::{EnvId, EventId, RunId};
@@ -141,19 +141,19 @@ impl Engine {
 
     /// A new run for each function (of those given) that the event triggers.
     fn matching_runs(&self, event: &NewEvent, functions: &[FunctionRecord]) -> Vec<NewRun> {
-        let view = EventView {
+        let invoked = event.name == super::INVOKED_EVENT;
+        // Converted for CEL once per event, shared by every function's expressions.
+        let bindings = Bindings::for_event(&EventView {
             id: event.id.as_str(),
             name: &event.name,
             data: &event.data,
             metadata: &event.metadata,
             timestamp_ms: event.received_at.millis(),
-        };
-        let invoked = event.name == super::INVOKED_EVENT;
-        let wire_event =
-            serde_json::json!({"id": event.id, "name": event.name, "data": event.data});
+        });
+        let lane_bindings = std::sync::OnceLock::new();
         functions
             .iter()
-            .filter(|f| invoked || self.inner.triggers.fires(&f.definition, &view))
+            .filter(|f| invoked || super::triggers::fires(&f.definition, &event.name, &bindings))
             .map(|f| NewRun {
                 lane: f
                     .definition
@@ -161,7 +161,14 @@ impl Engine {
                     .as_ref()
                     .filter(|c| c.limit > 0)
                     .map(|c| Lane {
-                        key: lane_key(&c.key, &wire_event),
+                        key: lane_key(
+                            &c.key,
+                            lane_bindings.get_or_init(|| {
+                                Bindings::for_json_event(&serde_json::json!({
+                                    "id": event.id, "name": event.name, "data": event.data
+                                }))
+                            }),
+                        ),
                         limit: c.limit,
                     }),
                 id: RunId::generate(),

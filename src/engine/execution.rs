@@ -163,6 +163,9 @@ impl Engine {
     /// Applies a checkpoint or a result. Committed before this returns, so the worker's 2xx
     /// means the steps are durable.
     pub async fn report_job(&self, report: &JobReport) -> Result<(), EngineError> {
+        report
+            .check_storable()
+            .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
         match self.commit_report(report, self.lease_expiry()).await? {
             FenceOutcome::Accepted(effects) => {
                 self.bus().publish(&effects);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::domain::expression::{EventView, TriggerExpression};
+use crate::domain::expression::{Bindings, EventView, compiled};
 use crate::domain::group::{
     ACK_WAIT, AckMode, GroupSettings, GroupSettingsInput, GroupStatus, Settle,
     validate_consumer_id, validate_group_name,
@@ -153,21 +153,19 @@ impl Engine {
         data: &serde_json::Value,
     ) -> Result<Vec<String>, EngineError> {
         let groups = self.store().group_list(env, None).await?;
-        let published_at = Ts::now().millis();
+        let bindings = Bindings::for_event(&EventView {
+            id: "",
+            name: topic,
+            data,
+            metadata: &serde_json::Value::Null,
+            timestamp_ms: Ts::now().millis(),
+        });
         Ok(groups
             .into_iter()
             .filter(|g| {
                 EventPattern::parse(&g.settings.pattern).is_ok_and(|p| p.matches(topic))
                     && (g.settings.filter_expr.is_empty()
-                        || TriggerExpression::compile(&g.settings.filter_expr).is_ok_and(|f| {
-                            f.matches(&EventView {
-                                id: "",
-                                name: topic,
-                                data,
-                                metadata: &serde_json::Value::Null,
-                                timestamp_ms: published_at,
-                            })
-                        }))
+                        || compiled(&g.settings.filter_expr).is_some_and(|f| f.matches(&bindings)))
             })
             .map(|g| g.id)
             .collect())

@@ -86,7 +86,6 @@ pub struct Engine {
 struct Inner {
     store: SharedStore,
     options: EngineOptions,
-    triggers: triggers::TriggerCache,
     started_at: Ts,
     bus: Bus,
     /// The group commit for job reports.
@@ -107,7 +106,6 @@ impl Engine {
                 commits: commits::ReportCommits::default(),
                 fanout,
                 options,
-                triggers: triggers::TriggerCache::default(),
                 started_at: Ts::now(),
                 bus: Bus::default(),
                 push_registered: std::sync::atomic::AtomicBool::new(false),

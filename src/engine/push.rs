@@ -267,6 +267,8 @@ impl Dispatcher {
             endpoint,
         };
         let fence = Fence {
+            env_id: env.clone(),
+            worker_id: self.worker_id.clone(),
             execution_seq: job.execution_seq,
             lease_token: job.lease_token.clone(),
         };
@@ -397,8 +399,11 @@ impl Dispatcher {
                 status.as_u16()
             ));
         }
-        crate::domain::job_wire::parse_push_response(&bytes)
-            .map_err(|e| format!("{endpoint} answered 200 without a valid result: {e}"))
+        let (steps, outcome) = crate::domain::job_wire::parse_push_response(&bytes)
+            .map_err(|e| format!("{endpoint} answered 200 without a valid result: {e}"))?;
+        crate::domain::job::check_result_storable(&steps, &outcome)
+            .map_err(|e| format!("{endpoint} answered a result that cannot be stored: {e}"))?;
+        Ok((steps, outcome))
     }
 }
 

@@ -139,14 +139,26 @@ macro_rules! exec_store {
                     .fetch_all(&mut *conn)
                     .await?;
             let mut effects = $crate::store::model::Effects::default();
-            for (run_id, step_id, path, expected) in waits {
-                if let (Some(path), Some(expected)) = (&path, &expected) {
-                    if !wait_value_matches($crate::domain::job::lookup_path(event, path), &expected.0) {
-                        continue;
-                    }
-                }
+            let waits: Vec<_> = waits
+                .into_iter()
+                .filter(|(_, _, path, expected)| match (path, expected) {
+                    (Some(path), Some(expected)) => wait_value_matches($crate::domain::job::lookup_path(event, path), &expected.0),
+                    _ => true,
+                })
+                .collect();
+            if waits.is_empty() {
+                return Ok(effects);
+            }
+            // The waiting runs' job rows first, in run order (the waits are read in that order).
+            let runs: Vec<&str> = waits.iter().map(|w| w.0.as_str()).collect();
+            sqlx::query(xsql!("lock_jobs_of_runs")).bind(sqlx::types::Json(&runs)).execute(&mut *conn).await?;
+            for (run_id, step_id, _, _) in waits {
                 let run = $crate::ids::RunId::from_stored(run_id);
-                sqlx::query(xsql!("delete_wait")).bind(run.as_str()).bind(&step_id).execute(&mut *conn).await?;
+                let removed = sqlx::query(xsql!("delete_wait")).bind(run.as_str()).bind(&step_id).execute(&mut *conn).await?;
+                if removed.rows_affected() == 0 {
+                    // Resolved meanwhile (a timeout, a cancel, another event).
+                    continue;
+                }
                 resolve_step(conn, &run, &step_id, "completed", Some(event), None, now).await?;
                 resume(conn, &run, now).await?;
                 let payload = serde_json::json!({"step_id": step_id, "reason": "event", "event_id": event.get("id")});
@@ -251,13 +263,29 @@ macro_rules! exec_store {
                 .bind(run.as_str()).fetch_optional(&mut *conn).await?;
             sqlx::query(xsql!("delete_waits")).bind(run.as_str()).execute(&mut *conn).await?;
             sqlx::query(xsql!("delete_job")).bind(run.as_str()).execute(&mut *conn).await?;
+            // A parent's job row before the lane lock: job rows first, then lanes.
+            effects.merge(resume_parent(conn, run, status, output, error, now).await?);
             if let Some((env, function, key, limit)) = lane {
                 effects.work_ready |= promote_lane(conn, &env, &function, &key, limit, now).await?;
             }
+            Ok(effects)
+        }
+
+        /// A parent waiting on this (ended) run gets its invoke step resolved and is resumed.
+        async fn resume_parent(
+            conn: &mut Conn,
+            run: &$crate::ids::RunId,
+            status: $crate::domain::run::RunStatus,
+            output: Option<&JsonValue>,
+            error: Option<&JsonValue>,
+            now: $crate::store::time::Ts,
+        ) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
+            let mut effects = $crate::store::model::Effects::default();
             let brief: Option<(String, String, String, i32, i32, Option<String>, Option<String>, sqlx::types::Json<JsonValue>)> =
                 sqlx::query_as(xsql!("run_brief")).bind(run.as_str()).fetch_optional(&mut *conn).await?;
             if let Some((_, function, _, _, _, Some(parent), Some(parent_step), _)) = brief {
                 let parent = $crate::ids::RunId::from_stored(parent);
+                sqlx::query(xsql!("lock_run_job")).bind(parent.as_str()).execute(&mut *conn).await?;
                 match status {
                     $crate::domain::run::RunStatus::Completed => {
                         let out = output.cloned().unwrap_or(JsonValue::Null);
@@ -352,6 +380,8 @@ macro_rules! exec_store {
                     "dispatch_id": r.dispatch_id,
                     "execution_seq": r.fence.execution_seq,
                     "lease_token": r.fence.lease_token,
+                    "env_id": r.fence.env_id,
+                    "worker_id": r.fence.worker_id,
                 }))
                 .collect();
             let rows: Vec<(String, String, String, i32, Option<$crate::store::time::Ts>)> =
@@ -435,7 +465,7 @@ macro_rules! exec_store {
             use $crate::domain::history::HistoryKind;
             use $crate::domain::job::ReportOutcome;
             use $crate::domain::run::RunStatus;
-            let row: Option<(String, String, i64, Option<String>, Option<String>)> =
+            let row: Option<(String, String, i64, Option<String>, Option<String>, String)> =
                 sqlx::query_as(xsql!("lock_dispatch")).bind(&report.dispatch_id).fetch_optional(&mut *conn).await?;
             let Some(row) = row.filter(|r| fence_matches(r, &report.fence)) else {
                 return Ok($crate::store::model::FenceOutcome::Stale);
@@ -633,7 +663,7 @@ macro_rules! exec_store {
                 return Ok(None);
             };
             let lane = function.definition.concurrency.as_ref().filter(|c| c.limit > 0).map(|c| $crate::store::model::Lane {
-                key: $crate::domain::expression::lane_key(&c.key, &serde_json::json!({"name": "invoke", "data": input})),
+                key: $crate::domain::expression::lane_key(&c.key, &$crate::domain::expression::Bindings::for_json_event(&serde_json::json!({"name": "invoke", "data": input}))),
                 limit: c.limit,
             });
             let insert = RunInsert {
@@ -652,8 +682,70 @@ macro_rules! exec_store {
             Ok(Some(create_run(conn, &insert, now).await?))
         }
 
-        fn fence_matches(row: &(String, String, i64, Option<String>, Option<String>), fence: &$crate::domain::job::Fence) -> bool {
-            row.1 == "leased" && row.2 == fence.execution_seq && row.3.as_deref() == Some(fence.lease_token.as_str())
+        /// An expired lease is a failed attempt (`LEASE_EXPIRED`): the run is queued again after
+        /// its policy's backoff, or fails when its attempts are used up.
+        async fn expire_lease(
+            conn: &mut Conn,
+            env: &$crate::ids::EnvId,
+            run: &$crate::ids::RunId,
+            now: $crate::store::time::Ts,
+        ) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
+            use $crate::domain::history::HistoryKind;
+            let brief: RunBrief = sqlx::query_as(xsql!("run_brief")).bind(run.as_str()).fetch_one(&mut *conn).await?;
+            let (attempt, max_attempts) = (brief.3, brief.4);
+            let definition: Option<sqlx::types::Json<$crate::domain::function::FunctionDefinition>> =
+                sqlx::query_scalar(xsql!("function_definition_for_run")).bind(run.as_str()).fetch_optional(&mut *conn).await?;
+            let policy = definition.as_ref().and_then(|d| d.0.retry.as_ref());
+            let error = $crate::domain::job::lease_expired_error(attempt);
+            match $crate::domain::job::retry_delay(policy, attempt, max_attempts, None) {
+                Some(delay) => {
+                    sqlx::query(xsql!("retry_run")).bind(run.as_str()).bind(sqlx::types::Json(&error)).bind(now).execute(&mut *conn).await?;
+                    sqlx::query(xsql!("requeue_job")).bind(run.as_str()).bind(now.plus(delay)).execute(&mut *conn).await?;
+                    let payload = serde_json::json!({"failed_attempt": attempt, "next_attempt": attempt + 1, "delay_ms": delay.as_millis() as u64, "error": error});
+                    append_history(conn, &entry(env, HistoryKind::RunRetrying, run, payload), now).await?;
+                    Ok($crate::store::model::Effects { work_ready: true, ..Default::default() })
+                }
+                None => end_run(conn, env, run, $crate::domain::run::RunStatus::Failed, None, Some(&error), now).await,
+            }
+        }
+
+        /// A parked run reached its deadline: an invoke that timed out fails its step and the
+        /// run goes on; a wait for an event that timed out fails the run (`WAIT_TIMEOUT`).
+        async fn parked_deadline(
+            conn: &mut Conn,
+            env: &$crate::ids::EnvId,
+            run: &$crate::ids::RunId,
+            now: $crate::store::time::Ts,
+        ) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
+            let waiting: Option<(String, String)> = sqlx::query_as(xsql!("waiting_step")).bind(run.as_str()).fetch_optional(&mut *conn).await?;
+            match waiting {
+                Some((step_id, step_type)) if step_type == "invoke_function" => {
+                    let err = serde_json::json!({"message": "invoke timed out", "retryable": false});
+                    resolve_step(conn, run, &step_id, "failed", None, Some(&err), now).await?;
+                    resume(conn, run, now).await?;
+                    Ok($crate::store::model::Effects { work_ready: true, ..Default::default() })
+                }
+                other => {
+                    let step = other.map(|(s, _)| s).unwrap_or_default();
+                    let err = serde_json::json!({
+                        "message": format!("wait_for_event step '{step}' timed out"),
+                        "code": "WAIT_TIMEOUT",
+                        "retryable": false,
+                    });
+                    sqlx::query(xsql!("resolve_step")).bind(run.as_str()).bind(&step).bind("timed_out")
+                        .bind(None::<sqlx::types::Json<JsonValue>>).bind(Some(sqlx::types::Json(&err))).bind(now)
+                        .execute(&mut *conn).await?;
+                    end_run(conn, env, run, $crate::domain::run::RunStatus::Failed, None, Some(&err), now).await
+                }
+            }
+        }
+
+        fn fence_matches(row: &(String, String, i64, Option<String>, Option<String>, String), fence: &$crate::domain::job::Fence) -> bool {
+            row.1 == "leased"
+                && row.2 == fence.execution_seq
+                && row.3.as_deref() == Some(fence.lease_token.as_str())
+                && row.4.as_deref() == Some(fence.worker_id.as_str())
+                && row.5 == fence.env_id.as_str()
         }
 
         impl $store {
@@ -727,7 +819,7 @@ macro_rules! exec_store {
                 lease_expires_at: $crate::store::time::Ts,
             ) -> Result<$crate::store::model::FenceOutcome, $crate::store::StoreError> {
                 let mut tx = self.writer().begin().await?;
-                let row: Option<(String, String, i64, Option<String>, Option<String>)> =
+                let row: Option<(String, String, i64, Option<String>, Option<String>, String)> =
                     sqlx::query_as(xsql!("lock_dispatch")).bind(dispatch_id).fetch_optional(&mut *tx).await?;
                 let Some(row) = row.filter(|r| fence_matches(r, fence)) else {
                     return Ok($crate::store::model::FenceOutcome::Stale);
@@ -755,6 +847,13 @@ macro_rules! exec_store {
                 use $crate::domain::job::ReportOutcome;
                 let now = $crate::store::time::Ts::now();
                 let mut tx = self.writer().begin().await?;
+                // Every job row the batch names, locked at once in run order, before anything
+                // else is touched: the lock order every transaction keeps.
+                let dispatches: Vec<&str> = reports.iter().map(|r| r.dispatch_id.as_str()).collect();
+                sqlx::query(xsql!("lock_report_jobs"))
+                    .bind(sqlx::types::Json(&dispatches))
+                    .execute(&mut *tx)
+                    .await?;
                 let mut outcomes: Vec<Option<$crate::store::model::FenceOutcome>> = vec![None; reports.len()];
                 // Checkpoints (steps only) share a few set-wise statements; results and yields
                 // are applied one by one.
@@ -788,46 +887,35 @@ macro_rules! exec_store {
                 Ok(outcomes)
             }
 
-            /// Fails runs whose wait for an event timed out and resumes parents whose child
-            /// did not finish in time.
+            /// Fires what came due: run timeouts (the run fails), expired leases (a failed
+            /// attempt, retried under the function's policy), and parked waits and invokes at
+            /// their deadline. The due job rows are locked first, in run order; rows another
+            /// transaction holds are left to the next sweep.
             async fn fire_timers_impl(&self, limit: i64) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
+                use $crate::domain::job::TimerAction;
                 let now = $crate::store::time::Ts::now();
                 let mut tx = self.writer().begin().await?;
-                let due: Vec<String> = sqlx::query_scalar(xsql!("parked_due")).bind(now).bind(limit).fetch_all(&mut *tx).await?;
+                let due: Vec<$crate::store::model::DueJobRow> =
+                    sqlx::query_as(xsql!("lock_due_jobs")).bind(now).bind(limit).fetch_all(&mut *tx).await?;
                 let mut effects = $crate::store::model::Effects::default();
-                for run_id in due {
-                    let run = $crate::ids::RunId::from_stored(run_id);
-                    let brief: RunBrief = sqlx::query_as(xsql!("run_brief")).bind(run.as_str()).fetch_one(&mut *tx).await?;
-                    let env = $crate::ids::EnvId::from_stored(brief.0.clone());
-                    let waiting: Option<(String, String)> = sqlx::query_as(xsql!("waiting_step")).bind(run.as_str()).fetch_optional(&mut *tx).await?;
-                    match waiting {
-                        Some((step_id, step_type)) if step_type == "invoke_function" => {
-                            let err = serde_json::json!({"message": "invoke timed out", "retryable": false});
-                            resolve_step(&mut tx, &run, &step_id, "failed", None, Some(&err), now).await?;
-                            resume(&mut tx, &run, now).await?;
-                            effects.work_ready = true;
-                        }
-                        other => {
-                            let step = other.map(|(s, _)| s).unwrap_or_default();
-                            let err = serde_json::json!({
-                                "message": format!("wait_for_event step '{step}' timed out"),
-                                "code": "WAIT_TIMEOUT",
-                                "retryable": false,
-                            });
-                            sqlx::query(xsql!("resolve_step")).bind(run.as_str()).bind(&step).bind("timed_out")
-                                .bind(None::<sqlx::types::Json<JsonValue>>).bind(Some(sqlx::types::Json(&err))).bind(now)
-                                .execute(&mut *tx).await?;
+                for job in due {
+                    let Some(action) = $crate::domain::job::timer_action(&job.facts(), now) else {
+                        continue;
+                    };
+                    let run = $crate::ids::RunId::from_stored(job.run_id.clone());
+                    let env = $crate::ids::EnvId::from_stored(job.env_id.clone());
+                    match action {
+                        TimerAction::RunTimeout => {
+                            let err = serde_json::json!({"message": "the run exceeded its timeout", "code": "RUN_TIMEOUT", "retryable": false});
                             effects.merge(end_run(&mut tx, &env, &run, $crate::domain::run::RunStatus::Failed, None, Some(&err), now).await?);
                         }
+                        TimerAction::LeaseExpired => {
+                            effects.merge(expire_lease(&mut tx, &env, &run, now).await?);
+                        }
+                        TimerAction::ParkedDeadline => {
+                            effects.merge(parked_deadline(&mut tx, &env, &run, now).await?);
+                        }
                     }
-                }
-                let timed_out: Vec<String> = sqlx::query_scalar(xsql!("timed_out_runs")).bind(now).bind(limit).fetch_all(&mut *tx).await?;
-                for run_id in timed_out {
-                    let run = $crate::ids::RunId::from_stored(run_id);
-                    let brief: RunBrief = sqlx::query_as(xsql!("run_brief")).bind(run.as_str()).fetch_one(&mut *tx).await?;
-                    let env = $crate::ids::EnvId::from_stored(brief.0.clone());
-                    let err = serde_json::json!({"message": "the run exceeded its timeout", "code": "RUN_TIMEOUT", "retryable": false});
-                    effects.merge(end_run(&mut tx, &env, &run, $crate::domain::run::RunStatus::Failed, None, Some(&err), now).await?);
                 }
                 notify_commit(&mut tx, self.node_id(), &effects).await?;
                 tx.commit().await?;

@@ -27,23 +27,65 @@ use model::*;
 /// generic message.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The database cannot be reached or refused service for now (a restart, a failover, a full
+    /// pool): the same request can succeed later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The transaction lost a deadlock or a serialization conflict and was rolled back whole:
+    /// running it again is safe.
+    #[error("transaction rolled back by a concurrent one: {0}")]
+    Contention(String),
     #[error("conflicting concurrent write: {0}")]
     Conflict(String),
+    /// A value the database cannot store (the client's input).
+    #[error("value refused by the database: {0}")]
+    Invalid(String),
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
     Internal(String),
 }
 
+impl StoreError {
+    /// Whether the same request can succeed when tried again.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Contention(_))
+    }
+}
+
+/// How a database error code reads: Postgres SQLSTATEs and SQLite (extended) result codes.
+fn classify(code: &str) -> Option<fn(String) -> StoreError> {
+    Some(match code {
+        // deadlock_detected, serialization_failure: rolled back, safe to run again.
+        "40P01" | "40001" => StoreError::Contention,
+        // Connection exceptions, admin / crash shutdown, cannot connect now, too many
+        // connections, lock timeout, statement timeout, a read-only standby after failover.
+        c if c.starts_with("08") => StoreError::Unavailable,
+        "57P01" | "57P02" | "57P03" | "53300" | "53000" | "55P03" | "57014" | "25006" => {
+            StoreError::Unavailable
+        }
+        // untranslatable_character (U+0000 in jsonb), character_not_in_repertoire (0x00 in text).
+        "22P05" | "22021" => StoreError::Invalid,
+        // SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
+        "5" | "6" | "261" | "517" | "262" => StoreError::Unavailable,
+        _ => return None,
+    })
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(db.to_string()),
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::Unavailable(err.to_string())
-            }
+            sqlx::Error::Database(db) => match db.code().as_deref().and_then(classify) {
+                Some(variant) => variant(err.to_string()),
+                None => Self::Internal(err.to_string()),
+            },
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => Self::Unavailable(err.to_string()),
             sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_) => {
                 Self::Corrupt(err.to_string())
             }

@@ -240,6 +240,29 @@ pub struct EnvCounts {
 }
 
 /// Row shapes shared by both backends (sqlx's derive is generic over the row type).
+/// A job the timer found due, as read under its row lock.
+#[derive(sqlx::FromRow)]
+pub(crate) struct DueJobRow {
+    pub run_id: String,
+    pub env_id: String,
+    pub state: String,
+    pub due_at: Ts,
+    pub timeout_at: Option<Ts>,
+    pub lease_expires_at: Option<Ts>,
+}
+
+impl DueJobRow {
+    pub fn facts(&self) -> crate::domain::job::TimerFacts {
+        crate::domain::job::TimerFacts {
+            leased: self.state == "leased",
+            parked: self.state == "parked",
+            due_at: self.due_at,
+            timeout_at: self.timeout_at,
+            lease_expires_at: self.lease_expires_at,
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct EventRow {
     pub seq: i64,

@@ -387,6 +387,8 @@ macro_rules! push_store {
                     .bind(dispatch_id)
                     .bind(fence.execution_seq)
                     .bind(&fence.lease_token)
+                    .bind(fence.env_id.as_str())
+                    .bind(&fence.worker_id)
                     .execute(self.writer())
                     .await?;
                 Ok(released.rows_affected() == 1)

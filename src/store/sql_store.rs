@@ -344,7 +344,17 @@ macro_rules! sql_store {
                     at,
                 )
                 .await?;
-                let mut effects = $crate::store::model::Effects::default();
+                let wire_event = serde_json::json!({
+                    "id": event.id,
+                    "name": event.name,
+                    "data": event.data,
+                    "metadata": event.metadata,
+                    "source": event.source,
+                    "timestamp": event.received_at.to_rfc3339(),
+                });
+                // Existing job rows (the waits this event satisfies) are locked before any lane
+                // lock is taken for the new runs: the lock order every transaction keeps.
+                let mut effects = satisfy_waits(&mut tx, &event.env_id, &wire_event, &event.name, at).await?;
                 for run in runs {
                     let insert = RunInsert {
                         env_id: &event.env_id,
@@ -361,15 +371,6 @@ macro_rules! sql_store {
                     };
                     effects.merge(create_run(&mut tx, &insert, at).await?);
                 }
-                let wire_event = serde_json::json!({
-                    "id": event.id,
-                    "name": event.name,
-                    "data": event.data,
-                    "metadata": event.metadata,
-                    "source": event.source,
-                    "timestamp": event.received_at.to_rfc3339(),
-                });
-                effects.merge(satisfy_waits(&mut tx, &event.env_id, &wire_event, &event.name, at).await?);
                 effects.stored.extend(inserted.map(|seq| ($crate::store::StoredKind::Event, seq)));
                 notify_commit(&mut tx, self.node_id(), &effects).await?;
                 tx.commit().await?;
@@ -495,6 +496,11 @@ macro_rules! sql_store {
                 use $crate::domain::history::{HistoryKind, NewHistoryEntry};
                 use $crate::store::model::CancelOutcome;
                 let mut tx = self.writer().begin().await?;
+                // The job row before the run row: the lock order every transaction keeps.
+                let _job: Option<String> = sqlx::query_scalar(sql!("lock_run_job"))
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
                 let locked: Option<String> = sqlx::query_scalar(sql!("lock_run"))
                     .bind(env.as_str())
                     .bind(id.as_str())

@@ -38,4 +38,4 @@ mod postgres;
 mod process;
 
 pub use nats::{NatsServer, nats};
-pub use postgres::{PgDatabase, postgres};
+pub use postgres::{ClusterDurability, PgCluster, PgDatabase, RestartMode, postgres};

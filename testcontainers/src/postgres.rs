@@ -308,14 +308,19 @@ fn redact(url: &str) -> String {
 /// A throwaway cluster shared by all tests of this process.
 struct LocalCluster {
     admin_url: String,
-    /// Stops the cluster and removes its directory when the process exits.
-    _watchdog: Watchdog,
+    _cluster: PgCluster,
 }
 
 async fn local_cluster() -> Result<&'static LocalCluster> {
     static CLUSTER: OnceCell<LocalCluster> = OnceCell::const_new();
     CLUSTER
-        .get_or_try_init(start_local_cluster)
+        .get_or_try_init(|| async {
+            let cluster = PgCluster::start(ClusterDurability::Fast).await?;
+            Ok::<_, anyhow::Error>(LocalCluster {
+                admin_url: cluster.admin_url().to_owned(),
+                _cluster: cluster,
+            })
+        })
         .await
         .with_context(|| {
             format!(
@@ -325,9 +330,105 @@ async fn local_cluster() -> Result<&'static LocalCluster> {
         })
 }
 
+/// How a throwaway cluster treats commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterDurability {
+    /// `fsync`, `synchronous_commit` and `full_page_writes` off: fast, for tests that never
+    /// stop the server under load.
+    Fast,
+    /// `synchronous_commit = on` (what production runs): a commit the server acknowledged
+    /// survives the cluster being killed and restarted. `fsync` stays off: the machine itself
+    /// does not crash in a test.
+    Durable,
+}
+
+/// How a cluster is stopped on [`PgCluster::restart`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartMode {
+    /// `pg_ctl -m fast`: sessions are terminated, a clean shutdown.
+    Fast,
+    /// `pg_ctl -m immediate`: the server processes are killed and the restart recovers from
+    /// the WAL, as after a crash.
+    Immediate,
+}
+
+/// A Postgres cluster of its own (`initdb` + `pg_ctl` on a free loopback port), for tests
+/// that restart or kill the database server. Stopped and removed when dropped, or by a
+/// watchdog when the process dies.
+#[derive(Debug)]
+pub struct PgCluster {
+    admin_url: String,
+    port: u16,
+    dir: PathBuf,
+    data: String,
+    log: String,
+    options: String,
+    pg_ctl: PathBuf,
+    run_as: RunAs,
+    _watchdog: Watchdog,
+}
+
+impl PgCluster {
+    /// Creates and starts a fresh cluster.
+    pub async fn start(durability: ClusterDurability) -> Result<Self> {
+        start_cluster(durability).await
+    }
+
+    /// `postgres://postgres@127.0.0.1:<port>/postgres`.
+    pub fn admin_url(&self) -> &str {
+        &self.admin_url
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server log (`pg_ctl -l`), which outlives restarts.
+    pub fn log_path(&self) -> &Path {
+        Path::new(&self.log)
+    }
+
+    /// A fresh database on this cluster (dropped with the handle).
+    pub async fn database(&self) -> Result<PgDatabase> {
+        create_database(&self.admin_url, false).await
+    }
+
+    /// Stops the server (as `mode` says) and starts it again on the same port; returns once it
+    /// accepts connections.
+    pub async fn restart(&self, mode: RestartMode) -> Result<()> {
+        let mode = match mode {
+            RestartMode::Fast => "fast",
+            RestartMode::Immediate => "immediate",
+        };
+        self.run_as
+            .run(
+                &self.dir,
+                &self.pg_ctl,
+                &[
+                    "restart",
+                    "-D",
+                    &self.data,
+                    "-l",
+                    &self.log,
+                    "-m",
+                    mode,
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    &self.options,
+                ],
+            )
+            .await
+            .with_context(|| format!("restarting the cluster ({mode})"))?;
+        let conn = connect(&self.admin_url, Duration::from_secs(30)).await?;
+        conn.close().await.context("closing the admin connection")
+    }
+}
+
 /// How to run the Postgres tools: directly, or as the `postgres` user because
 /// `initdb` and `pg_ctl` refuse to run as root.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 enum RunAs {
     CurrentUser,
     Runuser,
@@ -431,7 +532,7 @@ fn find_pg_tools() -> Result<(PathBuf, PathBuf)> {
         .context("could not find initdb and pg_ctl on PATH or in /usr/lib/postgresql/<version>/bin")
 }
 
-async fn start_local_cluster() -> Result<LocalCluster> {
+async fn start_cluster(durability: ClusterDurability) -> Result<PgCluster> {
     let (initdb, pg_ctl) = find_pg_tools()?;
     let run_as = RunAs::detect()?;
 
@@ -485,15 +586,18 @@ async fn start_local_cluster() -> Result<LocalCluster> {
         )
         .await?;
 
+    let commits = match durability {
+        ClusterDurability::Fast => "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+        ClusterDurability::Durable => "-c fsync=off -c synchronous_commit=on",
+    };
     // The port is only reserved until pg_ctl starts, so retry if another
     // process grabs it in between.
     let mut attempt = 0;
-    let port = loop {
+    let (port, options) = loop {
         attempt += 1;
         let port = free_port()?;
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 \
-             -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 {commits}",
             sh_quote(&dir_str)
         );
         let started = run_as
@@ -506,7 +610,7 @@ async fn start_local_cluster() -> Result<LocalCluster> {
             )
             .await;
         match started {
-            Ok(()) => break port,
+            Ok(()) => break (port, options),
             Err(err) if attempt >= 3 => {
                 let log = std::fs::read_to_string(&log_str).unwrap_or_default();
                 return Err(err.context(format!("server log:\n{log}")));
@@ -519,8 +623,15 @@ async fn start_local_cluster() -> Result<LocalCluster> {
     let conn = connect(&admin_url, Duration::from_secs(30)).await?;
     conn.close().await.context("closing the admin connection")?;
 
-    Ok(LocalCluster {
+    Ok(PgCluster {
         admin_url,
+        port,
+        dir,
+        data: data_str,
+        log: log_str,
+        options,
+        pg_ctl,
+        run_as,
         _watchdog: watchdog,
     })
 }

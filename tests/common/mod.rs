@@ -164,6 +164,41 @@ impl TestServer {
         )
     }
 
+    /// A Connect JSON call to `ironflow.v1.PubSubService`; returns status and the JSON body.
+    pub async fn pubsub_json(
+        &self,
+        method: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let response = self
+            .post(&format!("/ironflow.v1.PubSubService/{method}"))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    /// `POST /api/v1/events` with `body`; returns status and the JSON body.
+    pub async fn emit_json(&self, body: &serde_json::Value) -> (u16, serde_json::Value) {
+        let response = self
+            .post("/api/v1/events")
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// Registers a function (Connect JSON `RegisterFunction`), asserting it was accepted.
     pub async fn register_function(&self, def: serde_json::Value) {
         let (status, body) = self.connect_json("RegisterFunction", def).await;
@@ -210,6 +245,15 @@ impl TestServer {
         server::start(options, None)
             .await
             .expect("second node starts")
+    }
+
+    /// Stops the server; the database stays until this value is dropped.
+    pub async fn stop_keeping_database(mut self) -> Arc<DbGuard> {
+        if let Some(server) = self.server.take() {
+            server.shutdown.cancel();
+            server.wait().await.expect("server stops cleanly");
+        }
+        self._guard.clone()
     }
 
     pub async fn stop(mut self) {
@@ -369,6 +413,24 @@ impl FakeWorker {
             .as_u16()
     }
 
+    /// Heartbeats with the jobs this worker still runs; returns the status.
+    pub async fn heartbeat(&self, job_ids: &[String]) -> u16 {
+        let jobs: Vec<serde_json::Value> = job_ids
+            .iter()
+            .map(|j| serde_json::json!({"job_id": j}))
+            .collect();
+        self.http
+            .post(format!(
+                "{}/api/v1/workers/{}/heartbeat",
+                self.base, self.id
+            ))
+            .bearer_auth(&self.key)
+            .json(&serde_json::json!({"jobs": jobs}))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16())
+    }
+
     /// Sends a report; `outcome` holds `status` and its fields. Returns status and body.
     pub async fn report(
         &self,
@@ -408,4 +470,83 @@ pub fn step_entry(run_id: &str, name: &str, output: serde_json::Value) -> serde_
         "output": output, "started_at": "2026-01-01T00:00:00.000Z", "ended_at": "2026-01-01T00:00:00.001Z",
         "duration_ms": 1,
     })
+}
+
+/// An admin key of a second project (with its own `default` environment) on the server's
+/// database, written directly as an operator would: a caller that must see nothing of ours.
+pub async fn foreign_project_key(server: &TestServer) -> String {
+    let key = ironflow::tenancy::NewApiKey::generate();
+    let at = "2026-01-01T00:00:00.000000Z";
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let sql = format!(
+        "INSERT INTO projects (id, org_id, name, created_at) SELECT 'prj_{suffix}', id, 'other-{suffix}', '{at}' FROM orgs LIMIT 1;
+         INSERT INTO environments (id, project_id, name, created_at) VALUES ('env_{suffix}', 'prj_{suffix}', 'default', '{at}');
+         INSERT INTO api_keys (id, org_id, project_id, name, key_prefix, key_hash, role, created_at)
+           SELECT 'key_{suffix}', org_id, id, 'foreign', '{prefix}', '{hash}', 'admin', '{at}' FROM projects WHERE id = 'prj_{suffix}';",
+        prefix = key.prefix,
+        hash = key.hash,
+    );
+    raw_execute(&server.url, &sql)
+        .await
+        .expect("second project written");
+    key.secret
+}
+
+/// Row counts of every table of the database (migrations bookkeeping and `workers`, whose
+/// heartbeat timestamps move on their own, excluded): two equal snapshots mean nothing was
+/// written in between.
+pub async fn table_counts(url: &str) -> std::collections::BTreeMap<String, i64> {
+    let tables_sql = if url.starts_with("postgres") {
+        "SELECT table_name::text AS name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+    } else {
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    };
+    let mut counts = std::collections::BTreeMap::new();
+    let names: Vec<String> = if url.starts_with("postgres") {
+        let pool = sqlx::PgPool::connect(url).await.expect("connect");
+        let names = sqlx::query_scalar(tables_sql)
+            .fetch_all(&pool)
+            .await
+            .expect("tables");
+        pool.close().await;
+        names
+    } else {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{url}"))
+            .await
+            .expect("connect");
+        let names = sqlx::query_scalar(tables_sql)
+            .fetch_all(&pool)
+            .await
+            .expect("tables");
+        pool.close().await;
+        names
+    };
+    for name in names {
+        if name.starts_with("_sqlx") || name == "workers" {
+            continue;
+        }
+        let n = raw_count(url, &format!("SELECT count(*) FROM \"{name}\"")).await;
+        counts.insert(name, n);
+    }
+    counts
+}
+
+/// Polls `check` until it returns `Some`, at most `within`; panics naming `what` otherwise.
+/// For conditions that come true asynchronously (a run ending, a lease expiring).
+pub async fn eventually<T, F, Fut>(what: &str, within: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -145,7 +145,7 @@ def test_stale_worker_result_refused(lease_server: Server) -> None:
     fid, event = f"{u}-fenced", f"{u}.fenced"
     r = srv.connect_json("RegisterFunction", {
         "id": fid, "name": fid, "triggers": [{"event": event}], "preferredMode": "EXECUTION_MODE_PULL",
-        "retry": {"maxAttempts": 1}})
+        "retry": {"maxAttempts": 2, "initialDelayMs": 50}})
     assert r.status == 200, r
     stale, fresh = FakeWorker(srv, f"{u}-stale", fid), FakeWorker(srv, f"{u}-fresh", fid)
     rid = ifconf.emit_rest(srv, event, {"x": 1})["run_ids"][0]
@@ -156,7 +156,8 @@ def test_stale_worker_result_refused(lease_server: Server) -> None:
     r = stale.put(job1, {"status": "progress", "steps": [step_row(rid, "a", 1)], "step_offset": 0})
     assert r.status == 200, r
 
-    # No heartbeat: once the lease expires the job goes to the other worker, with a new fence.
+    # No heartbeat: once the lease expires the attempt has failed (LEASE_EXPIRED) and the
+    # retry goes to the other worker, with a new fence.
     t0 = time.monotonic()
     job2: dict[str, Any] | None = None
     while job2 is None:
@@ -164,6 +165,7 @@ def test_stale_worker_result_refused(lease_server: Server) -> None:
         jobs = fresh.poll(wait=5)
         job2 = jobs[0] if jobs else None
     assert job2["run_id"] == rid, job2
+    assert job2["attempt"] == 2, job2
     assert job2["execution_seq"] > job1["execution_seq"] and job2["lease_token"] != job1["lease_token"], (job1, job2)
     assert [(s["step_id"], s["output"]) for s in job2["completed_steps"]] == [(f"{rid}:a:0", 1)], job2
     assert job2.get("step_sequence_base") == 1, job2
