@@ -3,7 +3,7 @@
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::store::model::{BootstrapOutcome, BootstrapPlan};
+use crate::store::tenancy::{BootstrapOutcome, BootstrapPlan};
 use crate::store::{SharedStore, StoreError};
 
 /// What a key may do. Tenant policies may only narrow this, never widen it.

@@ -6,10 +6,10 @@ mod common;
 use common::{Backend, fresh_store, raw_count, raw_execute};
 use ironflow::domain::function::{FunctionDefinition, TriggerDef};
 use ironflow::domain::run::RunStatus;
+use ironflow::domain::time::Ts;
 use ironflow::ids::{EnvId, EventId, FunctionId, RunId};
 use ironflow::store::SharedStore;
 use ironflow::store::model::*;
-use ironflow::store::time::Ts;
 use serde_json::json;
 
 async fn default_env(store: &SharedStore) -> EnvId {

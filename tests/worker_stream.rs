@@ -461,7 +461,7 @@ async fn reports_share_one_transaction(backend: Backend) {
             }
         })
         .collect();
-    let lease = ironflow::store::time::Ts::now().plus(Duration::from_secs(60));
+    let lease = ironflow::domain::time::Ts::now().plus(Duration::from_secs(60));
     let outcomes = store
         .report_jobs(&reports, lease)
         .await

@@ -1,1 +1,1 @@
-SELECT env_id, id, topic, data, published_at FROM messages WHERE seq = $1;
+SELECT env_id, id, seq, topic, data, published_at FROM messages WHERE seq = $1;

@@ -1,4 +1,4 @@
-SELECT id, seq, topic, data, published_at FROM messages
+SELECT env_id, id, seq, topic, data, published_at FROM messages
 WHERE env_id = $1 AND ($2::bigint IS NULL OR seq > $2)
 ORDER BY seq DESC
 LIMIT $3;

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::ids::{ApiKeyId, EnvId, ProjectId};
 use crate::store::SharedStore;
-use crate::store::model::{ApiKeyRecord, EnvironmentRecord};
+use crate::store::tenancy::{ApiKeyRecord, EnvironmentRecord};
 use crate::tenancy::{Permission, Role, hash_api_key};
 
 use super::error::ApiError;

@@ -311,7 +311,7 @@ async fn health(state: &AppState, _req: pb::HealthRequest) -> Result<pb::HealthR
     };
     Ok(pb::HealthResponse {
         status: if db.is_ok() { "ok" } else { "degraded" }.into(),
-        timestamp: Some(map::timestamp(crate::store::time::Ts::now())),
+        timestamp: Some(map::timestamp(crate::domain::time::Ts::now())),
         components: [("database".to_owned(), component)].into_iter().collect(),
     })
 }

@@ -8,11 +8,11 @@ use crate::domain::function::{
     FunctionDefinition, FunctionStatus, RetryPolicy, ThrottleDef, TriggerDef,
 };
 use crate::domain::run::RunStatus;
+use crate::domain::time::Ts;
 use crate::engine::{EmitEvent, RegisterFunction};
 use crate::ids::FunctionId;
 use crate::proto::v1 as pb;
 use crate::store::model::{FunctionRecord, RunRecord, StepRecord};
-use crate::store::time::Ts;
 
 use super::error::ApiError;
 

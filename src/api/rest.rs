@@ -10,12 +10,12 @@ use serde_json::{Value, json};
 
 use crate::domain::function::FunctionStatus;
 use crate::domain::run::RunStatus;
+use crate::domain::time::Ts;
 use crate::engine::{EmitEvent, EventPageQuery, RunPageQuery};
 use crate::ids::{EventId, FunctionId, RunId};
 use crate::store::model::{
     EventNameQuery, EventRecord, FunctionRecord, HistoryRecord, RunRecord, StepRecord,
 };
-use crate::store::time::Ts;
 use crate::tenancy::Permission;
 
 use super::AppState;

@@ -8,9 +8,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::domain::expression::{Bindings, EventView, Expression};
 use crate::domain::pattern::EventPattern;
+use crate::domain::time::Ts;
 use crate::engine::{BusMessage, MessageKind};
 use crate::proto::v1 as pb;
-use crate::store::time::Ts;
 use crate::tenancy::Permission;
 
 use super::AppState;
@@ -119,8 +119,15 @@ pub async fn open_subscription(
             .await?;
         let mut matching: Vec<BusMessage> = rows
             .into_iter()
-            .map(|(mid, seq, topic, data, at)| {
-                BusMessage::topic(ctx.env.clone(), mid, seq, topic, data, at)
+            .map(|m| {
+                BusMessage::topic(
+                    ctx.env.clone(),
+                    m.id,
+                    m.seq,
+                    m.topic,
+                    m.data.0,
+                    m.published_at,
+                )
             })
             .filter(|m| sub.wants(m))
             .collect();

@@ -6,7 +6,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::store::time::Ts;
+use crate::domain::time::Ts;
 
 use super::AppState;
 use super::auth::RequestContext;

@@ -15,12 +15,12 @@ use tokio::sync::{Semaphore, mpsc};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::domain::job::{Fence, JobFailure, JobReport, ReportOutcome, ReportedStep, YieldRequest};
+use crate::domain::time::Ts;
 use crate::engine::{Engine, EngineError, PollOutcome, WorkerHello};
 use crate::ids::EnvId;
 use crate::proto::v1 as pb;
 use crate::proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
 use crate::store::model::ClaimedJob;
-use crate::store::time::Ts;
 use crate::tenancy::Permission;
 
 use super::AppState;

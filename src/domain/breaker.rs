@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::store::time::Ts;
+use crate::domain::time::Ts;
 
 /// Where a breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

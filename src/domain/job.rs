@@ -7,8 +7,8 @@ use serde_json::Value;
 
 use crate::domain::function::RetryPolicy;
 use crate::domain::storable::{NulError, check_json, check_text};
+use crate::domain::time::Ts;
 use crate::ids::EnvId;
-use crate::store::time::Ts;
 
 /// Every ack and report must echo the dispatch's fence, and come from the environment and the
 /// worker the job was leased to; any mismatch means the dispatch is stale (nothing is written).

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::domain::job::{JobFailure, ReportOutcome, ReportedStep, YieldRequest, parse_duration};
-use crate::store::time::Ts;
+use crate::domain::time::Ts;
 
 /// A result body that does not have the protocol's shape; the message names the field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

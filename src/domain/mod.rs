@@ -14,3 +14,4 @@ pub mod run;
 pub mod secret;
 pub mod signature;
 pub mod storable;
+pub mod time;

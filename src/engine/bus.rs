@@ -171,7 +171,7 @@ pub struct BusMessage {
     /// The durable copy's sequence (messages.seq, events.seq or history.seq).
     pub sequence: i64,
     pub data: serde_json::Value,
-    pub timestamp: crate::store::time::Ts,
+    pub timestamp: crate::domain::time::Ts,
 }
 
 impl BusMessage {
@@ -182,7 +182,7 @@ impl BusMessage {
         sequence: i64,
         topic: String,
         data: serde_json::Value,
-        timestamp: crate::store::time::Ts,
+        timestamp: crate::domain::time::Ts,
     ) -> Self {
         Self {
             env_id,
@@ -201,7 +201,7 @@ impl BusMessage {
         id: String,
         name: String,
         data: serde_json::Value,
-        timestamp: crate::store::time::Ts,
+        timestamp: crate::domain::time::Ts,
     ) -> Self {
         Self {
             env_id,

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::domain::job::JobReport;
+use crate::domain::time::Ts;
 use crate::store::model::FenceOutcome;
-use crate::store::time::Ts;
 use crate::store::{Backend, StoreError};
 
 use super::Engine;

@@ -5,13 +5,13 @@ use serde_json::Value;
 use crate::domain::expression::{Bindings, EventView, lane_key};
 use crate::domain::pattern::validate_event_name;
 use crate::domain::run::RunStatus;
+use crate::domain::time::Ts;
 use crate::ids::{EnvId, EventId, RunId};
 use crate::store::model::{
     EventNameCount, EventNameQuery, EventOutcome, EventQuery, EventRecord, NewEvent, NewRun,
     PageRequest,
 };
 use crate::store::model::{FunctionRecord, Lane};
-use crate::store::time::Ts;
 
 use super::{Engine, EngineError, cursor, page_limit};
 
@@ -203,16 +203,16 @@ impl Engine {
                     .active_runs_of_function(env, &function.id)
                     .await?
                 {
-                    if started.contains(&run.0) {
+                    if started.contains(&run.id) {
                         continue;
                     }
-                    let trigger = serde_json::json!({"data": run.1});
+                    let trigger = serde_json::json!({"data": run.input});
                     let same = spec.r#match.is_empty()
                         || lookup_path(&trigger, &spec.r#match)
                             .is_some_and(|v| lookup_path(&incoming, &spec.r#match) == Some(v));
                     if same {
                         let reason = format!("cancelled by event {} ({})", event.name, event.id);
-                        match self.cancel_run(env, &run.0, &reason).await {
+                        match self.cancel_run(env, &run.id, &reason).await {
                             Ok(_)
                             | Err(
                                 EngineError::FailedPrecondition(_) | EngineError::NotFound { .. },

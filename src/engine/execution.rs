@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use crate::domain::job::{Fence, JobReport};
+use crate::domain::time::Ts;
 use crate::ids::EnvId;
 use crate::store::model::{
     ClaimRequest, ClaimedJob, FenceOutcome, WorkerRecord, WorkerRegistration,
 };
-use crate::store::time::Ts;
 
 use super::{Engine, EngineError};
 
@@ -186,7 +186,7 @@ impl Engine {
                     Ok(effects) => self.bus().publish(&effects),
                     Err(e) => tracing::warn!(error = %e, "timer sweep failed"),
                 }
-                if let Err(e) = self.store().kv_expire().await {
+                if let Err(e) = self.kv().kv_expire().await {
                     tracing::warn!(error = %e, "KV expiry sweep failed");
                 }
             }

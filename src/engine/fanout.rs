@@ -13,8 +13,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::domain::time::Ts;
 use crate::ids::{EnvId, EventId};
-use crate::store::time::Ts;
 
 use super::pubsub::StoredRef;
 use super::{BusMessage, Engine, MessageKind};

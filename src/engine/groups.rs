@@ -14,9 +14,9 @@ use crate::domain::group::{
     validate_consumer_id, validate_group_name,
 };
 use crate::domain::pattern::EventPattern;
+use crate::domain::time::Ts;
 use crate::ids::EnvId;
 use crate::store::model::{ConsumerGroupRecord, GroupClaim, GroupDelivery};
-use crate::store::time::Ts;
 
 use super::{BusMessage, Engine, EngineError, MessageKind};
 

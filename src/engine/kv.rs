@@ -1,13 +1,12 @@
 //! The KV store's domain operations: buckets, conditional writes, reads, listings, history.
-//! Two backends behind one API: the database (the default; expired values are invisible at
-//! once and removed by the timer sweep) and NATS JetStream KV (`--nats-url`, see
-//! [`kv_nats`](super::kv_nats)).
+//! Two backends behind one trait ([`KvStore`]): the database (the default; expired values are
+//! invisible at once and removed by the timer sweep) and NATS JetStream KV (`--nats-url`).
 
 use crate::domain::kv::{BucketSettings, KvCondition, key_filter, validate_bucket, validate_key};
 use crate::ids::EnvId;
-use crate::store::model::{BucketRecord, KvEntry, KvWrite, KvWriteOutcome};
+use crate::store::kv::{BucketRecord, InBucket, KvEntry, KvWrite, KvWriteOutcome};
+use crate::store::kv_nats::NatsKv;
 
-use super::kv_nats::NatsKv;
 use super::{Engine, EngineError};
 
 /// Where KV buckets live.
@@ -24,6 +23,14 @@ fn invalid<E: ToString>(e: E) -> EngineError {
     EngineError::InvalidArgument(e.to_string())
 }
 
+/// A bucket-scoped answer: the value, or 404 naming the bucket.
+fn in_bucket<T>(found: InBucket<T>, bucket: &str) -> Result<T, EngineError> {
+    match found {
+        InBucket::Found(value) => Ok(value),
+        InBucket::NoSuchBucket => Err(EngineError::not_found("bucket", bucket)),
+    }
+}
+
 impl Engine {
     pub async fn kv_create_bucket(
         &self,
@@ -31,11 +38,7 @@ impl Engine {
         settings: BucketSettings,
     ) -> Result<BucketRecord, EngineError> {
         settings.validate().map_err(EngineError::InvalidArgument)?;
-        let created = match &self.options().kv {
-            KvBackend::Database => self.store().kv_create_bucket(env, &settings).await?,
-            KvBackend::Nats(nats) => nats.create_bucket(env, &settings).await?,
-        };
-        if !created {
+        if !self.kv().kv_create_bucket(env, &settings).await? {
             return Err(EngineError::AlreadyExists(format!(
                 "bucket '{}' already exists",
                 settings.name
@@ -46,30 +49,21 @@ impl Engine {
 
     pub async fn kv_bucket(&self, env: &EnvId, name: &str) -> Result<BucketRecord, EngineError> {
         validate_bucket(name).map_err(invalid)?;
-        let found = match &self.options().kv {
-            KvBackend::Database => self.store().kv_buckets(env, Some(name)).await?,
-            KvBackend::Nats(nats) => nats.buckets(env, Some(name)).await?,
-        };
-        found
+        self.kv()
+            .kv_buckets(env, Some(name))
+            .await?
             .into_iter()
             .next()
             .ok_or_else(|| EngineError::not_found("bucket", name))
     }
 
     pub async fn kv_list_buckets(&self, env: &EnvId) -> Result<Vec<BucketRecord>, EngineError> {
-        match &self.options().kv {
-            KvBackend::Database => Ok(self.store().kv_buckets(env, None).await?),
-            KvBackend::Nats(nats) => nats.buckets(env, None).await,
-        }
+        Ok(self.kv().kv_buckets(env, None).await?)
     }
 
     pub async fn kv_delete_bucket(&self, env: &EnvId, name: &str) -> Result<(), EngineError> {
         validate_bucket(name).map_err(invalid)?;
-        let deleted = match &self.options().kv {
-            KvBackend::Database => self.store().kv_delete_bucket(env, name).await?,
-            KvBackend::Nats(nats) => nats.delete_bucket(env, name).await?,
-        };
-        if deleted {
+        if self.kv().kv_delete_bucket(env, name).await? {
             // Its watchers end now rather than at their next sweep.
             self.bus().kv_changed();
             Ok(())
@@ -96,11 +90,7 @@ impl Engine {
             value,
             condition,
         };
-        let outcome = match &self.options().kv {
-            KvBackend::Database => self.store().kv_write(&write).await?,
-            KvBackend::Nats(nats) => nats.write(&write).await?,
-        };
-        match outcome {
+        match self.kv().kv_write(&write).await? {
             KvWriteOutcome::Written(entry) => {
                 // Local watchers read the new row (other nodes get the commit's NOTIFY).
                 self.bus().kv_changed();
@@ -137,29 +127,15 @@ impl Engine {
     ) -> Result<KvEntry, EngineError> {
         validate_key(key).map_err(invalid)?;
         validate_bucket(bucket).map_err(invalid)?;
-        let found = match &self.options().kv {
-            KvBackend::Database => self.store().kv_get(env, bucket, key).await?,
-            KvBackend::Nats(nats) => nats.get(env, bucket, key).await?,
-        };
-        match found {
-            Some(entry) => Ok(entry),
-            None => {
-                self.kv_bucket(env, bucket).await?;
-                Err(EngineError::not_found("key", key))
-            }
-        }
+        in_bucket(self.kv().kv_get(env, bucket, key).await?, bucket)?
+            .ok_or_else(|| EngineError::not_found("key", key))
     }
 
     /// Removes a key and its whole history.
     pub async fn kv_purge(&self, env: &EnvId, bucket: &str, key: &str) -> Result<(), EngineError> {
         validate_key(key).map_err(invalid)?;
-        if let KvBackend::Nats(nats) = &self.options().kv {
-            validate_bucket(bucket).map_err(invalid)?;
-            return nats.purge(env, bucket, key).await;
-        }
-        self.kv_bucket(env, bucket).await?;
-        self.store().kv_purge(env, bucket, key).await?;
-        Ok(())
+        validate_bucket(bucket).map_err(invalid)?;
+        in_bucket(self.kv().kv_purge(env, bucket, key).await?, bucket)
     }
 
     pub async fn kv_keys(
@@ -173,13 +149,7 @@ impl Engine {
             .map(key_filter)
             .transpose()
             .map_err(EngineError::InvalidArgument)?;
-        let keys = match &self.options().kv {
-            KvBackend::Database => {
-                self.kv_bucket(env, bucket).await?;
-                self.store().kv_keys(env, bucket).await?
-            }
-            KvBackend::Nats(nats) => nats.keys(env, bucket).await?,
-        };
+        let keys = in_bucket(self.kv().kv_keys(env, bucket).await?, bucket)?;
         Ok(keys
             .into_iter()
             .filter(|k| pattern.as_ref().is_none_or(|p| p.matches(k)))
@@ -193,11 +163,7 @@ impl Engine {
         key: &str,
     ) -> Result<Vec<KvEntry>, EngineError> {
         validate_key(key).map_err(invalid)?;
-        if let KvBackend::Nats(nats) = &self.options().kv {
-            validate_bucket(bucket).map_err(invalid)?;
-            return nats.history(env, bucket, key).await;
-        }
-        self.kv_bucket(env, bucket).await?;
-        Ok(self.store().kv_history(env, bucket, key).await?)
+        validate_bucket(bucket).map_err(invalid)?;
+        in_bucket(self.kv().kv_history(env, bucket, key).await?, bucket)
     }
 }

@@ -13,7 +13,6 @@ mod fanout;
 mod functions;
 mod groups;
 mod kv;
-mod kv_nats;
 mod pubsub;
 mod push;
 mod runs;
@@ -24,6 +23,7 @@ mod watch;
 
 use std::sync::Arc;
 
+pub use crate::store::kv_nats::NatsKv;
 pub use bus::{Bus, BusMessage, MessageKind};
 pub use data::config_document;
 pub use error::EngineError;
@@ -33,7 +33,6 @@ pub use fanout::NatsFanout;
 pub use functions::{FunctionPage, RegisterFunction};
 pub use groups::GroupMember;
 pub use kv::KvBackend;
-pub use kv_nats::NatsKv;
 pub use pubsub::Published;
 pub use push::{
     BREAKERS_BUCKET, PUSH_ERROR_CODE, PushOptions, breaker_document, breaker_mirror_key,
@@ -43,8 +42,8 @@ pub use runs::{RunPage, RunPageQuery};
 pub use sync::{INVOKED_EVENT, MAX_SYNC_WAIT, SyncOutcome};
 pub use watch::{ConfigWatch, ConfigWatchEvent, KvWatch, KvWatchEvent};
 
+use crate::domain::time::Ts;
 use crate::store::SharedStore;
-use crate::store::time::Ts;
 
 /// Tunables of the engine.
 #[derive(Debug, Clone)]
@@ -85,6 +84,8 @@ pub struct Engine {
 
 struct Inner {
     store: SharedStore,
+    /// Where KV buckets live: the store itself, or NATS JetStream.
+    kv: Arc<dyn crate::store::kv::KvStore>,
     options: EngineOptions,
     started_at: Ts,
     bus: Bus,
@@ -100,8 +101,13 @@ struct Inner {
 impl Engine {
     pub fn new(store: SharedStore, options: EngineOptions) -> Self {
         let fanout = options.fanout.clone();
+        let kv: Arc<dyn crate::store::kv::KvStore> = match &options.kv {
+            KvBackend::Database => store.clone(),
+            KvBackend::Nats(nats) => Arc::new(nats.clone()),
+        };
         Self {
             inner: Arc::new(Inner {
+                kv,
                 store,
                 commits: commits::ReportCommits::default(),
                 fanout,
@@ -123,6 +129,11 @@ impl Engine {
 
     pub fn store(&self) -> &SharedStore {
         &self.inner.store
+    }
+
+    /// The KV backend (the database, or NATS JetStream with `--nats-url`).
+    pub(crate) fn kv(&self) -> &dyn crate::store::kv::KvStore {
+        self.inner.kv.as_ref()
     }
 
     pub fn options(&self) -> &EngineOptions {

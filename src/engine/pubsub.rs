@@ -37,10 +37,17 @@ impl Engine {
         }
         let key = idempotency_key.filter(|k| !k.is_empty());
         let groups = self.groups_for_message(env, topic, &data).await?;
-        let (event_id, sequence, duplicate) = self
+        let stored = self
             .store()
-            .publish_message(env, topic, &data, key, &groups)
+            .publish_message(&crate::store::messages::NewMessage {
+                env,
+                topic,
+                data: &data,
+                idempotency_key: key,
+                groups: &groups,
+            })
             .await?;
+        let (event_id, sequence, duplicate) = (stored.id, stored.seq, stored.duplicate);
         if !duplicate {
             self.publish_live(super::BusMessage::topic(
                 env.clone(),
@@ -48,7 +55,7 @@ impl Engine {
                 sequence,
                 topic.to_owned(),
                 data,
-                crate::store::time::Ts::now(),
+                crate::domain::time::Ts::now(),
             ));
         }
         Ok(Published {
@@ -95,8 +102,15 @@ impl Engine {
         };
         let read = match stored {
             StoredRef::Topic(seq) => self.store().message_by_seq(seq).await.map(|m| {
-                m.map(|(env_id, id, topic, data, at)| {
-                    super::BusMessage::topic(env_id, id, seq, topic, data, at)
+                m.map(|m| {
+                    super::BusMessage::topic(
+                        m.env(),
+                        m.id,
+                        m.seq,
+                        m.topic,
+                        m.data.0,
+                        m.published_at,
+                    )
                 })
             }),
             StoredRef::EventSeq(seq) => self.store().event_by_seq(seq).await.map(|e| e.map(event)),

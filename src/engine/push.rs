@@ -15,10 +15,10 @@ use crate::domain::breaker::{
 };
 use crate::domain::function::{ExecutionMode, FunctionDefinition};
 use crate::domain::job::{Fence, JobFailure, JobReport, ReportOutcome};
+use crate::domain::time::Ts;
 use crate::ids::{EnvId, FunctionId};
 use crate::store::model::{ClaimRequest, ClaimedJob};
-use crate::store::push_store::{BreakerRecord, BreakerRef};
-use crate::store::time::Ts;
+use crate::store::push::{BreakerRecord, BreakerRef};
 
 use super::{Engine, EngineError, KvBackend};
 
@@ -138,19 +138,26 @@ impl Dispatcher {
                 .turns
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            due.sort_by_cached_key(|(env, function, definition)| {
+            due.sort_by_cached_key(|d| {
                 let waited = turns
-                    .get(&definition.endpoint_url)
-                    .is_none_or(|last| (env, function) > (&last.0, &last.1));
+                    .get(&d.definition.endpoint_url)
+                    .is_none_or(|last| (&d.env_id, &d.function_id) > (&last.0, &last.1));
                 !waited
             });
         }
         let mut sharing: HashMap<String, usize> = HashMap::new();
-        for (_, _, definition) in &due {
-            *sharing.entry(definition.endpoint_url.clone()).or_default() += 1;
+        for d in &due {
+            *sharing
+                .entry(d.definition.endpoint_url.clone())
+                .or_default() += 1;
         }
         let mut next: Option<Ts> = None;
-        for (env, function, definition) in due {
+        for due_function in due {
+            let (env, function, definition) = (
+                due_function.env_id,
+                due_function.function_id,
+                due_function.definition,
+            );
             let endpoint = definition.endpoint_url.clone();
             let Some(remaining) = sharing.get_mut(&endpoint) else {
                 continue;

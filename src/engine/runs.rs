@@ -1,11 +1,11 @@
 //! Reading runs and their steps and history; cancelling a run.
 
 use crate::domain::run::RunStatus;
+use crate::domain::time::Ts;
 use crate::ids::{EnvId, EventId, FunctionId, RunId};
 use crate::store::model::{
     CancelOutcome, HistoryRecord, PageRequest, RunQuery, RunRecord, StepRecord,
 };
-use crate::store::time::Ts;
 
 use super::{Engine, EngineError, cursor, page_limit};
 

@@ -7,46 +7,32 @@
 //! which the watcher then sends. A config watch sends the current document, then each
 //! `config.updated` / `config.deleted` history entry (read by the history tailer).
 
-use std::time::Duration;
-
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::domain::kv::{key_filter, validate_bucket};
-use crate::domain::pattern::EventPattern;
+use crate::domain::time::Ts;
 use crate::ids::EnvId;
-use crate::store::model::KvEntry;
-use crate::store::time::Ts;
+pub use crate::store::kv::KvWatchEvent;
+use crate::store::kv::{InBucket, KvWatchEnd, KvWatchStream};
 
-use super::kv::KvBackend;
 use super::{Engine, EngineError, MessageKind};
-
-/// Rows a watcher reads per round.
-const BATCH: i64 = 500;
-/// The watcher reads again at least this often, in case a wakeup was missed.
-const SWEEP: Duration = Duration::from_secs(2);
-
-/// One put or delete seen by a KV watch.
-#[derive(Debug, Clone)]
-pub struct KvWatchEvent {
-    pub bucket: String,
-    pub entry: KvEntry,
-}
 
 /// A running KV watch; dropping it stops it.
 pub struct KvWatch {
-    rx: mpsc::Receiver<Result<KvWatchEvent, EngineError>>,
+    rx: KvWatchStream,
+    bucket: String,
 }
 
 impl KvWatch {
-    pub(crate) fn new(rx: mpsc::Receiver<Result<KvWatchEvent, EngineError>>) -> Self {
-        Self { rx }
-    }
-
     /// The next update; `None` when the server stops. An error ends the watch (for example,
     /// the bucket was deleted).
     pub async fn next(&mut self) -> Option<Result<KvWatchEvent, EngineError>> {
-        self.rx.recv().await
+        let next = self.rx.recv().await?;
+        Some(next.map_err(|end| match end {
+            KvWatchEnd::BucketDeleted => EngineError::not_found("bucket", &self.bucket),
+            KvWatchEnd::Failed(e) => EngineError::Store(e),
+        }))
     }
 }
 
@@ -80,111 +66,21 @@ impl Engine {
         key: Option<&str>,
     ) -> Result<KvWatch, EngineError> {
         validate_bucket(bucket).map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
-        let pattern = key
-            .map(key_filter)
-            .transpose()
-            .map_err(EngineError::InvalidArgument)?;
-        if let KvBackend::Nats(nats) = &self.options().kv {
-            return nats
-                .watch(env, bucket, key, self.shutdown_token().clone())
-                .await;
+        if let Some(filter) = key {
+            key_filter(filter).map_err(EngineError::InvalidArgument)?;
         }
         // Enabled before the first read, so no write after it goes unnoticed.
         let changes = self.bus().kv_changes();
-        let start = self
-            .store()
-            .kv_revision(env, bucket)
-            .await?
-            .ok_or_else(|| EngineError::not_found("bucket", bucket))?;
-        let (tx, rx) = mpsc::channel(256);
-        let engine = self.clone();
-        let env = env.clone();
-        let bucket = bucket.to_owned();
-        tokio::spawn(async move {
-            engine
-                .tail_bucket(&env, &bucket, pattern, start, changes, tx)
-                .await;
-        });
-        Ok(KvWatch::new(rx))
-    }
-
-    async fn tail_bucket(
-        &self,
-        env: &EnvId,
-        bucket: &str,
-        pattern: Option<EventPattern>,
-        start: i64,
-        changes: std::sync::Arc<tokio::sync::Notify>,
-        tx: mpsc::Sender<Result<KvWatchEvent, EngineError>>,
-    ) {
-        let wanted = |e: &KvEntry| pattern.as_ref().is_none_or(|p| p.matches(&e.key));
-        let send = |entry: KvEntry| {
-            tx.send(Ok(KvWatchEvent {
+        let stream = self
+            .kv()
+            .kv_watch(env, bucket, key, changes, self.shutdown_token().clone())
+            .await?;
+        match stream {
+            InBucket::Found(rx) => Ok(KvWatch {
+                rx,
                 bucket: bucket.to_owned(),
-                entry,
-            }))
-        };
-        let snapshot = match self.store().kv_live_entries(env, bucket).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                let _ = tx.send(Err(e.into())).await;
-                return;
-            }
-        };
-        for entry in snapshot {
-            if entry.revision <= start && wanted(&entry) && send(entry).await.is_err() {
-                return;
-            }
-        }
-        let mut last = start;
-        loop {
-            let changed = changes.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            loop {
-                let rows = match self
-                    .store()
-                    .kv_entries_after(env, bucket, last, BATCH)
-                    .await
-                {
-                    Ok(rows) => rows,
-                    Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
-                        return;
-                    }
-                };
-                let full = rows.len() as i64 == BATCH;
-                if rows.is_empty() {
-                    // The bucket may have been deleted meanwhile (and maybe created again: its
-                    // revisions then start over, below what this watch has sent).
-                    match self.store().kv_revision(env, bucket).await {
-                        Ok(Some(revision)) if revision >= last => {}
-                        Ok(_) => {
-                            let _ = tx.send(Err(EngineError::not_found("bucket", bucket))).await;
-                            return;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(e.into())).await;
-                            return;
-                        }
-                    }
-                }
-                for entry in rows {
-                    last = entry.revision;
-                    if wanted(&entry) && send(entry).await.is_err() {
-                        return;
-                    }
-                }
-                if !full {
-                    break;
-                }
-            }
-            tokio::select! {
-                () = &mut changed => {}
-                () = tokio::time::sleep(SWEEP) => {}
-                () = tx.closed() => return,
-                () = self.shutdown_token().cancelled() => return,
-            }
+            }),
+            InBucket::NoSuchBucket => Err(EngineError::not_found("bucket", bucket)),
         }
     }
 

@@ -50,7 +50,7 @@ macro_rules! exec_store {
         async fn create_run(
             conn: &mut Conn,
             r: &RunInsert<'_>,
-            now: $crate::store::time::Ts,
+            now: $crate::domain::time::Ts,
         ) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
             use $crate::domain::run::RunStatus;
             let admitted = match r.lane {
@@ -130,7 +130,7 @@ macro_rules! exec_store {
             env: &$crate::ids::EnvId,
             event: &JsonValue,
             event_name: &str,
-            now: $crate::store::time::Ts,
+            now: $crate::domain::time::Ts,
         ) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
             let waits: Vec<(String, String, Option<String>, Option<sqlx::types::Json<JsonValue>>)> =
                 sqlx::query_as(xsql!("waits_for_event"))
@@ -175,7 +175,7 @@ macro_rules! exec_store {
             status: &str,
             output: Option<&JsonValue>,
             error: Option<&JsonValue>,
-            now: $crate::store::time::Ts,
+            now: $crate::domain::time::Ts,
         ) -> Result<(), $crate::store::StoreError> {
             sqlx::query(xsql!("resolve_step"))
                 .bind(run.as_str())
@@ -194,7 +194,7 @@ macro_rules! exec_store {
         async fn resume(
             conn: &mut Conn,
             run: &$crate::ids::RunId,
-            now: $crate::store::time::Ts,
+            now: $crate::domain::time::Ts,
         ) -> Result<(), $crate::store::StoreError> {
             let woken = sqlx::query(xsql!("wake_job")).bind(run.as_str()).bind(now).execute(&mut *conn).await?;
             if woken.rows_affected() == 0 {
@@ -216,7 +216,7 @@ macro_rules! exec_store {
             function: &str,
             key: &str,
             limit: i32,
-            now: $crate::store::time::Ts,
+            now: $crate::domain::time::Ts,
         ) -> Result<bool, $crate::store::StoreError> {
             if limit <= 0 {
                 return Ok(false);
@@ -256,7 +256,7 @@ macro_rules! exec_store {
             status: $crate::domain::run::RunStatus,
             output: Option<&JsonValue>,
             error: Option<&JsonValue>,
-            now: $crate::store::time::Ts,
+            now: $crate::domain::time::Ts,
         ) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
             let mut effects = $crate::store::model::Effects { finished_runs: vec![run.clone()], ..Default::default() };
             let lane: Option<(String, String, String, i32)> = sqlx::query_as(xsql!("run_lane"))
@@ -278,7 +278,7 @@ macro_rules! exec_store {
             status: $crate::domain::run::RunStatus,
             output: Option<&JsonValue>,
             error: Option<&JsonValue>,
-            now: $crate::store::time::Ts,
+            now: $crate::domain::time::Ts,
         ) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
             let mut effects = $crate::store::model::Effects::default();
             let brief: Option<(String, String, String, i32, i32, Option<String>, Option<String>, sqlx::types::Json<JsonValue>)> =
@@ -321,7 +321,7 @@ macro_rules! exec_store {
             status: $crate::domain::run::RunStatus,
             output: Option<&JsonValue>,
             error: Option<&JsonValue>,
-            now: $crate::store::time::Ts,
+            now: $crate::domain::time::Ts,
         ) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
             use $crate::domain::history::HistoryKind;
             sqlx::query(xsql!("finish_run"))
@@ -358,11 +358,11 @@ macro_rules! exec_store {
         /// being `lease_expires_at - now`); a fresher lease is left as it is, which spares the
         /// job row (and all its index entries) a rewrite on most steps.
         fn lease_renewal_threshold(
-            now: $crate::store::time::Ts,
-            lease_expires_at: $crate::store::time::Ts,
-        ) -> $crate::store::time::Ts {
+            now: $crate::domain::time::Ts,
+            lease_expires_at: $crate::domain::time::Ts,
+        ) -> $crate::domain::time::Ts {
             let ttl = lease_expires_at.0 - now.0;
-            $crate::store::time::Ts(now.0 + ttl * 2 / 3)
+            $crate::domain::time::Ts(now.0 + ttl * 2 / 3)
         }
 
         /// Applies step checkpoints set-wise: one statement finds the dispatches whose fence
@@ -371,8 +371,8 @@ macro_rules! exec_store {
         async fn apply_checkpoints(
             conn: &mut Conn,
             reports: &[&$crate::domain::job::JobReport],
-            lease_expires_at: $crate::store::time::Ts,
-            now: $crate::store::time::Ts,
+            lease_expires_at: $crate::domain::time::Ts,
+            now: $crate::domain::time::Ts,
         ) -> Result<Vec<$crate::store::model::FenceOutcome>, $crate::store::StoreError> {
             let fences: Vec<JsonValue> = reports
                 .iter()
@@ -384,7 +384,7 @@ macro_rules! exec_store {
                     "worker_id": r.fence.worker_id,
                 }))
                 .collect();
-            let rows: Vec<(String, String, String, i32, Option<$crate::store::time::Ts>)> =
+            let rows: Vec<(String, String, String, i32, Option<$crate::domain::time::Ts>)> =
                 sqlx::query_as(xsql!("checkpoint_fences"))
                     .bind(sqlx::types::Json(&fences))
                     .fetch_all(&mut *conn)
@@ -407,7 +407,7 @@ macro_rules! exec_store {
                     .await?;
             }
             let text = |v: &Option<JsonValue>| v.as_ref().map(|v| v.to_string());
-            let ts = |t: &Option<$crate::store::time::Ts>| t.map(|t| t.to_rfc3339());
+            let ts = |t: &Option<$crate::domain::time::Ts>| t.map(|t| t.to_rfc3339());
             let mut steps: Vec<JsonValue> = Vec::new();
             let mut history: Vec<JsonValue> = Vec::new();
             for report in reports {
@@ -459,8 +459,8 @@ macro_rules! exec_store {
         async fn apply_report(
             conn: &mut Conn,
             report: &$crate::domain::job::JobReport,
-            lease_expires_at: $crate::store::time::Ts,
-            now: $crate::store::time::Ts,
+            lease_expires_at: $crate::domain::time::Ts,
+            now: $crate::domain::time::Ts,
         ) -> Result<$crate::store::model::FenceOutcome, $crate::store::StoreError> {
             use $crate::domain::history::HistoryKind;
             use $crate::domain::job::ReportOutcome;
@@ -545,12 +545,12 @@ macro_rules! exec_store {
             brief: &RunBrief,
             request: &$crate::domain::job::YieldRequest,
             position: i64,
-            now: $crate::store::time::Ts,
+            now: $crate::domain::time::Ts,
         ) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
             use $crate::domain::job::YieldRequest;
             use $crate::domain::run::RunStatus;
             let later = |d: std::time::Duration| now.plus(d);
-            let insert_step = |step_id: &str, step_type: &'static str, status: &'static str, output: Option<JsonValue>, ended: Option<$crate::store::time::Ts>| {
+            let insert_step = |step_id: &str, step_type: &'static str, status: &'static str, output: Option<JsonValue>, ended: Option<$crate::domain::time::Ts>| {
                 sqlx::query(xsql!("upsert_step"))
                     .bind(run.as_str())
                     .bind(step_id.to_owned())
@@ -654,7 +654,7 @@ macro_rules! exec_store {
             function_id: &str,
             input: &JsonValue,
             child: &$crate::ids::RunId,
-            now: $crate::store::time::Ts,
+            now: $crate::domain::time::Ts,
         ) -> Result<Option<$crate::store::model::Effects>, $crate::store::StoreError> {
             let Ok(fid) = $crate::ids::FunctionId::parse(function_id) else {
                 return Ok(None);
@@ -688,7 +688,7 @@ macro_rules! exec_store {
             conn: &mut Conn,
             env: &$crate::ids::EnvId,
             run: &$crate::ids::RunId,
-            now: $crate::store::time::Ts,
+            now: $crate::domain::time::Ts,
         ) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
             use $crate::domain::history::HistoryKind;
             let brief: RunBrief = sqlx::query_as(xsql!("run_brief")).bind(run.as_str()).fetch_one(&mut *conn).await?;
@@ -715,7 +715,7 @@ macro_rules! exec_store {
             conn: &mut Conn,
             env: &$crate::ids::EnvId,
             run: &$crate::ids::RunId,
-            now: $crate::store::time::Ts,
+            now: $crate::domain::time::Ts,
         ) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
             let waiting: Option<(String, String)> = sqlx::query_as(xsql!("waiting_step")).bind(run.as_str()).fetch_optional(&mut *conn).await?;
             match waiting {
@@ -753,7 +753,7 @@ macro_rules! exec_store {
                 &self,
                 req: &$crate::store::model::ClaimRequest,
             ) -> Result<Vec<$crate::store::model::ClaimedJob>, $crate::store::StoreError> {
-                let now = $crate::store::time::Ts::now();
+                let now = $crate::domain::time::Ts::now();
                 let mut tx = self.writer().begin().await?;
                 let rows: Vec<(String, String, i64, String)> = sqlx::query_as(xsql!("claim_jobs"))
                     .bind(req.env_id.as_str())
@@ -816,7 +816,7 @@ macro_rules! exec_store {
                 &self,
                 dispatch_id: &str,
                 fence: &$crate::domain::job::Fence,
-                lease_expires_at: $crate::store::time::Ts,
+                lease_expires_at: $crate::domain::time::Ts,
             ) -> Result<$crate::store::model::FenceOutcome, $crate::store::StoreError> {
                 let mut tx = self.writer().begin().await?;
                 let row: Option<(String, String, i64, Option<String>, Option<String>, String)> =
@@ -832,7 +832,7 @@ macro_rules! exec_store {
             async fn report_job_impl(
                 &self,
                 report: &$crate::domain::job::JobReport,
-                lease_expires_at: $crate::store::time::Ts,
+                lease_expires_at: $crate::domain::time::Ts,
             ) -> Result<$crate::store::model::FenceOutcome, $crate::store::StoreError> {
                 let mut outcomes = self.report_jobs_impl(std::slice::from_ref(report), lease_expires_at).await?;
                 Ok(outcomes.pop().unwrap_or($crate::store::model::FenceOutcome::Stale))
@@ -842,10 +842,10 @@ macro_rules! exec_store {
             async fn report_jobs_impl(
                 &self,
                 reports: &[$crate::domain::job::JobReport],
-                lease_expires_at: $crate::store::time::Ts,
+                lease_expires_at: $crate::domain::time::Ts,
             ) -> Result<Vec<$crate::store::model::FenceOutcome>, $crate::store::StoreError> {
                 use $crate::domain::job::ReportOutcome;
-                let now = $crate::store::time::Ts::now();
+                let now = $crate::domain::time::Ts::now();
                 let mut tx = self.writer().begin().await?;
                 // Every job row the batch names, locked at once in run order, before anything
                 // else is touched: the lock order every transaction keeps.
@@ -893,7 +893,7 @@ macro_rules! exec_store {
             /// transaction holds are left to the next sweep.
             async fn fire_timers_impl(&self, limit: i64) -> Result<$crate::store::model::Effects, $crate::store::StoreError> {
                 use $crate::domain::job::TimerAction;
-                let now = $crate::store::time::Ts::now();
+                let now = $crate::domain::time::Ts::now();
                 let mut tx = self.writer().begin().await?;
                 let due: Vec<$crate::store::model::DueJobRow> =
                     sqlx::query_as(xsql!("lock_due_jobs")).bind(now).bind(limit).fetch_all(&mut *tx).await?;
@@ -922,12 +922,12 @@ macro_rules! exec_store {
                 Ok(effects)
             }
 
-            async fn next_due_impl(&self) -> Result<Option<$crate::store::time::Ts>, $crate::store::StoreError> {
-                Ok(sqlx::query_scalar(xsql!("next_due")).bind($crate::store::time::Ts::now()).fetch_one(self.reader()).await?)
+            async fn next_due_impl(&self) -> Result<Option<$crate::domain::time::Ts>, $crate::store::StoreError> {
+                Ok(sqlx::query_scalar(xsql!("next_due")).bind($crate::domain::time::Ts::now()).fetch_one(self.reader()).await?)
             }
 
             async fn register_worker_impl(&self, w: &$crate::store::model::WorkerRegistration) -> Result<(), $crate::store::StoreError> {
-                let now = $crate::store::time::Ts::now();
+                let now = $crate::domain::time::Ts::now();
                 sqlx::query(xsql!("upsert_worker"))
                     .bind(w.env_id.as_str())
                     .bind(&w.id)
@@ -947,9 +947,9 @@ macro_rules! exec_store {
                 env: &$crate::ids::EnvId,
                 worker: &str,
                 dispatch_ids: &[String],
-                lease_expires_at: $crate::store::time::Ts,
+                lease_expires_at: $crate::domain::time::Ts,
             ) -> Result<bool, $crate::store::StoreError> {
-                let now = $crate::store::time::Ts::now();
+                let now = $crate::domain::time::Ts::now();
                 let mut tx = self.writer().begin().await?;
                 let touched = sqlx::query(xsql!("touch_worker")).bind(env.as_str()).bind(worker).bind(now).execute(&mut *tx).await?;
                 if touched.rows_affected() == 0 {
@@ -975,7 +975,7 @@ macro_rules! exec_store {
             }
 
             async fn list_workers_impl(&self, env: &$crate::ids::EnvId) -> Result<Vec<$crate::store::model::WorkerRecord>, $crate::store::StoreError> {
-                type Row = (String, String, sqlx::types::Json<Vec<String>>, i32, sqlx::types::Json<JsonValue>, sqlx::types::Json<JsonValue>, $crate::store::time::Ts, $crate::store::time::Ts);
+                type Row = (String, String, sqlx::types::Json<Vec<String>>, i32, sqlx::types::Json<JsonValue>, sqlx::types::Json<JsonValue>, $crate::domain::time::Ts, $crate::domain::time::Ts);
                 let rows: Vec<Row> = sqlx::query_as(xsql!("list_workers")).bind(env.as_str()).fetch_all(self.reader()).await?;
                 Ok(rows.into_iter().map(|r| $crate::store::model::WorkerRecord {
                     id: r.0, hostname: r.1, function_ids: r.2.0, max_concurrent: r.3, labels: r.4.0, version: r.5.0,

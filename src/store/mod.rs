@@ -9,12 +9,24 @@ pub mod postgres;
 pub mod sqlite;
 pub mod time;
 
-mod data_store;
+pub mod config;
+pub mod db;
 mod exec_store;
-pub mod group_store;
-mod kv_store;
-pub mod push_store;
+pub mod functions;
+pub mod groups;
+pub mod history;
+pub mod kv;
+pub mod kv_nats;
+pub mod messages;
+pub mod push;
+pub mod runs;
+pub mod secrets;
+pub(crate) mod sql;
 mod sql_store;
+pub mod tenancy;
+mod writes;
+
+pub use tenancy::TenancyStore;
 
 use std::sync::Arc;
 
@@ -119,48 +131,27 @@ impl Backend {
 /// The one storage API. Every method that changes state appends to the history in the same
 /// transaction.
 #[async_trait]
-pub trait Store: group_store::GroupStore + push_store::PushStore + Send + Sync + 'static {
+pub trait Store:
+    tenancy::TenancyStore
+    + functions::FunctionStore
+    + runs::RunStore
+    + history::HistoryStore
+    + messages::MessageStore
+    + kv::KvStore
+    + config::ConfigStore
+    + secrets::SecretStore
+    + groups::GroupStore
+    + push::PushStore
+    + Send
+    + Sync
+    + 'static
+{
     fn backend(&self) -> Backend;
 
     /// Applies pending migrations and (re)creates the documented views in `sql/<backend>/views.sql`.
     async fn migrate(&self) -> Result<(), StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
-
-    /// Creates the tenancy root and the admin key if (and only if) no organisation exists.
-    async fn bootstrap(&self, plan: &BootstrapPlan) -> Result<BootstrapOutcome, StoreError>;
-
-    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
-
-    /// Looks an environment up by name or id inside a project.
-    async fn find_environment(
-        &self,
-        project_id: &ProjectId,
-        name_or_id: &str,
-    ) -> Result<Option<EnvironmentRecord>, StoreError>;
-
-    /// The default project's `default` environment of the first organisation (used by `--dev`).
-    async fn default_environment(&self) -> Result<Option<EnvironmentRecord>, StoreError>;
-
-    /// Stores a function definition; a new version only when its content hash changed.
-    async fn register_function(
-        &self,
-        registration: &FunctionRegistration,
-    ) -> Result<RegisterOutcome, StoreError>;
-
-    async fn get_function(
-        &self,
-        env: &EnvId,
-        id: &FunctionId,
-    ) -> Result<Option<FunctionRecord>, StoreError>;
-
-    async fn list_functions(
-        &self,
-        env: &EnvId,
-        query: &FunctionQuery,
-    ) -> Result<Vec<FunctionRecord>, StoreError>;
-
-    async fn active_functions(&self, env: &EnvId) -> Result<Vec<FunctionRecord>, StoreError>;
 
     /// Stores an event and the runs it triggers in one transaction, or returns the first result
     /// for a repeated idempotency key.
@@ -191,23 +182,12 @@ pub trait Store: group_store::GroupStore + push_store::PushStore + Send + Sync +
         event: &EventId,
     ) -> Result<Vec<RunId>, StoreError>;
 
-    async fn get_run(&self, env: &EnvId, id: &RunId) -> Result<Option<RunRecord>, StoreError>;
-
-    async fn list_runs(&self, env: &EnvId, query: &RunQuery) -> Result<Vec<RunRecord>, StoreError>;
-
-    async fn run_steps(&self, env: &EnvId, run: &RunId) -> Result<Vec<StepRecord>, StoreError>;
-
     async fn cancel_run(
         &self,
         env: &EnvId,
         id: &RunId,
         reason: &str,
     ) -> Result<CancelOutcome, StoreError>;
-
-    async fn run_history(&self, env: &EnvId, run: &RunId)
-    -> Result<Vec<HistoryRecord>, StoreError>;
-
-    async fn env_counts(&self, env: &EnvId) -> Result<EnvCounts, StoreError>;
 
     /// Claims due jobs (and jobs whose lease expired) for a worker, leasing them.
     async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError>;
@@ -217,14 +197,14 @@ pub trait Store: group_store::GroupStore + push_store::PushStore + Send + Sync +
         &self,
         dispatch_id: &str,
         fence: &crate::domain::job::Fence,
-        lease_expires_at: crate::store::time::Ts,
+        lease_expires_at: crate::domain::time::Ts,
     ) -> Result<FenceOutcome, StoreError>;
 
     /// Applies a checkpoint or a result in one transaction; `Stale` if the fence does not match.
     async fn report_job(
         &self,
         report: &crate::domain::job::JobReport,
-        lease_expires_at: crate::store::time::Ts,
+        lease_expires_at: crate::domain::time::Ts,
     ) -> Result<FenceOutcome, StoreError>;
 
     /// Applies several checkpoints or results in one transaction (one commit for all; an
@@ -232,23 +212,16 @@ pub trait Store: group_store::GroupStore + push_store::PushStore + Send + Sync +
     async fn report_jobs(
         &self,
         reports: &[crate::domain::job::JobReport],
-        lease_expires_at: crate::store::time::Ts,
+        lease_expires_at: crate::domain::time::Ts,
     ) -> Result<Vec<FenceOutcome>, StoreError>;
 
     /// Resolves parked runs whose timer passed (wait and invoke timeouts).
     async fn fire_timers(&self, limit: i64) -> Result<Effects, StoreError>;
 
     /// When the next queued or parked job becomes due, if any.
-    async fn next_due(&self) -> Result<Option<crate::store::time::Ts>, StoreError>;
+    async fn next_due(&self) -> Result<Option<crate::domain::time::Ts>, StoreError>;
 
     async fn register_worker(&self, worker: &WorkerRegistration) -> Result<(), StoreError>;
-
-    /// Unfinished runs of a function with their inputs (for `cancelOn`).
-    async fn active_runs_of_function(
-        &self,
-        env: &EnvId,
-        function: &FunctionId,
-    ) -> Result<Vec<(RunId, serde_json::Value)>, StoreError>;
 
     /// Records a heartbeat and renews the leases of the listed dispatches; false when the
     /// worker is unknown (it must register again).
@@ -257,7 +230,7 @@ pub trait Store: group_store::GroupStore + push_store::PushStore + Send + Sync +
         env: &EnvId,
         worker: &str,
         dispatch_ids: &[String],
-        lease_expires_at: crate::store::time::Ts,
+        lease_expires_at: crate::domain::time::Ts,
     ) -> Result<bool, StoreError>;
 
     async fn worker_functions(
@@ -272,164 +245,15 @@ pub trait Store: group_store::GroupStore + push_store::PushStore + Send + Sync +
     /// SQLite, where every writer is in this process.
     async fn listen(&self, wakeups: WakeupSink, shutdown: tokio_util::sync::CancellationToken);
 
-    /// Creates a KV bucket; false if it exists already.
-    async fn kv_create_bucket(
-        &self,
-        env: &EnvId,
-        bucket: &crate::domain::kv::BucketSettings,
-    ) -> Result<bool, StoreError>;
-
-    /// Buckets with usage, all or the one named.
-    async fn kv_buckets(
-        &self,
-        env: &EnvId,
-        name: Option<&str>,
-    ) -> Result<Vec<BucketRecord>, StoreError>;
-
-    async fn kv_delete_bucket(&self, env: &EnvId, name: &str) -> Result<bool, StoreError>;
-
-    /// Puts a value or a tombstone under a condition, atomically.
-    async fn kv_write(&self, write: &KvWrite) -> Result<KvWriteOutcome, StoreError>;
-
-    /// The key's live value (not deleted, not expired).
-    async fn kv_get(
-        &self,
-        env: &EnvId,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Option<KvEntry>, StoreError>;
-
-    /// Removes a key and all its revisions; returns how many revisions were removed.
-    async fn kv_purge(&self, env: &EnvId, bucket: &str, key: &str) -> Result<u64, StoreError>;
-
-    async fn kv_keys(&self, env: &EnvId, bucket: &str) -> Result<Vec<String>, StoreError>;
-
-    /// Every kept revision of a key, oldest first (tombstones included).
-    async fn kv_history(
-        &self,
-        env: &EnvId,
-        bucket: &str,
-        key: &str,
-    ) -> Result<Vec<KvEntry>, StoreError>;
-
-    /// Removes expired values; returns how many.
-    async fn kv_expire(&self) -> Result<u64, StoreError>;
-
-    /// The bucket's newest revision; `None` when it does not exist.
-    async fn kv_revision(&self, env: &EnvId, bucket: &str) -> Result<Option<i64>, StoreError>;
-
-    /// A bucket's kept revisions after `after`, oldest first (tombstones included).
-    async fn kv_entries_after(
-        &self,
-        env: &EnvId,
-        bucket: &str,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<KvEntry>, StoreError>;
-
-    /// The newest revision of every key holding a live value, in revision order.
-    async fn kv_live_entries(&self, env: &EnvId, bucket: &str) -> Result<Vec<KvEntry>, StoreError>;
-
-    /// Replaces, merges or deletes a config document under a revision condition.
-    async fn config_write(&self, write: &ConfigWrite) -> Result<ConfigOutcome, StoreError>;
-
-    /// Config documents, all or the one named.
-    async fn configs(
-        &self,
-        env: &EnvId,
-        name: Option<&str>,
-    ) -> Result<Vec<ConfigRecord>, StoreError>;
-
-    /// Stores a new sealed secret; false if the name exists.
-    async fn secret_create(
-        &self,
-        env: &EnvId,
-        name: &str,
-        description: &str,
-        sealed: &crate::domain::secret::Sealed,
-    ) -> Result<bool, StoreError>;
-
-    /// Replaces a secret's value and/or description; false if it does not exist.
-    async fn secret_update(
-        &self,
-        env: &EnvId,
-        name: &str,
-        sealed: Option<&crate::domain::secret::Sealed>,
-        description: Option<&str>,
-    ) -> Result<bool, StoreError>;
-
-    async fn secret_delete(&self, env: &EnvId, name: &str) -> Result<bool, StoreError>;
-
-    /// Secrets' metadata, all or the one named (values are never read here).
-    async fn secret_meta(
-        &self,
-        env: &EnvId,
-        name: Option<&str>,
-    ) -> Result<Vec<SecretMeta>, StoreError>;
-
-    /// The sealed values of the named secrets (for injection into a run).
-    async fn secret_sealed(
-        &self,
-        env: &EnvId,
-        names: &[String],
-    ) -> Result<Vec<(String, crate::domain::secret::Sealed)>, StoreError>;
-
-    /// Stores a message on a topic; a repeated idempotency key returns the first message's
-    /// (id, sequence) with `true`.
-    async fn publish_message(
-        &self,
-        env: &EnvId,
-        topic: &str,
-        data: &serde_json::Value,
-        idempotency_key: Option<&str>,
-        groups: &[String],
-    ) -> Result<(String, i64, bool), StoreError>;
-
-    /// History entries of every environment after `after_seq`, in order (for live system events).
-    async fn history_after(
-        &self,
-        after_seq: i64,
-        limit: i64,
-    ) -> Result<Vec<HistoryRecord>, StoreError>;
-
-    async fn max_history_seq(&self) -> Result<i64, StoreError>;
-
-    /// Topic messages newest first: the latest `limit`, or only those after `after_seq`.
-    async fn recent_messages(
-        &self,
-        env: &EnvId,
-        after_seq: Option<i64>,
-        limit: i64,
-    ) -> Result<
-        Vec<(
-            String,
-            i64,
-            String,
-            serde_json::Value,
-            crate::store::time::Ts,
-        )>,
-        StoreError,
-    >;
-
-    /// A topic message by its sequence: (env, id, topic, data, published_at).
-    async fn message_by_seq(
-        &self,
-        seq: i64,
-    ) -> Result<
-        Option<(
-            EnvId,
-            String,
-            String,
-            serde_json::Value,
-            crate::store::time::Ts,
-        )>,
-        StoreError,
-    >;
-
     async fn event_by_seq(&self, seq: i64) -> Result<Option<EventRecord>, StoreError>;
 
-    /// The ids of the master keys stored secrets were sealed with.
-    async fn secret_key_ids(&self) -> Result<Vec<String>, StoreError>;
+    /// Gives a claimed job back unsent (queued, still due, no attempt used); false when the
+    /// fence no longer matches.
+    async fn release_job(
+        &self,
+        dispatch_id: &str,
+        fence: &crate::domain::job::Fence,
+    ) -> Result<bool, StoreError>;
 
     /// Closes the pools; in-flight queries finish first.
     async fn close(&self);

@@ -5,72 +5,8 @@ use sqlx::types::Json;
 
 use crate::domain::function::{FunctionDefinition, FunctionStatus};
 use crate::domain::run::RunStatus;
+use crate::domain::time::Ts;
 use crate::ids::{ApiKeyId, EnvId, EventId, FunctionId, OrgId, ProjectId, RunId};
-use crate::store::time::Ts;
-
-/// An API key as stored (never the secret itself).
-#[derive(Debug, Clone)]
-pub struct ApiKeyRecord {
-    pub id: ApiKeyId,
-    pub org_id: OrgId,
-    pub project_id: ProjectId,
-    pub name: String,
-    pub role: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct EnvironmentRecord {
-    pub id: EnvId,
-    pub project_id: ProjectId,
-    pub name: String,
-}
-
-/// What first boot creates.
-#[derive(Debug, Clone)]
-pub struct BootstrapPlan {
-    pub org_name: String,
-    pub project_name: String,
-    pub env_name: String,
-    pub key_name: String,
-    pub key_prefix: String,
-    pub key_hash: String,
-}
-
-#[derive(Debug, Clone)]
-pub enum BootstrapOutcome {
-    /// The database was empty; the tenancy root and the admin key were created.
-    Created,
-    /// The database already had an organisation; nothing was written.
-    AlreadyBootstrapped,
-}
-
-#[derive(Debug, Clone)]
-pub struct FunctionRecord {
-    pub env_id: EnvId,
-    pub id: FunctionId,
-    pub status: FunctionStatus,
-    pub version: i32,
-    pub definition: FunctionDefinition,
-    pub created_at: Ts,
-    pub updated_at: Ts,
-}
-
-#[derive(Debug, Clone)]
-pub struct FunctionRegistration {
-    pub env_id: EnvId,
-    pub id: FunctionId,
-    pub definition: FunctionDefinition,
-    pub change_reason: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct RegisterOutcome {
-    pub function: FunctionRecord,
-    /// True when the function did not exist before this registration.
-    pub created: bool,
-    /// True when this registration stored a new version (the first, or a changed definition).
-    pub new_version: bool,
-}
 
 #[derive(Debug, Clone)]
 pub struct EventRecord {
@@ -125,70 +61,11 @@ pub enum EventOutcome {
 }
 
 #[derive(Debug, Clone)]
-pub struct RunRecord {
-    pub seq: i64,
-    pub id: RunId,
-    pub env_id: EnvId,
-    pub function_id: FunctionId,
-    pub function_version: i32,
-    pub event_id: Option<EventId>,
-    pub event_name: Option<String>,
-    pub status: RunStatus,
-    pub input: Value,
-    pub output: Option<Value>,
-    pub error: Option<Value>,
-    pub attempt: i32,
-    pub max_attempts: i32,
-    pub parent_run_id: Option<RunId>,
-    pub cancellation_cause: Option<String>,
-    pub created_at: Ts,
-    pub updated_at: Ts,
-    pub started_at: Option<Ts>,
-    pub ended_at: Option<Ts>,
-}
-
-#[derive(Debug, Clone)]
-pub struct StepRecord {
-    pub run_id: RunId,
-    pub step_id: String,
-    pub name: String,
-    pub step_type: String,
-    pub sequence: i32,
-    pub status: String,
-    pub output: Option<Value>,
-    pub error: Option<Value>,
-    pub attempt: i32,
-    pub started_at: Option<Ts>,
-    pub ended_at: Option<Ts>,
-    pub created_at: Ts,
-    pub updated_at: Ts,
-}
-
-#[derive(Debug, Clone)]
-pub struct HistoryRecord {
-    pub seq: i64,
-    pub recorded_at: Ts,
-    pub env_id: EnvId,
-    pub kind: String,
-    pub run_id: Option<RunId>,
-    pub function_id: Option<FunctionId>,
-    pub event_id: Option<EventId>,
-    pub payload: Value,
-}
-
-#[derive(Debug, Clone)]
 pub enum CancelOutcome {
     Cancelled(RunRecord),
     /// The run had already ended; it is returned unchanged.
     AlreadyEnded(RunRecord),
     NotFound,
-}
-
-/// Keyset page request shared by the list queries: newest first, strictly older than `before_seq`.
-#[derive(Debug, Clone, Default)]
-pub struct PageRequest {
-    pub before_seq: Option<i64>,
-    pub limit: i64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -203,23 +80,6 @@ pub struct EventQuery {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct RunQuery {
-    pub page: PageRequest,
-    pub function_id: Option<FunctionId>,
-    pub statuses: Vec<RunStatus>,
-    pub event_id: Option<EventId>,
-    pub since: Option<Ts>,
-    pub until: Option<Ts>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct FunctionQuery {
-    pub status: Option<FunctionStatus>,
-    pub after_id: Option<String>,
-    pub limit: i64,
-}
-
-#[derive(Debug, Clone, Default)]
 pub struct EventNameQuery {
     pub source: Option<String>,
     pub since: Option<Ts>,
@@ -231,12 +91,6 @@ pub struct EventNameQuery {
 pub struct EventNameCount {
     pub name: String,
     pub count: i64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct EnvCounts {
-    pub functions: i64,
-    pub active_runs: i64,
 }
 
 /// Row shapes shared by both backends (sqlx's derive is generic over the row type).
@@ -277,85 +131,6 @@ pub(crate) struct EventRow {
     pub received_at: Ts,
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct RunRow {
-    pub seq: i64,
-    pub id: String,
-    pub env_id: String,
-    pub function_id: String,
-    pub function_version: i32,
-    pub event_id: Option<String>,
-    pub event_name: Option<String>,
-    pub status: String,
-    pub input: Json<Value>,
-    pub output: Option<Json<Value>>,
-    pub error: Option<Json<Value>>,
-    pub attempt: i32,
-    pub max_attempts: i32,
-    pub parent_run_id: Option<String>,
-    pub cancellation_cause: Option<String>,
-    pub created_at: Ts,
-    pub updated_at: Ts,
-    pub started_at: Option<Ts>,
-    pub ended_at: Option<Ts>,
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct FunctionRow {
-    pub env_id: String,
-    pub id: String,
-    pub status: String,
-    pub version: i32,
-    pub definition: Json<FunctionDefinition>,
-    pub created_at: Ts,
-    pub updated_at: Ts,
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct StepRow {
-    pub run_id: String,
-    pub step_id: String,
-    pub name: String,
-    pub step_type: String,
-    pub sequence: i32,
-    pub status: String,
-    pub output: Option<Json<Value>>,
-    pub error: Option<Json<Value>>,
-    pub attempt: i32,
-    pub started_at: Option<Ts>,
-    pub ended_at: Option<Ts>,
-    pub created_at: Ts,
-    pub updated_at: Ts,
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct HistoryRow {
-    pub seq: i64,
-    pub recorded_at: Ts,
-    pub env_id: String,
-    pub kind: String,
-    pub run_id: Option<String>,
-    pub function_id: Option<String>,
-    pub event_id: Option<String>,
-    pub payload: Json<Value>,
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct ApiKeyRow {
-    pub id: String,
-    pub org_id: String,
-    pub project_id: String,
-    pub name: String,
-    pub role: String,
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct EnvironmentRow {
-    pub id: String,
-    pub project_id: String,
-    pub name: String,
-}
-
 impl From<EventRow> for EventRecord {
     fn from(r: EventRow) -> Self {
         Self {
@@ -369,114 +144,6 @@ impl From<EventRow> for EventRecord {
             idempotency_key: r.idempotency_key,
             version: r.version,
             received_at: r.received_at,
-        }
-    }
-}
-
-impl TryFrom<RunRow> for RunRecord {
-    type Error = crate::store::StoreError;
-
-    fn try_from(r: RunRow) -> Result<Self, Self::Error> {
-        let status = r
-            .status
-            .parse()
-            .map_err(|e| crate::store::StoreError::Corrupt(format!("run {}: {e}", r.id)))?;
-        Ok(Self {
-            seq: r.seq,
-            id: RunId::from_stored(r.id),
-            env_id: EnvId::from_stored(r.env_id),
-            function_id: FunctionId::from_stored(r.function_id),
-            function_version: r.function_version,
-            event_id: r.event_id.map(EventId::from_stored),
-            event_name: r.event_name,
-            status,
-            input: r.input.0,
-            output: r.output.map(|j| j.0),
-            error: r.error.map(|j| j.0),
-            attempt: r.attempt,
-            max_attempts: r.max_attempts,
-            parent_run_id: r.parent_run_id.map(RunId::from_stored),
-            cancellation_cause: r.cancellation_cause,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-            started_at: r.started_at,
-            ended_at: r.ended_at,
-        })
-    }
-}
-
-impl TryFrom<FunctionRow> for FunctionRecord {
-    type Error = crate::store::StoreError;
-
-    fn try_from(r: FunctionRow) -> Result<Self, Self::Error> {
-        let status = FunctionStatus::parse(&r.status).ok_or_else(|| {
-            crate::store::StoreError::Corrupt(format!("function {}: status '{}'", r.id, r.status))
-        })?;
-        Ok(Self {
-            env_id: EnvId::from_stored(r.env_id),
-            id: FunctionId::from_stored(r.id),
-            status,
-            version: r.version,
-            definition: r.definition.0,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        })
-    }
-}
-
-impl From<StepRow> for StepRecord {
-    fn from(r: StepRow) -> Self {
-        Self {
-            run_id: RunId::from_stored(r.run_id),
-            step_id: r.step_id,
-            name: r.name,
-            step_type: r.step_type,
-            sequence: r.sequence,
-            status: r.status,
-            output: r.output.map(|j| j.0),
-            error: r.error.map(|j| j.0),
-            attempt: r.attempt,
-            started_at: r.started_at,
-            ended_at: r.ended_at,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
-
-impl From<HistoryRow> for HistoryRecord {
-    fn from(r: HistoryRow) -> Self {
-        Self {
-            seq: r.seq,
-            recorded_at: r.recorded_at,
-            env_id: EnvId::from_stored(r.env_id),
-            kind: r.kind,
-            run_id: r.run_id.map(RunId::from_stored),
-            function_id: r.function_id.map(FunctionId::from_stored),
-            event_id: r.event_id.map(EventId::from_stored),
-            payload: r.payload.0,
-        }
-    }
-}
-
-impl From<ApiKeyRow> for ApiKeyRecord {
-    fn from(r: ApiKeyRow) -> Self {
-        Self {
-            id: ApiKeyId::from_stored(r.id),
-            org_id: OrgId::from_stored(r.org_id),
-            project_id: ProjectId::from_stored(r.project_id),
-            name: r.name,
-            role: r.role,
-        }
-    }
-}
-
-impl From<EnvironmentRow> for EnvironmentRecord {
-    fn from(r: EnvironmentRow) -> Self {
-        Self {
-            id: EnvId::from_stored(r.id),
-            project_id: ProjectId::from_stored(r.project_id),
-            name: r.name,
         }
     }
 }
@@ -604,135 +271,15 @@ impl Effects {
     }
 }
 
-/// A KV bucket with its usage.
-#[derive(Debug, Clone)]
-pub struct BucketRecord {
-    pub settings: crate::domain::kv::BucketSettings,
-    pub created_at: Ts,
-    pub values: i64,
-    pub bytes: i64,
-}
-
-/// One revision of a key.
-#[derive(Debug, Clone)]
-pub struct KvEntry {
-    pub key: String,
-    pub revision: i64,
-    pub deleted: bool,
-    pub value: Vec<u8>,
-    pub created_at: Ts,
-}
-
-#[derive(Debug, Clone)]
-pub struct KvWrite {
-    pub env_id: EnvId,
-    pub bucket: String,
-    pub key: String,
-    /// `None` writes a tombstone (delete).
-    pub value: Option<Vec<u8>>,
-    pub condition: crate::domain::kv::KvCondition,
-}
-
-#[derive(Debug, Clone)]
-pub enum KvWriteOutcome {
-    Written(KvEntry),
-    NoSuchBucket,
-    /// The condition did not hold; the key's latest revision (0 when absent).
-    ConditionFailed {
-        current: i64,
-    },
-    TooLarge {
-        size: usize,
-        limit: i64,
-    },
-    /// The bucket's `max_bytes` would be exceeded.
-    BucketFull {
-        used: i64,
-        limit: i64,
-    },
-}
-
-/// What a config write does.
-#[derive(Debug, Clone)]
-pub enum ConfigChange {
-    /// Full replacement of the document.
-    Replace(serde_json::Map<String, Value>),
-    /// Shallow merge of top-level keys (creates the document when absent).
-    Merge(serde_json::Map<String, Value>),
-    Delete,
-}
-
-#[derive(Debug, Clone)]
-pub struct ConfigWrite {
-    pub env_id: EnvId,
-    pub name: String,
-    pub change: ConfigChange,
-    pub condition: crate::domain::kv::KvCondition,
-}
-
-#[derive(Debug, Clone)]
-pub struct ConfigRecord {
-    pub name: String,
-    pub data: Value,
-    pub revision: i64,
-    pub updated_at: Ts,
-}
-
-#[derive(Debug, Clone)]
-pub enum ConfigOutcome {
-    Written(ConfigRecord),
-    Deleted,
-    /// The condition did not hold; the current revision (0 when absent).
-    ConditionFailed {
-        current: i64,
-    },
-}
-
-/// A secret's metadata (never its value).
-#[derive(Debug, Clone)]
-pub struct SecretMeta {
-    pub name: String,
-    pub description: String,
-    pub revision: i64,
-    pub created_at: Ts,
-    pub updated_at: Ts,
-}
-
-/// A consumer group as stored, with the members seen recently.
-#[derive(Debug, Clone)]
-pub struct ConsumerGroupRecord {
-    pub id: String,
-    pub env_id: EnvId,
-    pub name: String,
-    pub settings: crate::domain::group::GroupSettings,
-    pub members: i64,
-    pub created_at: Ts,
-    pub updated_at: Ts,
-}
-
-/// One member's claim on a group's due messages.
-#[derive(Debug, Clone)]
-pub struct GroupClaim {
-    pub group_id: String,
-    pub consumer_id: String,
-    /// Most unsettled messages the member may hold (those it already holds count).
-    pub max_held: i64,
-    /// When an unsettled message goes back to the group.
-    pub ack_deadline: Ts,
-    /// Deliveries a message may have in all; due messages past it become dead letters.
-    pub max_deliveries: i32,
-    /// Auto-ack groups: what is handed out is done at once.
-    pub auto_ack: bool,
-}
-
-/// A message handed to a group member.
-#[derive(Debug, Clone)]
-pub struct GroupDelivery {
-    pub sequence: i64,
-    /// 1 for the first delivery.
-    pub attempt: i32,
-    pub id: String,
-    pub topic: String,
-    pub data: Value,
-    pub published_at: Ts,
-}
+// Moved to their areas; re-exported until every caller names the area module.
+pub use super::config::{ConfigChange, ConfigOutcome, ConfigRecord, ConfigWrite};
+pub(crate) use super::functions::FunctionRow;
+pub use super::functions::{FunctionQuery, FunctionRecord, FunctionRegistration, RegisterOutcome};
+pub use super::groups::{ConsumerGroupRecord, GroupClaim, GroupDelivery};
+pub use super::history::HistoryRecord;
+pub(crate) use super::history::HistoryRow;
+pub use super::kv::{BucketRecord, KvEntry, KvWrite, KvWriteOutcome};
+pub use super::runs::{ActiveRun, EnvCounts, PageRequest, RunQuery, RunRecord, StepRecord};
+pub(crate) use super::runs::{RunRow, StepRow};
+pub use super::secrets::SecretMeta;
+pub use super::tenancy::{ApiKeyRecord, BootstrapOutcome, BootstrapPlan, EnvironmentRecord};

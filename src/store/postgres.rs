@@ -5,17 +5,21 @@ use std::time::Duration;
 use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::StoreError;
+use tokio_util::sync::CancellationToken;
 
-/// Store over a Postgres pool.
-pub struct PgStore {
+use super::db::{Db, SqlStore};
+use super::{Backend, StoreError, WakeupSink};
+
+/// Postgres: one pool for reads and writes, and a LISTEN connection.
+#[derive(Clone)]
+pub struct PgDb {
     pool: PgPool,
     url: String,
     /// Tags this process's NOTIFY payloads so it does not relay its own messages twice.
     node_id: String,
 }
 
-impl PgStore {
+impl PgDb {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url
             .parse::<PgConnectOptions>()
@@ -35,15 +39,7 @@ impl PgStore {
         })
     }
 
-    fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
-    fn reader(&self) -> &PgPool {
-        &self.pool
-    }
-
-    fn writer(&self) -> &PgPool {
+    pub(crate) fn pool(&self) -> &PgPool {
         &self.pool
     }
 
@@ -98,6 +94,78 @@ impl PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Db for PgDb {
+    type Conn = sqlx::PgConnection;
+    type Tx = sqlx::Transaction<'static, sqlx::Postgres>;
+    type Pooled = sqlx::pool::PoolConnection<sqlx::Postgres>;
+
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    async fn begin(&self) -> Result<Self::Tx, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
+        Ok(tx.commit().await?)
+    }
+
+    async fn reader(&self) -> Result<Self::Pooled, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    async fn writer(&self) -> Result<Self::Pooled, StoreError> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.run_migrations().await
+    }
+
+    async fn listen(&self, wakeups: WakeupSink, shutdown: CancellationToken) {
+        self.listen_impl(wakeups, shutdown).await;
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The store on Postgres.
+pub type PgStore = SqlStore<PgDb>;
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Ok(SqlStore::new(PgDb::connect(url).await?))
+    }
+
+    fn node_id(&self) -> &str {
+        self.db.node_id()
+    }
+
+    fn reader(&self) -> &PgPool {
+        self.db.pool()
+    }
+
+    fn writer(&self) -> &PgPool {
+        self.db.pool()
+    }
+
+    async fn run_migrations(&self) -> Result<(), StoreError> {
+        self.db.run_migrations().await
+    }
+
+    async fn listen_impl(&self, wakeups: WakeupSink, shutdown: CancellationToken) {
+        self.db.listen_impl(wakeups, shutdown).await;
     }
 }
 

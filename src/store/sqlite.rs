@@ -8,16 +8,20 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::StoreError;
+use tokio_util::sync::CancellationToken;
+
+use super::db::{Db, SqlStore};
+use super::{Backend, StoreError, WakeupSink};
 
 /// Store over a SQLite file: one writer connection (SQLite allows one writer at a time, so
 /// queueing in the pool beats busy-waiting in the database) and a small reader pool.
-pub struct SqliteStore {
+#[derive(Clone)]
+pub struct SqliteDb {
     writer: SqlitePool,
     reader: SqlitePool,
 }
 
-impl SqliteStore {
+impl SqliteDb {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
@@ -49,25 +53,6 @@ impl SqliteStore {
         Ok(Self { writer, reader })
     }
 
-    fn node_id(&self) -> &str {
-        "local"
-    }
-
-    fn reader(&self) -> &SqlitePool {
-        &self.reader
-    }
-
-    fn writer(&self) -> &SqlitePool {
-        &self.writer
-    }
-
-    async fn listen_impl(
-        &self,
-        _wakeups: super::WakeupSink,
-        _shutdown: tokio_util::sync::CancellationToken,
-    ) {
-    }
-
     async fn run_migrations(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations/sqlite")
             .run(&self.writer)
@@ -77,6 +62,77 @@ impl SqliteStore {
             .await?;
         Ok(())
     }
+}
+
+#[async_trait::async_trait]
+impl Db for SqliteDb {
+    type Conn = sqlx::SqliteConnection;
+    type Tx = sqlx::Transaction<'static, sqlx::Sqlite>;
+    type Pooled = sqlx::pool::PoolConnection<sqlx::Sqlite>;
+
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    /// Every writer is in this process: there is no other node to tell.
+    fn node_id(&self) -> &str {
+        "local"
+    }
+
+    async fn begin(&self) -> Result<Self::Tx, StoreError> {
+        Ok(self.writer.begin().await?)
+    }
+
+    async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
+        Ok(tx.commit().await?)
+    }
+
+    async fn reader(&self) -> Result<Self::Pooled, StoreError> {
+        Ok(self.reader.acquire().await?)
+    }
+
+    async fn writer(&self) -> Result<Self::Pooled, StoreError> {
+        Ok(self.writer.acquire().await?)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.run_migrations().await
+    }
+
+    /// One process owns the file: wakeups are in-process, nothing to listen to.
+    async fn listen(&self, _wakeups: WakeupSink, _shutdown: CancellationToken) {}
+
+    async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+}
+
+/// The store on SQLite.
+pub type SqliteStore = SqlStore<SqliteDb>;
+
+impl SqliteStore {
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(SqlStore::new(SqliteDb::open(path).await?))
+    }
+
+    fn node_id(&self) -> &str {
+        "local"
+    }
+
+    fn reader(&self) -> &SqlitePool {
+        &self.db.reader
+    }
+
+    fn writer(&self) -> &SqlitePool {
+        &self.db.writer
+    }
+
+    async fn run_migrations(&self) -> Result<(), StoreError> {
+        self.db.run_migrations().await
+    }
+
+    async fn listen_impl(&self, _wakeups: WakeupSink, _shutdown: CancellationToken) {}
 }
 
 super::sql_store::sql_store!(SqliteStore, sqlx::Sqlite, "sqlite", super::Backend::Sqlite);

@@ -19,14 +19,20 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::domain::kv::{BucketSettings, KvCondition};
-use crate::ids::EnvId;
-use crate::store::StoreError;
-use crate::store::model::{BucketRecord, KvEntry, KvWrite, KvWriteOutcome};
-use crate::store::time::Ts;
+use std::sync::Arc;
 
-use super::EngineError;
-use super::watch::{KvWatch, KvWatchEvent};
+use async_trait::async_trait;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::StoreError;
+use super::kv::{
+    BucketRecord, InBucket, KvEntry, KvStore, KvWatchEnd, KvWatchEvent, KvWatchStream, KvWrite,
+    KvWriteOutcome,
+};
+use crate::domain::kv::{BucketSettings, KvCondition};
+use crate::domain::time::Ts;
+use crate::ids::EnvId;
 
 /// A connection to a NATS server with JetStream, serving the KV API.
 #[derive(Clone)]
@@ -40,8 +46,8 @@ impl std::fmt::Debug for NatsKv {
     }
 }
 
-fn unavailable(what: &str, e: impl std::fmt::Display) -> EngineError {
-    EngineError::Store(StoreError::Unavailable(format!("NATS KV {what}: {e}")))
+fn unavailable(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(format!("NATS KV {what}: {e}"))
 }
 
 /// What ironflow keeps in the stream's description.
@@ -109,7 +115,7 @@ impl NatsKv {
         bucket: &str,
         key: &str,
         value: Vec<u8>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), StoreError> {
         let config = stream::Config {
             name: format!("KV_{bucket}"),
             subjects: vec![format!("$KV.{bucket}.>")],
@@ -160,7 +166,7 @@ impl NatsKv {
     }
 
     /// The bucket's KV handle, `None` when it does not exist.
-    async fn store(&self, env: &EnvId, bucket: &str) -> Result<Option<kv::Store>, EngineError> {
+    async fn store(&self, env: &EnvId, bucket: &str) -> Result<Option<kv::Store>, StoreError> {
         match self.js.get_stream(Self::stream_name(env, bucket)).await {
             Ok(_) => {}
             Err(e) => {
@@ -181,17 +187,44 @@ impl NatsKv {
             .map_err(|e| unavailable("opening the bucket", e))
     }
 
-    async fn existing(&self, env: &EnvId, bucket: &str) -> Result<kv::Store, EngineError> {
-        self.store(env, bucket)
-            .await?
-            .ok_or_else(|| EngineError::not_found("bucket", bucket))
+    fn record(env: &EnvId, info: &stream::Info) -> Option<BucketRecord> {
+        let c = &info.config;
+        let name = c
+            .name
+            .strip_prefix("KV_")?
+            .strip_prefix(&Self::env_prefix(env))?;
+        let meta: Meta = c
+            .description
+            .as_deref()
+            .and_then(|d| serde_json::from_str(d).ok())
+            .unwrap_or_default();
+        Some(BucketRecord {
+            settings: BucketSettings {
+                name: name.to_owned(),
+                description: meta.description,
+                ttl_seconds: i64::try_from(c.max_age.as_secs()).unwrap_or(i64::MAX),
+                max_value_size: meta.max_value_size,
+                max_bytes: meta.max_bytes,
+                history: i32::try_from(c.max_messages_per_subject.max(1)).unwrap_or(i32::MAX),
+            },
+            created_at: ts(info.created),
+            values: i64::try_from(info.state.messages).unwrap_or(i64::MAX),
+            bytes: i64::try_from(info.state.bytes).unwrap_or(i64::MAX),
+        })
     }
 
-    pub async fn create_bucket(
-        &self,
-        env: &EnvId,
-        b: &BucketSettings,
-    ) -> Result<bool, EngineError> {
+    /// The key's newest entry (a value or a tombstone), if any is kept.
+    async fn newest(store: &kv::Store, key: &str) -> Result<Option<kv::Entry>, StoreError> {
+        store
+            .entry(key)
+            .await
+            .map_err(|e| unavailable("reading a key", e))
+    }
+}
+
+#[async_trait]
+impl KvStore for NatsKv {
+    async fn kv_create_bucket(&self, env: &EnvId, b: &BucketSettings) -> Result<bool, StoreError> {
         if self.store(env, &b.name).await?.is_some() {
             return Ok(false);
         }
@@ -240,37 +273,11 @@ impl NatsKv {
         Ok(true)
     }
 
-    fn record(env: &EnvId, info: &stream::Info) -> Option<BucketRecord> {
-        let c = &info.config;
-        let name = c
-            .name
-            .strip_prefix("KV_")?
-            .strip_prefix(&Self::env_prefix(env))?;
-        let meta: Meta = c
-            .description
-            .as_deref()
-            .and_then(|d| serde_json::from_str(d).ok())
-            .unwrap_or_default();
-        Some(BucketRecord {
-            settings: BucketSettings {
-                name: name.to_owned(),
-                description: meta.description,
-                ttl_seconds: i64::try_from(c.max_age.as_secs()).unwrap_or(i64::MAX),
-                max_value_size: meta.max_value_size,
-                max_bytes: meta.max_bytes,
-                history: i32::try_from(c.max_messages_per_subject.max(1)).unwrap_or(i32::MAX),
-            },
-            created_at: ts(info.created),
-            values: i64::try_from(info.state.messages).unwrap_or(i64::MAX),
-            bytes: i64::try_from(info.state.bytes).unwrap_or(i64::MAX),
-        })
-    }
-
-    pub async fn buckets(
+    async fn kv_buckets(
         &self,
         env: &EnvId,
         name: Option<&str>,
-    ) -> Result<Vec<BucketRecord>, EngineError> {
+    ) -> Result<Vec<BucketRecord>, StoreError> {
         let names: Vec<String> = match name {
             Some(n) => vec![Self::stream_name(env, n)],
             None => {
@@ -307,7 +314,7 @@ impl NatsKv {
         Ok(out)
     }
 
-    pub async fn delete_bucket(&self, env: &EnvId, name: &str) -> Result<bool, EngineError> {
+    async fn kv_delete_bucket(&self, env: &EnvId, name: &str) -> Result<bool, StoreError> {
         if self.store(env, name).await?.is_none() {
             return Ok(false);
         }
@@ -318,15 +325,7 @@ impl NatsKv {
         Ok(true)
     }
 
-    /// The key's newest entry (a value or a tombstone), if any is kept.
-    async fn newest(store: &kv::Store, key: &str) -> Result<Option<kv::Entry>, EngineError> {
-        store
-            .entry(key)
-            .await
-            .map_err(|e| unavailable("reading a key", e))
-    }
-
-    pub async fn write(&self, w: &KvWrite) -> Result<KvWriteOutcome, EngineError> {
+    async fn kv_write(&self, w: &KvWrite) -> Result<KvWriteOutcome, StoreError> {
         let Some(store) = self.store(&w.env_id, &w.bucket).await? else {
             return Ok(KvWriteOutcome::NoSuchBucket);
         };
@@ -417,34 +416,50 @@ impl NatsKv {
         }
     }
 
-    /// The key's live value; `Err(NotFound bucket)` when the bucket does not exist.
-    pub async fn get(
+    async fn kv_get(
         &self,
         env: &EnvId,
         bucket: &str,
         key: &str,
-    ) -> Result<Option<KvEntry>, EngineError> {
-        let store = self.existing(env, bucket).await?;
-        Ok(Self::newest(&store, key)
-            .await?
-            .filter(|e| e.operation == kv::Operation::Put)
-            .map(entry))
+    ) -> Result<InBucket<Option<KvEntry>>, StoreError> {
+        let Some(store) = self.store(env, bucket).await? else {
+            return Ok(InBucket::NoSuchBucket);
+        };
+        Ok(InBucket::Found(
+            Self::newest(&store, key)
+                .await?
+                .filter(|e| e.operation == kv::Operation::Put)
+                .map(entry),
+        ))
     }
 
     /// Removes every kept revision of a key (no marker is left).
-    pub async fn purge(&self, env: &EnvId, bucket: &str, key: &str) -> Result<(), EngineError> {
-        let store = self.existing(env, bucket).await?;
+    async fn kv_purge(
+        &self,
+        env: &EnvId,
+        bucket: &str,
+        key: &str,
+    ) -> Result<InBucket<()>, StoreError> {
+        let Some(store) = self.store(env, bucket).await? else {
+            return Ok(InBucket::NoSuchBucket);
+        };
         store
             .stream
             .purge()
             .filter(format!("{}{key}", store.prefix))
             .await
             .map_err(|e| unavailable("purging a key", e))?;
-        Ok(())
+        Ok(InBucket::Found(()))
     }
 
-    pub async fn keys(&self, env: &EnvId, bucket: &str) -> Result<Vec<String>, EngineError> {
-        let store = self.existing(env, bucket).await?;
+    async fn kv_keys(
+        &self,
+        env: &EnvId,
+        bucket: &str,
+    ) -> Result<InBucket<Vec<String>>, StoreError> {
+        let Some(store) = self.store(env, bucket).await? else {
+            return Ok(InBucket::NoSuchBucket);
+        };
         let mut keys = store
             .keys()
             .await
@@ -454,16 +469,18 @@ impl NatsKv {
             out.push(k.map_err(|e| unavailable("listing keys", e))?);
         }
         out.sort();
-        Ok(out)
+        Ok(InBucket::Found(out))
     }
 
-    pub async fn history(
+    async fn kv_history(
         &self,
         env: &EnvId,
         bucket: &str,
         key: &str,
-    ) -> Result<Vec<KvEntry>, EngineError> {
-        let store = self.existing(env, bucket).await?;
+    ) -> Result<InBucket<Vec<KvEntry>>, StoreError> {
+        let Some(store) = self.store(env, bucket).await? else {
+            return Ok(InBucket::NoSuchBucket);
+        };
         let mut entries = store
             .history(key)
             .await
@@ -475,19 +492,22 @@ impl NatsKv {
                 out.push(entry(e));
             }
         }
-        Ok(out)
+        Ok(InBucket::Found(out))
     }
 
     /// The newest value of every key (filtered by a NATS wildcard pattern), then every later
     /// put and delete, in stream order.
-    pub async fn watch(
+    async fn kv_watch(
         &self,
         env: &EnvId,
         bucket: &str,
         filter: Option<&str>,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> Result<KvWatch, EngineError> {
-        let mut store = self.existing(env, bucket).await?;
+        _changes: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) -> Result<InBucket<KvWatchStream>, StoreError> {
+        let Some(mut store) = self.store(env, bucket).await? else {
+            return Ok(InBucket::NoSuchBucket);
+        };
         let start = store
             .stream
             .info()
@@ -509,8 +529,11 @@ impl NatsKv {
                     () = shutdown.cancelled() => return,
                 };
                 let event = match next {
-                    None => Err(unavailable("watch", "the NATS subscription ended")),
-                    Some(Err(e)) => Err(unavailable("watch", e)),
+                    None => Err(KvWatchEnd::Failed(unavailable(
+                        "watch",
+                        "the NATS subscription ended",
+                    ))),
+                    Some(Err(e)) => Err(KvWatchEnd::Failed(unavailable("watch", e))),
                     // The first values are the keys' newest; deleted keys are not news.
                     Some(Ok(e)) if e.operation != kv::Operation::Put && e.revision <= start => {
                         continue;
@@ -527,6 +550,11 @@ impl NatsKv {
                 }
             }
         });
-        Ok(KvWatch::new(rx))
+        Ok(InBucket::Found(rx))
+    }
+
+    /// NATS expires values itself (the stream's `max_age`).
+    async fn kv_expire(&self) -> Result<u64, StoreError> {
+        Ok(0)
     }
 }

@@ -1,0 +1,375 @@
+//! How store code talks to either database with one body of Rust: a query's text for each
+//! backend ([`Sql`], from the one include macro [`sql!`]), its parameters ([`Arg`], built with
+//! [`args!`]), rows as named structs that decode on both ([`Record`]), single values
+//! ([`Scalar`]), and [`Conn`]: execute and fetch on a connection or transaction of either.
+//!
+//! sqlx's own generic bounds (`Encode`/`Decode`/`Type` per parameter type and backend) would
+//! have to be repeated on every generic function; binding our own small parameter enum in one
+//! place per backend keeps the store code free of them (and of macros).
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Database, Decode, FromRow, Postgres, Sqlite, Type};
+
+use super::StoreError;
+use crate::domain::time::Ts;
+
+/// A query as each backend spells it (`sql/postgres/<name>.sql`, `sql/sqlite/<name>.sql`).
+#[derive(Debug, Clone, Copy)]
+pub struct Sql {
+    pub name: &'static str,
+    pub postgres: &'static str,
+    pub sqlite: &'static str,
+}
+
+/// `sql!("claim_jobs")`: both backends' text of a query file, checked to exist at compile time.
+macro_rules! sql {
+    ($name:literal) => {
+        $crate::store::sql::Sql {
+            name: $name,
+            postgres: include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/sql/postgres/",
+                $name,
+                ".sql"
+            )),
+            sqlite: include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/sql/sqlite/",
+                $name,
+                ".sql"
+            )),
+        }
+    };
+}
+pub(crate) use sql;
+
+/// One query parameter. `None` binds SQL `NULL` of the variant's type.
+#[derive(Debug, Clone, Copy)]
+pub enum Arg<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+    Int32(Option<i32>),
+    Float(Option<f64>),
+    Bool(Option<bool>),
+    /// Bound as `jsonb` on Postgres, as JSON text on SQLite.
+    Json(Option<&'a Value>),
+    Ts(Option<Ts>),
+    Bytes(Option<&'a [u8]>),
+}
+
+/// `args![a, b, c]`: a parameter list, each converted with `Arg::from`.
+macro_rules! args {
+    ($($arg:expr),* $(,)?) => {
+        vec![$($crate::store::sql::Arg::from($arg)),*]
+    };
+}
+pub(crate) use args;
+
+impl<'a> From<&'a str> for Arg<'a> {
+    fn from(v: &'a str) -> Self {
+        Self::Text(Some(v))
+    }
+}
+impl<'a> From<&'a String> for Arg<'a> {
+    fn from(v: &'a String) -> Self {
+        Self::Text(Some(v))
+    }
+}
+impl<'a> From<Option<&'a str>> for Arg<'a> {
+    fn from(v: Option<&'a str>) -> Self {
+        Self::Text(v)
+    }
+}
+impl<'a> From<Option<&'a String>> for Arg<'a> {
+    fn from(v: Option<&'a String>) -> Self {
+        Self::Text(v.map(String::as_str))
+    }
+}
+impl From<i64> for Arg<'_> {
+    fn from(v: i64) -> Self {
+        Self::Int(Some(v))
+    }
+}
+impl From<Option<i64>> for Arg<'_> {
+    fn from(v: Option<i64>) -> Self {
+        Self::Int(v)
+    }
+}
+impl From<i32> for Arg<'_> {
+    fn from(v: i32) -> Self {
+        Self::Int32(Some(v))
+    }
+}
+impl From<Option<i32>> for Arg<'_> {
+    fn from(v: Option<i32>) -> Self {
+        Self::Int32(v)
+    }
+}
+impl From<f64> for Arg<'_> {
+    fn from(v: f64) -> Self {
+        Self::Float(Some(v))
+    }
+}
+impl From<bool> for Arg<'_> {
+    fn from(v: bool) -> Self {
+        Self::Bool(Some(v))
+    }
+}
+impl<'a> From<&'a Value> for Arg<'a> {
+    fn from(v: &'a Value) -> Self {
+        Self::Json(Some(v))
+    }
+}
+impl<'a> From<Option<&'a Value>> for Arg<'a> {
+    fn from(v: Option<&'a Value>) -> Self {
+        Self::Json(v)
+    }
+}
+impl From<Ts> for Arg<'_> {
+    fn from(v: Ts) -> Self {
+        Self::Ts(Some(v))
+    }
+}
+impl From<Option<Ts>> for Arg<'_> {
+    fn from(v: Option<Ts>) -> Self {
+        Self::Ts(v)
+    }
+}
+impl<'a> From<&'a [u8]> for Arg<'a> {
+    fn from(v: &'a [u8]) -> Self {
+        Self::Bytes(Some(v))
+    }
+}
+impl<'a> From<Option<&'a [u8]>> for Arg<'a> {
+    fn from(v: Option<&'a [u8]>) -> Self {
+        Self::Bytes(v)
+    }
+}
+
+/// A row struct (`#[derive(sqlx::FromRow)]`) that decodes from both backends' rows.
+pub trait Record:
+    for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin
+{
+}
+impl<T> Record for T where
+    T: for<'r> FromRow<'r, PgRow> + for<'r> FromRow<'r, SqliteRow> + Send + Unpin
+{
+}
+
+/// A single column value that decodes on both backends.
+pub trait Scalar:
+    for<'r> Decode<'r, Postgres>
+    + Type<Postgres>
+    + for<'r> Decode<'r, Sqlite>
+    + Type<Sqlite>
+    + Send
+    + Unpin
+{
+}
+impl<T> Scalar for T where
+    T: for<'r> Decode<'r, Postgres>
+        + Type<Postgres>
+        + for<'r> Decode<'r, Sqlite>
+        + Type<Sqlite>
+        + Send
+        + Unpin
+{
+}
+
+/// Execute and fetch on one connection (a pooled one, or a transaction's) of either backend.
+#[async_trait]
+pub trait Conn: Send {
+    async fn execute(&mut self, sql: Sql, args: Vec<Arg<'_>>) -> Result<u64, StoreError>;
+
+    async fn fetch_all<R: Record>(
+        &mut self,
+        sql: Sql,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Vec<R>, StoreError>;
+
+    async fn fetch_optional<R: Record>(
+        &mut self,
+        sql: Sql,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Option<R>, StoreError>;
+
+    /// All values of the first column.
+    async fn scalars<T: Scalar>(
+        &mut self,
+        sql: Sql,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Vec<T>, StoreError>;
+
+    /// The first column of the first row, if there is a row.
+    async fn scalar_optional<T: Scalar>(
+        &mut self,
+        sql: Sql,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Option<T>, StoreError>;
+
+    /// Exactly one row's record; no row is an internal error naming the query.
+    async fn fetch_one<R: Record>(
+        &mut self,
+        sql: Sql,
+        args: Vec<Arg<'_>>,
+    ) -> Result<R, StoreError> {
+        self.fetch_optional(sql, args)
+            .await?
+            .ok_or_else(|| StoreError::Internal(format!("{}: no row", sql.name)))
+    }
+
+    /// Exactly one row's first column.
+    async fn scalar<T: Scalar>(&mut self, sql: Sql, args: Vec<Arg<'_>>) -> Result<T, StoreError> {
+        self.scalar_optional(sql, args)
+            .await?
+            .ok_or_else(|| StoreError::Internal(format!("{}: no row", sql.name)))
+    }
+}
+
+/// The three sqlx query builders, which bind alike.
+trait Bind<'q, DB: Database>: Sized {
+    fn bind_one<T: 'q + sqlx::Encode<'q, DB> + Type<DB>>(self, value: T) -> Self;
+}
+
+impl<'q, DB: Database> Bind<'q, DB> for sqlx::query::Query<'q, DB, <DB as Database>::Arguments> {
+    fn bind_one<T: 'q + sqlx::Encode<'q, DB> + Type<DB>>(self, value: T) -> Self {
+        self.bind(value)
+    }
+}
+
+impl<'q, DB: Database, O> Bind<'q, DB>
+    for sqlx::query::QueryAs<'q, DB, O, <DB as Database>::Arguments>
+{
+    fn bind_one<T: 'q + sqlx::Encode<'q, DB> + Type<DB>>(self, value: T) -> Self {
+        self.bind(value)
+    }
+}
+
+impl<'q, DB: Database, O> Bind<'q, DB>
+    for sqlx::query::QueryScalar<'q, DB, O, <DB as Database>::Arguments>
+{
+    fn bind_one<T: 'q + sqlx::Encode<'q, DB> + Type<DB>>(self, value: T) -> Self {
+        self.bind(value)
+    }
+}
+
+/// Binds our parameters to a query of either backend (the bounds say that every parameter
+/// type is encodable there).
+fn bind_all<'q, DB, Q>(mut query: Q, args: Vec<Arg<'q>>) -> Q
+where
+    DB: Database,
+    Q: Bind<'q, DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + Type<DB>,
+    Option<i32>: sqlx::Encode<'q, DB> + Type<DB>,
+    Option<f64>: sqlx::Encode<'q, DB> + Type<DB>,
+    Option<bool>: sqlx::Encode<'q, DB> + Type<DB>,
+    Option<sqlx::types::Json<&'q Value>>: sqlx::Encode<'q, DB> + Type<DB>,
+    Option<Ts>: sqlx::Encode<'q, DB> + Type<DB>,
+    Option<&'q [u8]>: sqlx::Encode<'q, DB> + Type<DB>,
+{
+    for arg in args {
+        query = match arg {
+            Arg::Text(v) => query.bind_one(v),
+            Arg::Int(v) => query.bind_one(v),
+            Arg::Int32(v) => query.bind_one(v),
+            Arg::Float(v) => query.bind_one(v),
+            Arg::Bool(v) => query.bind_one(v),
+            Arg::Json(v) => query.bind_one(v.map(sqlx::types::Json)),
+            Arg::Ts(v) => query.bind_one(v),
+            Arg::Bytes(v) => query.bind_one(v),
+        };
+    }
+    query
+}
+
+#[async_trait]
+impl Conn for sqlx::PgConnection {
+    async fn execute(&mut self, sql: Sql, args: Vec<Arg<'_>>) -> Result<u64, StoreError> {
+        let query = bind_all(sqlx::query(sql.postgres), args);
+        Ok(query.execute(self).await?.rows_affected())
+    }
+
+    async fn fetch_all<R: Record>(
+        &mut self,
+        sql: Sql,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Vec<R>, StoreError> {
+        let query = bind_all(sqlx::query_as::<_, R>(sql.postgres), args);
+        Ok(query.fetch_all(self).await?)
+    }
+
+    async fn fetch_optional<R: Record>(
+        &mut self,
+        sql: Sql,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Option<R>, StoreError> {
+        let query = bind_all(sqlx::query_as::<_, R>(sql.postgres), args);
+        Ok(query.fetch_optional(self).await?)
+    }
+
+    async fn scalars<T: Scalar>(
+        &mut self,
+        sql: Sql,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Vec<T>, StoreError> {
+        let query = bind_all(sqlx::query_scalar::<_, T>(sql.postgres), args);
+        Ok(query.fetch_all(self).await?)
+    }
+
+    async fn scalar_optional<T: Scalar>(
+        &mut self,
+        sql: Sql,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Option<T>, StoreError> {
+        let query = bind_all(sqlx::query_scalar::<_, T>(sql.postgres), args);
+        Ok(query.fetch_optional(self).await?)
+    }
+}
+
+#[async_trait]
+impl Conn for sqlx::SqliteConnection {
+    async fn execute(&mut self, sql: Sql, args: Vec<Arg<'_>>) -> Result<u64, StoreError> {
+        let query = bind_all(sqlx::query(sql.sqlite), args);
+        Ok(query.execute(self).await?.rows_affected())
+    }
+
+    async fn fetch_all<R: Record>(
+        &mut self,
+        sql: Sql,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Vec<R>, StoreError> {
+        let query = bind_all(sqlx::query_as::<_, R>(sql.sqlite), args);
+        Ok(query.fetch_all(self).await?)
+    }
+
+    async fn fetch_optional<R: Record>(
+        &mut self,
+        sql: Sql,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Option<R>, StoreError> {
+        let query = bind_all(sqlx::query_as::<_, R>(sql.sqlite), args);
+        Ok(query.fetch_optional(self).await?)
+    }
+
+    async fn scalars<T: Scalar>(
+        &mut self,
+        sql: Sql,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Vec<T>, StoreError> {
+        let query = bind_all(sqlx::query_scalar::<_, T>(sql.sqlite), args);
+        Ok(query.fetch_all(self).await?)
+    }
+
+    async fn scalar_optional<T: Scalar>(
+        &mut self,
+        sql: Sql,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Option<T>, StoreError> {
+        let query = bind_all(sqlx::query_scalar::<_, T>(sql.sqlite), args);
+        Ok(query.fetch_optional(self).await?)
+    }
+}
