@@ -110,8 +110,8 @@ pub async fn start_with_push(
     let background = engine.spawn_background();
     let engine_token = engine.shutdown_token().clone();
     let state = AppState {
+        auth: Authenticator::new(engine.clone(), options.dev),
         engine,
-        auth: Authenticator::new(store.clone(), options.dev),
         metrics,
         max_request_bytes: api::request_limit(options.max_payload_bytes),
     };

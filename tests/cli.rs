@@ -4,7 +4,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Backend, fresh_database, raw_count};
 
@@ -53,21 +53,18 @@ async fn serve_stops_cleanly_on_sigterm(backend: Backend) {
         .spawn()
         .expect("spawn");
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    loop {
-        let ready = client
-            .get(format!("http://127.0.0.1:{port}/ready"))
-            .send()
-            .await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "server never became ready"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    common::eventually(
+        "the server becomes ready",
+        Duration::from_secs(20),
+        || async {
+            let ready = client
+                .get(format!("http://127.0.0.1:{port}/ready"))
+                .send()
+                .await;
+            ready.is_ok_and(|r| r.status() == 200).then_some(())
+        },
+    )
+    .await;
     let key = std::fs::read_to_string(&key_file)
         .expect("key file")
         .trim()
@@ -85,17 +82,12 @@ async fn serve_stops_cleanly_on_sigterm(backend: Backend) {
         .status()
         .expect("kill");
     assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server did not stop within 10 s of SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = common::eventually(
+        "the server stops after SIGTERM",
+        Duration::from_secs(10),
+        || std::future::ready(child.try_wait().expect("wait")),
+    )
+    .await;
     assert!(status.success(), "graceful exit: {status}");
     assert_eq!(
         raw_count(

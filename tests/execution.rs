@@ -320,16 +320,11 @@ async fn waits_match_and_time_out(backend: Backend) {
     let job = worker.next_job().await;
     let wait = json!({"status": "yielded", "yield": {"step_id": format!("{timed}:reply:0"), "type": "wait_for_event", "event_filter": {"event": "w.reply", "match": "data.order", "timeout": "500ms"}}});
     worker.report(&job, wait).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let outcome = loop {
+    let outcome = common::eventually("the wait times out", Duration::from_secs(10), || async {
         let r = server.run_json(&timed).await;
-        if r["status"] != "waiting" {
-            break r;
-        }
-        assert!(Instant::now() < deadline, "the wait never timed out");
-        // Observing the server's state; the timer itself is server-side.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        (r["status"] != "waiting").then_some(r)
+    })
+    .await;
     assert_eq!(outcome["status"], "failed");
     assert_eq!(outcome["error"]["code"], "WAIT_TIMEOUT");
     server.stop().await;
@@ -623,16 +618,12 @@ async fn run_timeouts_fail_the_run(backend: Backend) {
     let run_id = server.emit_runs("t.go", json!({})).await.remove(0);
     let job = worker.next_job().await;
     worker.ack(&job).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let ended = common::eventually("the run times out", Duration::from_secs(10), || async {
         let r = server.run_json(&run_id).await;
-        if r["status"] == "failed" {
-            assert_eq!(r["error"]["code"], "RUN_TIMEOUT");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the run never timed out");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (r["status"] == "failed").then_some(r)
+    })
+    .await;
+    assert_eq!(ended["error"]["code"], "RUN_TIMEOUT");
     let (status, _) = worker
         .report(&job, json!({"status": "completed", "output": "too late"}))
         .await;

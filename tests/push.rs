@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -197,12 +197,16 @@ impl Node {
 
     /// Waits until a breaker is in `state`; returns it.
     async fn breaker_in_state(&self, state: &str) -> Value {
-        eventually(20, &format!("a breaker {state}"), || async {
-            self.breakers()
-                .await
-                .into_iter()
-                .find(|b| b["state"] == state)
-        })
+        common::eventually(
+            &format!("a breaker {state}"),
+            Duration::from_secs(20),
+            || async {
+                self.breakers()
+                    .await
+                    .into_iter()
+                    .find(|b| b["state"] == state)
+            },
+        )
         .await
     }
 
@@ -214,27 +218,15 @@ impl Node {
     }
 }
 
-/// Polls `check` until it yields a value, failing after `secs`.
-async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 async fn wait_status(node: &Node, run: &str, status: &str) -> Value {
-    eventually(20, &format!("run {run} {status}"), || async {
-        let r = node.run(run).await;
-        (r["status"] == status).then_some(r)
-    })
+    common::eventually(
+        &format!("run {run} {status}"),
+        Duration::from_secs(20),
+        || async {
+            let r = node.run(run).await;
+            (r["status"] == status).then_some(r)
+        },
+    )
     .await
 }
 
@@ -332,10 +324,25 @@ async fn breaker_opens_waits_and_resets(backend: Backend) {
     assert_eq!(opened["key"], format!("p-break|{url}"));
     assert_eq!(opened["consecutive_fails"], 5);
     assert_eq!(ep.count(), 5);
-    // Open for 60 s: nothing is sent and the run keeps its attempts (retries are 50 ms apart,
-    // so a breaker that leaked would send several requests in this window).
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Open for 60 s: nothing is sent and the run keeps its attempts. The witness is a second
+    // push function on a healthy endpoint whose run takes two requests 300 ms apart (a step,
+    // a sleep, the result). The dispatcher's passes are sequential and take functions in id
+    // order once each endpoint has been served ("p-break" < "p-witness"), so by the time the
+    // witness's second request has been answered the dispatcher has looked at p-break's retry
+    // (due 50 ms after the breaker opened) at least once and left it queued.
+    let (witness_ep, witness_url) = Endpoint::start().await;
+    node.register_push("p-witness", "p.witness", &witness_url)
+        .await;
+    let witness = node.emit("p.witness", json!({"n": 1})).await;
+    wait_status(&node, &witness, "completed").await;
+    assert_eq!(witness_ep.count(), 2);
     assert_eq!(ep.count(), 5, "no requests while open");
+    let queued = format!("SELECT count(*) FROM jobs WHERE run_id = '{run}' AND state = 'queued'");
+    assert_eq!(
+        raw_count(&node.db_url(), &queued).await,
+        1,
+        "the retry waits, unclaimed"
+    );
     let waiting = node.run(&run).await;
     assert_eq!(waiting["status"], "running", "{waiting}");
     assert_eq!(waiting["attempt"], 6, "{waiting}");
@@ -491,7 +498,10 @@ async fn breaker_state_is_mirrored_to_nats(backend: Backend) {
             (doc["state"] == state).then_some(doc)
         }
     };
-    let doc = eventually(10, "the open breaker in NATS", || mirrored("open")).await;
+    let doc = common::eventually("the open breaker in NATS", Duration::from_secs(10), || {
+        mirrored("open")
+    })
+    .await;
     assert_eq!(doc["key"], format!("p-mirror|{url}"));
     assert_eq!(doc["consecutive_fails"], 2);
     assert_eq!(doc["open_until"], opened["open_until"]);
@@ -508,7 +518,12 @@ async fn breaker_state_is_mirrored_to_nats(backend: Backend) {
         )
         .await;
     assert_eq!(status, 200, "{reset}");
-    eventually(10, "the closed breaker in NATS", || mirrored("closed")).await;
+    common::eventually(
+        "the closed breaker in NATS",
+        Duration::from_secs(10),
+        || mirrored("closed"),
+    )
+    .await;
     wait_status(&node, &run, "completed").await;
     node.stop().await;
 }

@@ -13,7 +13,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Backend, TestServer, raw_count};
 use ironflow_sdk::{
@@ -35,18 +35,15 @@ fn fast_retry(max_attempts: i32) -> RetryPolicy {
 
 /// Polls the run until it reaches a terminal status.
 async fn finished(client: &Client, run_id: &str) -> Run {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let run = client.run(run_id).await.expect("run readable");
-        if run.status.is_terminal() {
-            return run;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run {run_id} did not finish: {run:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually(
+        &format!("run {run_id} finishes"),
+        Duration::from_secs(30),
+        || async {
+            let run = client.run(run_id).await.expect("run readable");
+            run.status.is_terminal().then_some(run)
+        },
+    )
+    .await
 }
 
 /// A worker serving `functions` in this process until the returned token is cancelled.
@@ -122,34 +119,16 @@ async fn yields_resume_with_memos(backend: Backend) {
     let (stop, task) = serve(&server, vec![flow, child]);
     let c = client(&server);
     // The worker registers its functions when it connects.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let run_id = loop {
-        let emitted = c
-            .emit("k.flow", json!({"n": 4, "order": "o-1"}))
-            .await
-            .expect("emitted");
-        if let Some(id) = emitted.run_ids.first() {
-            break id.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the worker registered its functions"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let run_id = wait_for_registration_with(&c, "k.flow", json!({"n": 4, "order": "o-1"})).await;
     // Wait until the run is parked on the approval, then send a non-matching and a matching event.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    common::eventually("the wait is recorded", Duration::from_secs(20), || async {
         let steps = server
             .get_json(&format!("/api/v1/runs/{run_id}/steps"))
             .await
             .to_string();
-        if steps.contains("approval") && steps.contains("waiting") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the wait was recorded: {steps}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        (steps.contains("approval") && steps.contains("waiting")).then_some(())
+    })
+    .await;
     c.emit("k.approved", json!({"order": "o-2", "by": "mallory"}))
         .await
         .expect("emitted");
@@ -278,18 +257,15 @@ async fn wait_for_registration(c: &Client, event: &str) -> String {
 
 /// Emits until a run starts (the worker registers its functions when it connects).
 async fn wait_for_registration_with(c: &Client, event: &str, data: Value) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let emitted = c.emit(event, data.clone()).await.expect("emitted");
-        if let Some(id) = emitted.run_ids.first() {
-            return id.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the worker registered its functions"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually(
+        "the worker registers its functions",
+        Duration::from_secs(10),
+        || async {
+            let emitted = c.emit(event, data.clone()).await.expect("emitted");
+            emitted.run_ids.first().cloned()
+        },
+    )
+    .await
 }
 
 // ── SIGKILL: a worker process dies mid-step ─────────────────────────────────────────────────────
@@ -382,15 +358,10 @@ async fn memoized_across_sigkill(backend: Backend) {
     let mut first = spawn_worker(&server, &log);
     let c = client(&server);
     let run_id = wait_for_registration(&c, "k.kill").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while log_lines(&log) != ["a", "b"] {
-        assert!(
-            Instant::now() < deadline,
-            "the worker reached step b: {:?}",
-            log_lines(&log)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::eventually("the worker reaches step b", Duration::from_secs(20), || {
+        std::future::ready((log_lines(&log) == ["a", "b"]).then_some(()))
+    })
+    .await;
     // SAFETY of the claim: `a` was committed before `b` started (the SDK waits for Committed).
     let steps = server
         .get_json(&format!("/api/v1/runs/{run_id}/steps"))

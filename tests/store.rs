@@ -9,7 +9,10 @@ use ironflow::domain::run::RunStatus;
 use ironflow::domain::time::Ts;
 use ironflow::ids::{EnvId, EventId, FunctionId, RunId};
 use ironflow::store::SharedStore;
-use ironflow::store::model::*;
+use ironflow::store::events::*;
+use ironflow::store::execution::CancelOutcome;
+use ironflow::store::functions::*;
+use ironflow::store::runs::*;
 use serde_json::json;
 
 async fn default_env(store: &SharedStore) -> EnvId {

@@ -410,7 +410,7 @@ async fn handshake_refusals(backend: Backend) {
 /// fence refuses only its report, and the others' steps are all durable.
 async fn reports_share_one_transaction(backend: Backend) {
     use ironflow::domain::job::{Fence, JobReport, ReportOutcome, ReportedStep};
-    use ironflow::store::model::FenceOutcome;
+    use ironflow::store::execution::FenceOutcome;
     let server = TestServer::start(backend).await;
     register_fn(&server, "s-batch", "s.batch").await;
     let mut w = Stream::open(&server, "w5", &["s-batch"]).await;

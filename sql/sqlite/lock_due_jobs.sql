@@ -1,6 +1,7 @@
 -- Jobs whose time came: a parked wait or invoke at its deadline, a run past its timeout, a
 -- lease that expired (one writer: no row locks). The caller decides per row.
-SELECT run_id, env_id, state, due_at, timeout_at, lease_expires_at
+SELECT run_id, env_id, dispatch_id, state, execution_seq, lease_token, worker_id, lease_expires_at,
+       due_at, timeout_at, function_id, concurrency_key, concurrency_limit
 FROM jobs
 WHERE (state = 'parked' AND due_at <= ?1)
    OR timeout_at <= ?1

@@ -1,2 +1,7 @@
--- One writer: no row locks to take. Kept so both backends run the same code.
-SELECT run_id FROM jobs WHERE dispatch_id IN (SELECT value FROM json_each(?1)) ORDER BY run_id;
+-- The job rows a batch of reports names (a JSON array of dispatch ids); one writer: no row
+-- locks to take.
+SELECT run_id, env_id, dispatch_id, state, execution_seq, lease_token, worker_id, lease_expires_at,
+       due_at, timeout_at, function_id, concurrency_key, concurrency_limit
+FROM jobs
+WHERE dispatch_id IN (SELECT value FROM json_each(?1))
+ORDER BY run_id;

@@ -11,8 +11,8 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::engine::Engine;
 use crate::ids::{ApiKeyId, EnvId, ProjectId};
-use crate::store::SharedStore;
 use crate::store::tenancy::{ApiKeyRecord, EnvironmentRecord};
 use crate::tenancy::{Permission, Role, hash_api_key};
 
@@ -56,7 +56,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
 /// Resolves keys and environments, with a short-lived cache so the hot path does not hit the
 /// database on every request. A revoked key stops working within [`Authenticator::CACHE_TTL`].
 pub struct Authenticator {
-    store: SharedStore,
+    engine: Engine,
     dev_mode: bool,
     keys: TtlCache<String, Option<ApiKeyRecord>>,
     envs: TtlCache<(ProjectId, String), Option<EnvironmentRecord>>,
@@ -71,9 +71,9 @@ impl Authenticator {
     const CACHE_TTL: Duration = Duration::from_secs(10);
     const CACHE_MAX: usize = 10_000;
 
-    pub fn new(store: SharedStore, dev_mode: bool) -> Arc<Self> {
+    pub fn new(engine: Engine, dev_mode: bool) -> Arc<Self> {
         Arc::new(Self {
-            store,
+            engine,
             dev_mode,
             keys: Mutex::new(HashMap::new()),
             envs: Mutex::new(HashMap::new()),
@@ -93,7 +93,7 @@ impl Authenticator {
     ) -> Result<RequestContext, ApiError> {
         let env_name = environment_name(headers, query_env)?;
         let (project, role, key_id) = if self.dev_mode {
-            let default = self.store.default_environment().await?.ok_or_else(|| {
+            let default = self.engine.default_environment().await?.ok_or_else(|| {
                 ApiError::unauthenticated(
                     "no default environment exists (database not bootstrapped)",
                 )
@@ -127,7 +127,7 @@ impl Authenticator {
         if let Some(hit) = cached(&self.keys, &hash.to_owned()) {
             return Ok(hit);
         }
-        let found = self.store.find_api_key(hash).await?;
+        let found = self.engine.find_api_key(hash).await?;
         remember(&self.keys, hash.to_owned(), found.clone());
         Ok(found)
     }
@@ -141,7 +141,7 @@ impl Authenticator {
         if let Some(hit) = cached(&self.envs, &key) {
             return Ok(hit);
         }
-        let found = self.store.find_environment(project, name).await?;
+        let found = self.engine.find_environment(project, name).await?;
         remember(&self.envs, key, found.clone());
         Ok(found)
     }

@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::engine::config_document;
-use crate::store::model::{ConfigChange, ConfigRecord, SecretMeta};
+use crate::store::config::{ConfigChange, ConfigRecord};
+use crate::store::secrets::SecretMeta;
 use crate::tenancy::Permission;
 
 use super::AppState;

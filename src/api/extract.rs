@@ -1,7 +1,7 @@
 //! Request extractors whose rejections are JSON `ApiError`s (axum's defaults answer in plain text).
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, RawPathParams, Request};
@@ -11,40 +11,58 @@ use serde::de::DeserializeOwned;
 
 use crate::domain::storable::{check_json, check_text};
 
+use http_body_util::BodyExt as _;
+
+use super::AppState;
 use super::error::{ApiError, Code};
 
-/// The raw body, limited by the router's body limit; over the limit is a JSON 413.
+/// The raw body, at most `--max-payload-bytes` plus the envelope; over the limit is a JSON 413.
+/// An oversized body is still read to its end (up to [`DRAIN_LIMIT`]) and dropped, so the
+/// client's connection stays usable for its next request instead of being closed under it.
 pub struct Body(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for Body {
+/// How much of an oversized body is read and dropped before the connection is given up on.
+const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
+
+impl FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state)
-            .await
-            .map(Body)
-            .map_err(body_rejection)
-    }
-}
-
-fn body_rejection(rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large("request body is over the server's size limit (--max-payload-bytes)")
-    } else {
-        ApiError::invalid(format!(
-            "could not read the request body: {}",
-            rejection.body_text()
-        ))
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.max_request_bytes;
+        let mut body = req.into_body();
+        let mut buf = Vec::new();
+        let mut seen = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame
+                .map_err(|e| ApiError::invalid(format!("could not read the request body: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            seen = seen.saturating_add(data.len());
+            if seen > limit {
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+                continue;
+            }
+            buf.extend_from_slice(&data);
+        }
+        if seen > limit {
+            return Err(ApiError::too_large(
+                "request body is over the server's size limit (--max-payload-bytes)",
+            ));
+        }
+        Ok(Body(Bytes::from(buf)))
     }
 }
 
 /// A JSON body. Malformed JSON or a wrong type is a 400 naming the problem.
 pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let Body(bytes) = Body::from_request(req, state).await?;
         parse_object(&bytes).map(JsonBody)
     }
@@ -66,10 +84,10 @@ pub fn parse_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// A JSON object body that may be left out (empty or whitespace only: `T::default()`).
 pub struct OptionalJsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let Body(bytes) = Body::from_request(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));

@@ -295,7 +295,7 @@ async fn cancel_run(
 }
 
 async fn health(state: &AppState, _req: pb::HealthRequest) -> Result<pb::HealthResponse, ApiError> {
-    let db = state.engine.store().ping().await;
+    let db = state.engine.ping().await;
     let component = match &db {
         Ok(()) => pb::ComponentHealth {
             status: "ok".into(),
@@ -322,7 +322,7 @@ async fn info(
     _req: pb::InfoRequest,
 ) -> Result<pb::InfoResponse, ApiError> {
     ctx.require(Permission::Read)?;
-    let counts = state.engine.store().env_counts(&ctx.env).await?;
+    let counts = state.engine.env_counts(&ctx.env).await?;
     Ok(pb::InfoResponse {
         version: env!("CARGO_PKG_VERSION").into(),
         go_version: String::new(),

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::domain::kv::{BucketSettings, KvCondition};
-use crate::store::model::{BucketRecord, KvEntry};
+use crate::store::kv::{BucketRecord, KvEntry};
 use crate::tenancy::Permission;
 
 use super::AppState;

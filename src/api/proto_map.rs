@@ -12,7 +12,8 @@ use crate::domain::time::Ts;
 use crate::engine::{EmitEvent, RegisterFunction};
 use crate::ids::FunctionId;
 use crate::proto::v1 as pb;
-use crate::store::model::{FunctionRecord, RunRecord, StepRecord};
+use crate::store::functions::FunctionRecord;
+use crate::store::runs::{RunRecord, StepRecord};
 
 use super::error::ApiError;
 

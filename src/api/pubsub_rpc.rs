@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use crate::domain::group::{AckMode, GroupSettingsInput, GroupStatus, Settle};
 use crate::engine::GroupMember;
 use crate::proto::v1 as pb;
-use crate::store::model::{ConsumerGroupRecord, GroupDelivery};
+use crate::store::groups::{ConsumerGroupRecord, GroupDelivery};
 use crate::tenancy::Permission;
 
 use super::AppState;

@@ -13,9 +13,10 @@ use crate::domain::run::RunStatus;
 use crate::domain::time::Ts;
 use crate::engine::{EmitEvent, EventPageQuery, RunPageQuery};
 use crate::ids::{EventId, FunctionId, RunId};
-use crate::store::model::{
-    EventNameQuery, EventRecord, FunctionRecord, HistoryRecord, RunRecord, StepRecord,
-};
+use crate::store::events::{EventNameQuery, EventRecord};
+use crate::store::functions::FunctionRecord;
+use crate::store::history::HistoryRecord;
+use crate::store::runs::{RunRecord, StepRecord};
 use crate::tenancy::Permission;
 
 use super::AppState;

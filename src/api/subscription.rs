@@ -99,7 +99,7 @@ pub async fn open_subscription(
     };
     if kind == MessageKind::System {
         // Deliver every transition from now on, even one committed before the tailer wakes.
-        let seq = state.engine.store().max_history_seq().await?;
+        let seq = state.engine.latest_history_seq().await?;
         state.engine.bus().follow_history_from(seq);
     }
     let mut sub = Subscription {
@@ -114,7 +114,6 @@ pub async fn open_subscription(
     if kind == MessageKind::Topic && (replay > 0 || spec.start_after.is_some()) {
         let rows = state
             .engine
-            .store()
             .recent_messages(&ctx.env, spec.start_after, MAX_REPLAY)
             .await?;
         let mut matching: Vec<BusMessage> = rows

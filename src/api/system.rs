@@ -29,7 +29,7 @@ pub async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
 
 /// Readiness: the database answers. 503 with the reason otherwise.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    match state.engine.store().ping().await {
+    match state.engine.ping().await {
         Ok(()) => Json(json!({"status": "ready", "issues": {}, "warnings": {}})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
@@ -66,7 +66,7 @@ pub async fn capabilities(
         "features": ["events", "functions", "runs", "history", "idempotency", "cel_filters", "wildcard_triggers"],
         "version": env!("CARGO_PKG_VERSION"),
         "auth_required": !state.auth.dev_mode(),
-        "backend": state.engine.store().backend().as_str(),
+        "backend": state.engine.backend().as_str(),
     }))
 }
 

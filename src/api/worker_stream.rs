@@ -20,7 +20,7 @@ use crate::engine::{Engine, EngineError, PollOutcome, WorkerHello};
 use crate::ids::EnvId;
 use crate::proto::v1 as pb;
 use crate::proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
-use crate::store::model::ClaimedJob;
+use crate::store::execution::ClaimedJob;
 use crate::tenancy::Permission;
 
 use super::AppState;
@@ -609,7 +609,7 @@ fn yield_request(y: pb::Yield) -> Result<YieldRequest, String> {
                 timeout: duration_ms(
                     "yield.wait_for_event.timeout_ms",
                     w.timeout_ms,
-                    Duration::from_secs(7 * 86_400),
+                    crate::domain::job::DEFAULT_WAIT_TIMEOUT,
                 )?,
             }
         }
@@ -620,7 +620,7 @@ fn yield_request(y: pb::Yield) -> Result<YieldRequest, String> {
             timeout: duration_ms(
                 "yield.invoke.timeout_ms",
                 i.timeout_ms,
-                Duration::from_secs(30),
+                crate::domain::job::DEFAULT_INVOKE_TIMEOUT,
             )?,
         },
         Some(Kind::InvokeAsync(i)) => YieldRequest::InvokeAsync {

@@ -15,7 +15,7 @@ use crate::domain::job_wire::{
     ErrorBody, StepBody, WireError, YieldBody, parse_failure, parse_steps, parse_yield,
 };
 use crate::engine::{PollOutcome, WorkerHello};
-use crate::store::model::ClaimedJob;
+use crate::store::execution::ClaimedJob;
 use crate::tenancy::Permission;
 
 use super::AppState;

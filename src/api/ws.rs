@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::domain::group::{AckMode, GroupSettingsInput, Settle};
 use crate::engine::{BusMessage, EngineError, GroupMember};
-use crate::store::model::GroupDelivery;
+use crate::store::groups::GroupDelivery;
 use crate::tenancy::Permission;
 
 use super::AppState;

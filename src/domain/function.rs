@@ -67,6 +67,12 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// Applied when a registration gives no retry policy.
     pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
+    /// The first retry's delay when the policy gives none.
+    pub const DEFAULT_INITIAL_DELAY_MS: i32 = 1000;
+    /// How much each retry's delay grows when the policy says nothing.
+    pub const DEFAULT_BACKOFF_FACTOR: f64 = 2.0;
+    /// The longest delay between attempts when the policy gives none (5 min).
+    pub const DEFAULT_MAX_DELAY_MS: i32 = 300_000;
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -61,7 +61,7 @@ impl HistoryKind {
 }
 
 /// One entry to append. The store assigns `seq` and `recorded_at`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewHistoryEntry {
     pub env_id: EnvId,
     pub kind: HistoryKind,

@@ -188,57 +188,15 @@ pub fn check_result_storable(
     }
 }
 
-/// What the timer finds on a job whose time came, as the store reads it under the row lock.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TimerFacts {
-    /// `queued`, `leased`, `parked` or `blocked`.
-    pub leased: bool,
-    pub parked: bool,
-    pub due_at: Ts,
-    pub timeout_at: Option<Ts>,
-    pub lease_expires_at: Option<Ts>,
-}
-
-/// What the timer does to a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimerAction {
-    /// The run's own timeout passed: it fails with `RUN_TIMEOUT`, whatever it was doing.
-    RunTimeout,
-    /// The worker holding the job stopped renewing its lease: a failed attempt
-    /// (`LEASE_EXPIRED`), retried under the function's policy.
-    LeaseExpired,
-    /// A parked wait or invoke reached its deadline.
-    ParkedDeadline,
-}
-
-/// The timer's decision for one job at `now`, `None` when nothing is due (the row changed
-/// between the sweep's read and its lock).
-pub fn timer_action(job: &TimerFacts, now: Ts) -> Option<TimerAction> {
-    if job.timeout_at.is_some_and(|t| t <= now) {
-        Some(TimerAction::RunTimeout)
-    } else if job.leased && job.lease_expires_at.is_some_and(|t| t <= now) {
-        Some(TimerAction::LeaseExpired)
-    } else if job.parked && job.due_at <= now {
-        Some(TimerAction::ParkedDeadline)
-    } else {
-        None
-    }
-}
-
-/// The error an attempt ends with when its lease expired.
-pub fn lease_expired_error(attempt: i32) -> Value {
-    serde_json::json!({
-        "message": format!("attempt {attempt} stopped: the worker holding it did not report or renew its lease in time"),
-        "code": LEASE_EXPIRED,
-        "retryable": true,
-    })
-}
-
-/// The error code of an attempt whose lease expired.
-pub const LEASE_EXPIRED: &str = "LEASE_EXPIRED";
+/// How long a `wait_for_event` waits when the worker names no timeout.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(7 * 86_400);
+/// How long an `invoke` waits for its child when the worker names no timeout.
+pub const DEFAULT_INVOKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The delay before the next attempt, or `None` when the attempts are used up.
-/// `attempt` is the 1-based number of the attempt that just failed.
+/// `attempt` is the 1-based number of the attempt that just failed. A worker's retry-after
+/// hint replaces the backoff but is capped at the policy's `max_delay_ms`, as the SDKs
+/// document (a 1 h hint on a policy with a 1 s maximum waits 1 s).
 pub fn retry_delay(
     policy: Option<&RetryPolicy>,
     attempt: i32,
@@ -248,30 +206,24 @@ pub fn retry_delay(
     if attempt >= max_attempts {
         return None;
     }
-    if let Some(ms) = retry_after_ms.filter(|ms| *ms > 0) {
-        return Some(Duration::from_millis(ms.unsigned_abs()));
-    }
-    let initial = policy.map_or(1000, |p| {
-        if p.initial_delay_ms > 0 {
-            p.initial_delay_ms
-        } else {
-            1000
-        }
+    let or_default = |value: i32, default: i32| if value > 0 { value } else { default };
+    let initial = policy.map_or(RetryPolicy::DEFAULT_INITIAL_DELAY_MS, |p| {
+        or_default(p.initial_delay_ms, RetryPolicy::DEFAULT_INITIAL_DELAY_MS)
     });
-    let factor = policy.map_or(2.0, |p| {
+    let factor = policy.map_or(RetryPolicy::DEFAULT_BACKOFF_FACTOR, |p| {
         if p.backoff_factor > 0.0 {
             p.backoff_factor
         } else {
-            2.0
+            RetryPolicy::DEFAULT_BACKOFF_FACTOR
         }
     });
-    let max = policy.map_or(300_000, |p| {
-        if p.max_delay_ms > 0 {
-            p.max_delay_ms
-        } else {
-            300_000
-        }
+    let max = policy.map_or(RetryPolicy::DEFAULT_MAX_DELAY_MS, |p| {
+        or_default(p.max_delay_ms, RetryPolicy::DEFAULT_MAX_DELAY_MS)
     });
+    let max_ms = u64::from(max.unsigned_abs());
+    if let Some(ms) = retry_after_ms.filter(|ms| *ms > 0) {
+        return Some(Duration::from_millis(ms.unsigned_abs().min(max_ms)));
+    }
     let exponent = (attempt - 1).clamp(0, 62);
     let delay = f64::from(initial) * factor.powi(exponent);
     Some(Duration::from_millis(
@@ -335,45 +287,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_timer_decides_by_what_is_due() {
-        let now = Ts::now();
-        let past = Ts(now.0 - chrono::Duration::seconds(1));
-        let future = Ts(now.0 + chrono::Duration::seconds(60));
-        let job = |leased, parked, due_at, timeout_at, lease_expires_at| TimerFacts {
-            leased,
-            parked,
-            due_at,
-            timeout_at,
-            lease_expires_at,
+    fn a_retry_after_hint_is_capped_at_the_policy_maximum() {
+        let policy = RetryPolicy {
+            max_attempts: 5,
+            initial_delay_ms: 100,
+            backoff_factor: 2.0,
+            max_delay_ms: 1000,
+            on_exhausted: String::new(),
         };
-        let cases = [
-            (
-                job(true, false, past, None, Some(past)),
-                Some(TimerAction::LeaseExpired),
-            ),
-            (job(true, false, past, None, Some(future)), None),
-            (
-                job(true, false, past, Some(past), Some(past)),
-                Some(TimerAction::RunTimeout),
-            ),
-            (
-                job(false, true, past, None, None),
-                Some(TimerAction::ParkedDeadline),
-            ),
-            (job(false, true, future, None, None), None),
-            (
-                job(false, true, future, Some(past), None),
-                Some(TimerAction::RunTimeout),
-            ),
-            // A queued job is claimed, not fired; its due time is the claim's business.
-            (job(false, false, past, None, None), None),
-            (job(false, false, past, Some(future), None), None),
-        ];
-        for (facts, expected) in cases {
-            assert_eq!(timer_action(&facts, now), expected, "{facts:?}");
-        }
-        assert_eq!(lease_expired_error(2)["code"], LEASE_EXPIRED);
-        assert_eq!(lease_expired_error(2)["retryable"], true);
+        let hour = Some(3_600_000);
+        assert_eq!(
+            retry_delay(Some(&policy), 1, 5, hour),
+            Some(Duration::from_millis(1000))
+        );
+        assert_eq!(
+            retry_delay(Some(&policy), 1, 5, Some(250)),
+            Some(Duration::from_millis(250)),
+            "a hint under the maximum is used as given"
+        );
+        assert_eq!(
+            retry_delay(None, 1, 5, hour),
+            Some(Duration::from_millis(300_000)),
+            "without a policy the default maximum (5 min) caps it"
+        );
+        assert_eq!(retry_delay(Some(&policy), 5, 5, hour), None);
     }
 
     #[test]
@@ -409,7 +346,8 @@ mod tests {
         assert_eq!(retry_delay(Some(&p), 3, 3, None), None);
         assert_eq!(
             retry_delay(Some(&p), 1, 3, Some(5000)),
-            Some(Duration::from_millis(5000))
+            Some(Duration::from_millis(1000)),
+            "a retry-after hint is capped at max_delay_ms"
         );
         let big = RetryPolicy {
             max_attempts: 50,

@@ -164,7 +164,7 @@ pub fn parse_yield(y: YieldBody) -> Result<YieldRequest, WireError> {
             let timeout = match f.timeout.as_deref() {
                 Some(t) => parse_duration(t)
                     .map_err(|e| WireError(format!("yield.event_filter.timeout: {e}")))?,
-                None => Duration::from_secs(7 * 86_400),
+                None => crate::domain::job::DEFAULT_WAIT_TIMEOUT,
             };
             YieldRequest::WaitForEvent {
                 step_id: y.step_id,
@@ -177,7 +177,10 @@ pub fn parse_yield(y: YieldBody) -> Result<YieldRequest, WireError> {
         "invoke_function" => YieldRequest::Invoke {
             function_id: need(y.function_id.clone(), "function_id")?,
             input: y.input.unwrap_or(Value::Null),
-            timeout: Duration::from_millis(y.invoke_timeout_ms.unwrap_or(30_000)),
+            timeout: y.invoke_timeout_ms.map_or(
+                crate::domain::job::DEFAULT_INVOKE_TIMEOUT,
+                Duration::from_millis,
+            ),
             step_id: y.step_id,
         },
         "invoke_function_async" => YieldRequest::InvokeAsync {

@@ -9,6 +9,7 @@ pub mod history;
 pub mod job;
 pub mod job_wire;
 pub mod kv;
+pub mod lifecycle;
 pub mod pattern;
 pub mod run;
 pub mod secret;

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use tokio::sync::{Notify, broadcast};
 
+use crate::domain::lifecycle::Effects;
 use crate::ids::{EnvId, RunId};
 use crate::store::Wakeup;
-use crate::store::model::Effects;
 
 /// Sent on the run channel when any run may have ended (waiters re-check theirs).
 pub const ANY_RUN: &str = "*";

@@ -10,7 +10,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::domain::job::JobReport;
 use crate::domain::time::Ts;
-use crate::store::model::FenceOutcome;
+use crate::store::execution::FenceOutcome;
 use crate::store::{Backend, StoreError};
 
 use super::Engine;

@@ -9,7 +9,8 @@ use crate::domain::function::FunctionDefinition;
 use crate::domain::kv::KvCondition;
 use crate::domain::secret::validate_secret_name;
 use crate::ids::EnvId;
-use crate::store::model::{ConfigChange, ConfigOutcome, ConfigRecord, ConfigWrite, SecretMeta};
+use crate::store::config::{ConfigChange, ConfigOutcome, ConfigRecord, ConfigWrite};
+use crate::store::secrets::SecretMeta;
 
 use super::{Engine, EngineError};
 

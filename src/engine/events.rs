@@ -7,11 +7,12 @@ use crate::domain::pattern::validate_event_name;
 use crate::domain::run::RunStatus;
 use crate::domain::time::Ts;
 use crate::ids::{EnvId, EventId, RunId};
-use crate::store::model::{
+use crate::store::events::Lane;
+use crate::store::events::{
     EventNameCount, EventNameQuery, EventOutcome, EventQuery, EventRecord, NewEvent, NewRun,
-    PageRequest,
 };
-use crate::store::model::{FunctionRecord, Lane};
+use crate::store::functions::FunctionRecord;
+use crate::store::runs::PageRequest;
 
 use super::{Engine, EngineError, cursor, page_limit};
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::domain::job::{Fence, JobReport};
 use crate::domain::time::Ts;
 use crate::ids::EnvId;
-use crate::store::model::{
+use crate::store::execution::{
     ClaimRequest, ClaimedJob, FenceOutcome, WorkerRecord, WorkerRegistration,
 };
 

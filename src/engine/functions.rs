@@ -2,7 +2,9 @@
 
 use crate::domain::function::{FunctionDefinition, FunctionStatus};
 use crate::ids::{EnvId, FunctionId};
-use crate::store::model::{FunctionQuery, FunctionRecord, FunctionRegistration, RegisterOutcome};
+use crate::store::functions::{
+    FunctionQuery, FunctionRecord, FunctionRegistration, RegisterOutcome,
+};
 
 use super::{Engine, EngineError, page_limit};
 

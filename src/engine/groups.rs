@@ -16,7 +16,7 @@ use crate::domain::group::{
 use crate::domain::pattern::EventPattern;
 use crate::domain::time::Ts;
 use crate::ids::EnvId;
-use crate::store::model::{ConsumerGroupRecord, GroupClaim, GroupDelivery};
+use crate::store::groups::{ConsumerGroupRecord, GroupClaim, GroupDelivery};
 
 use super::{BusMessage, Engine, EngineError, MessageKind};
 

@@ -17,6 +17,7 @@ mod pubsub;
 mod push;
 mod runs;
 mod sync;
+mod system;
 mod system_events;
 mod triggers;
 mod watch;
@@ -127,7 +128,7 @@ impl Engine {
             .swap(false, std::sync::atomic::Ordering::AcqRel)
     }
 
-    pub fn store(&self) -> &SharedStore {
+    pub(crate) fn store(&self) -> &SharedStore {
         &self.inner.store
     }
 

@@ -97,7 +97,7 @@ impl Engine {
         if !self.bus().has_subscribers() {
             return;
         }
-        let event = |e: crate::store::model::EventRecord| {
+        let event = |e: crate::store::events::EventRecord| {
             super::BusMessage::event(e.env_id, e.id.to_string(), e.name, e.data, e.received_at)
         };
         let read = match stored {

@@ -17,7 +17,7 @@ use crate::domain::function::{ExecutionMode, FunctionDefinition};
 use crate::domain::job::{Fence, JobFailure, JobReport, ReportOutcome};
 use crate::domain::time::Ts;
 use crate::ids::{EnvId, FunctionId};
-use crate::store::model::{ClaimRequest, ClaimedJob};
+use crate::store::execution::{ClaimRequest, ClaimedJob};
 use crate::store::push::{BreakerRecord, BreakerRef};
 
 use super::{Engine, EngineError, KvBackend};

@@ -3,9 +3,9 @@
 use crate::domain::run::RunStatus;
 use crate::domain::time::Ts;
 use crate::ids::{EnvId, EventId, FunctionId, RunId};
-use crate::store::model::{
-    CancelOutcome, HistoryRecord, PageRequest, RunQuery, RunRecord, StepRecord,
-};
+use crate::store::execution::CancelOutcome;
+use crate::store::history::HistoryRecord;
+use crate::store::runs::{PageRequest, RunQuery, RunRecord, StepRecord};
 
 use super::{Engine, EngineError, cursor, page_limit};
 
@@ -96,7 +96,7 @@ impl Engine {
         };
         match self.store().cancel_run(env, id, reason).await? {
             CancelOutcome::Cancelled(run) => {
-                self.bus().publish(&crate::store::model::Effects {
+                self.bus().publish(&crate::domain::lifecycle::Effects {
                     work_ready: true,
                     finished_runs: vec![run.id.clone()],
                     ..Default::default()

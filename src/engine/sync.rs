@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::ids::{EnvId, FunctionId, RunId};
-use crate::store::model::RunRecord;
+use crate::store::runs::RunRecord;
 
 use super::{EmitEvent, EmitResult, Engine, EngineError};
 

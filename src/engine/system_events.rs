@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::Engine;
 use super::bus::{BusMessage, MessageKind};
-use crate::store::model::HistoryRecord;
+use crate::store::history::HistoryRecord;
 
 const SWEEP: Duration = Duration::from_secs(1);
 

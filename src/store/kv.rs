@@ -218,6 +218,18 @@ struct LockedBucket {
     max_bytes: i64,
 }
 
+/// A database watch being served.
+struct BucketTail {
+    env: EnvId,
+    bucket: String,
+    pattern: Option<EventPattern>,
+    /// The bucket's revision when the watch began: the snapshot is what is at or below it.
+    start: i64,
+    changes: Arc<Notify>,
+    shutdown: CancellationToken,
+    tx: mpsc::Sender<Result<KvWatchEvent, KvWatchEnd>>,
+}
+
 /// Rows a database watcher reads per round.
 const WATCH_BATCH: i64 = 500;
 /// A database watcher reads again at least this often, in case a wakeup was missed.
@@ -253,16 +265,16 @@ impl<D: Db> SqlStore<D> {
     /// A database watch: the live values, then the rows after the last revision sent, read
     /// again on every change notice (a burst is delivered in order without gaps; a revision
     /// pruned before it was read is superseded by a newer one of the same key).
-    async fn tail_bucket(
-        self: Arc<Self>,
-        env: EnvId,
-        bucket: String,
-        pattern: Option<EventPattern>,
-        start: i64,
-        changes: Arc<Notify>,
-        shutdown: CancellationToken,
-        tx: mpsc::Sender<Result<KvWatchEvent, KvWatchEnd>>,
-    ) {
+    async fn tail_bucket(self: Arc<Self>, tail: BucketTail) {
+        let BucketTail {
+            env,
+            bucket,
+            pattern,
+            start,
+            changes,
+            shutdown,
+            tx,
+        } = tail;
         let wanted = |e: &KvEntry| pattern.as_ref().is_none_or(|p| p.matches(&e.key));
         let send = |entry: KvEntry| {
             tx.send(Ok(KvWatchEvent {
@@ -584,15 +596,15 @@ impl<D: Db> KvStore for SqlStore<D> {
             return Ok(InBucket::NoSuchBucket);
         };
         let (tx, rx) = mpsc::channel(256);
-        tokio::spawn(Arc::new(self.clone()).tail_bucket(
-            env.clone(),
-            bucket.to_owned(),
+        tokio::spawn(Arc::new(self.clone()).tail_bucket(BucketTail {
+            env: env.clone(),
+            bucket: bucket.to_owned(),
             pattern,
             start,
             changes,
             shutdown,
             tx,
-        ));
+        }));
         Ok(InBucket::Found(rx))
     }
 

@@ -6,10 +6,10 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use super::db::{Db, SqlStore};
-use super::model::Effects;
 use super::sql::{Conn, args, sql};
 use super::writes::notify_commit;
 use super::{StoreError, StoredKind};
+use crate::domain::lifecycle::Effects;
 use crate::domain::time::Ts;
 use crate::ids::{EnvId, EventId};
 

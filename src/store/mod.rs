@@ -4,14 +4,15 @@
 //! the Rust that binds parameters and maps rows is written once (`sql_store!`) and instantiated
 //! for both backends, so the two cannot drift apart.
 
-pub mod model;
 pub mod postgres;
 pub mod sqlite;
 pub mod time;
 
+mod apply;
 pub mod config;
 pub mod db;
-mod exec_store;
+pub mod events;
+pub mod execution;
 pub mod functions;
 pub mod groups;
 pub mod history;
@@ -22,7 +23,6 @@ pub mod push;
 pub mod runs;
 pub mod secrets;
 pub(crate) mod sql;
-mod sql_store;
 pub mod tenancy;
 mod writes;
 
@@ -32,8 +32,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::ids::{EnvId, EventId, FunctionId, ProjectId, RunId};
-use model::*;
+use crate::ids::RunId;
 
 /// Store failures. `Unavailable` and `Internal` carry context for logs only; the API shows a
 /// generic message.
@@ -142,6 +141,8 @@ pub trait Store:
     + secrets::SecretStore
     + groups::GroupStore
     + push::PushStore
+    + events::EventStore
+    + execution::ExecutionStore
     + Send
     + Sync
     + 'static
@@ -153,107 +154,9 @@ pub trait Store:
 
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Stores an event and the runs it triggers in one transaction, or returns the first result
-    /// for a repeated idempotency key.
-    async fn record_event(
-        &self,
-        event: &NewEvent,
-        runs: &[NewRun],
-    ) -> Result<EventOutcome, StoreError>;
-
-    async fn get_event(&self, env: &EnvId, id: &EventId)
-    -> Result<Option<EventRecord>, StoreError>;
-
-    async fn list_events(
-        &self,
-        env: &EnvId,
-        query: &EventQuery,
-    ) -> Result<Vec<EventRecord>, StoreError>;
-
-    async fn event_names(
-        &self,
-        env: &EnvId,
-        query: &EventNameQuery,
-    ) -> Result<(Vec<EventNameCount>, i64), StoreError>;
-
-    async fn run_ids_for_event(
-        &self,
-        env: &EnvId,
-        event: &EventId,
-    ) -> Result<Vec<RunId>, StoreError>;
-
-    async fn cancel_run(
-        &self,
-        env: &EnvId,
-        id: &RunId,
-        reason: &str,
-    ) -> Result<CancelOutcome, StoreError>;
-
-    /// Claims due jobs (and jobs whose lease expired) for a worker, leasing them.
-    async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError>;
-
-    /// Confirms a worker started a dispatch; `Stale` if the fence does not match.
-    async fn ack_job(
-        &self,
-        dispatch_id: &str,
-        fence: &crate::domain::job::Fence,
-        lease_expires_at: crate::domain::time::Ts,
-    ) -> Result<FenceOutcome, StoreError>;
-
-    /// Applies a checkpoint or a result in one transaction; `Stale` if the fence does not match.
-    async fn report_job(
-        &self,
-        report: &crate::domain::job::JobReport,
-        lease_expires_at: crate::domain::time::Ts,
-    ) -> Result<FenceOutcome, StoreError>;
-
-    /// Applies several checkpoints or results in one transaction (one commit for all; an
-    /// error fails them all, a stale fence only its own report).
-    async fn report_jobs(
-        &self,
-        reports: &[crate::domain::job::JobReport],
-        lease_expires_at: crate::domain::time::Ts,
-    ) -> Result<Vec<FenceOutcome>, StoreError>;
-
-    /// Resolves parked runs whose timer passed (wait and invoke timeouts).
-    async fn fire_timers(&self, limit: i64) -> Result<Effects, StoreError>;
-
-    /// When the next queued or parked job becomes due, if any.
-    async fn next_due(&self) -> Result<Option<crate::domain::time::Ts>, StoreError>;
-
-    async fn register_worker(&self, worker: &WorkerRegistration) -> Result<(), StoreError>;
-
-    /// Records a heartbeat and renews the leases of the listed dispatches; false when the
-    /// worker is unknown (it must register again).
-    async fn heartbeat_worker(
-        &self,
-        env: &EnvId,
-        worker: &str,
-        dispatch_ids: &[String],
-        lease_expires_at: crate::domain::time::Ts,
-    ) -> Result<bool, StoreError>;
-
-    async fn worker_functions(
-        &self,
-        env: &EnvId,
-        worker: &str,
-    ) -> Result<Option<Vec<String>>, StoreError>;
-
-    async fn list_workers(&self, env: &EnvId) -> Result<Vec<WorkerRecord>, StoreError>;
-
     /// Forwards wakeups from other nodes (Postgres LISTEN) until shutdown; returns at once on
     /// SQLite, where every writer is in this process.
     async fn listen(&self, wakeups: WakeupSink, shutdown: tokio_util::sync::CancellationToken);
-
-    async fn event_by_seq(&self, seq: i64) -> Result<Option<EventRecord>, StoreError>;
-
-    /// Gives a claimed job back unsent (queued, still due, no attempt used); false when the
-    /// fence no longer matches.
-    async fn release_job(
-        &self,
-        dispatch_id: &str,
-        fence: &crate::domain::job::Fence,
-    ) -> Result<bool, StoreError>;
 
     /// Closes the pools; in-flight queries finish first.
     async fn close(&self);
@@ -261,10 +164,39 @@ pub trait Store:
 
 pub type SharedStore = Arc<dyn Store>;
 
+#[async_trait]
+impl<D: db::Db> Store for db::SqlStore<D> {
+    fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        self.db.migrate().await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        use sql::Conn as _;
+        self.db
+            .reader()
+            .await?
+            .scalar::<i32>(sql::sql!("ping"), sql::args![])
+            .await?;
+        Ok(())
+    }
+
+    async fn listen(&self, wakeups: WakeupSink, shutdown: tokio_util::sync::CancellationToken) {
+        self.db.listen(wakeups, shutdown).await;
+    }
+
+    async fn close(&self) {
+        self.db.close().await;
+    }
+}
+
 /// The one NOTIFY payload of a transaction: `<node>|<token>;<token>…` with `w` (work ready),
 /// `r:<run>` (a run ended), `t:<seq>` / `e:<seq>` (a topic message / an event stored). Over
 /// Postgres' 8000-byte limit the run tokens collapse to `R` ("re-check your runs").
-pub fn notify_payload(node: &str, effects: &model::Effects) -> Option<String> {
+pub fn notify_payload(node: &str, effects: &crate::domain::lifecycle::Effects) -> Option<String> {
     let mut tokens: Vec<String> = Vec::new();
     if effects.work_ready {
         tokens.push("w".into());
@@ -337,11 +269,7 @@ pub enum Wakeup {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoredKind {
-    Topic,
-    Event,
-}
+pub use crate::domain::lifecycle::StoredKind;
 
 /// Where [`Store::listen`] delivers wakeups.
 pub type WakeupSink = Arc<dyn Fn(Wakeup) + Send + Sync>;
@@ -365,7 +293,7 @@ mod tests {
 
     #[test]
     fn one_payload_per_transaction_round_trips() {
-        let effects = model::Effects {
+        let effects = crate::domain::lifecycle::Effects {
             work_ready: true,
             finished_runs: vec![RunId::from_stored("r1".into())],
             stored: vec![(StoredKind::Event, 7)],
@@ -380,8 +308,11 @@ mod tests {
         assert!(
             matches!(wakeups.as_slice(), [Wakeup::WorkReady, Wakeup::Stored { kind: StoredKind::Event, seq: 7 }, Wakeup::RunFinished(r)] if r.as_str() == "r1")
         );
-        assert_eq!(notify_payload("n1", &model::Effects::default()), None);
-        let many = model::Effects {
+        assert_eq!(
+            notify_payload("n1", &crate::domain::lifecycle::Effects::default()),
+            None
+        );
+        let many = crate::domain::lifecycle::Effects {
             finished_runs: (0..1000)
                 .map(|i| RunId::from_stored(format!("run-{i:04}")))
                 .collect(),

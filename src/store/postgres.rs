@@ -39,10 +39,6 @@ impl PgDb {
         })
     }
 
-    pub(crate) fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
     /// LISTENs on `ironflow` (one NOTIFY per committing transaction); reconnects when lost.
     async fn listen_impl(
         &self,
@@ -147,31 +143,4 @@ impl PgStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         Ok(SqlStore::new(PgDb::connect(url).await?))
     }
-
-    fn node_id(&self) -> &str {
-        self.db.node_id()
-    }
-
-    fn reader(&self) -> &PgPool {
-        self.db.pool()
-    }
-
-    fn writer(&self) -> &PgPool {
-        self.db.pool()
-    }
-
-    async fn run_migrations(&self) -> Result<(), StoreError> {
-        self.db.run_migrations().await
-    }
-
-    async fn listen_impl(&self, wakeups: WakeupSink, shutdown: CancellationToken) {
-        self.db.listen_impl(wakeups, shutdown).await;
-    }
 }
-
-super::sql_store::sql_store!(
-    PgStore,
-    sqlx::Postgres,
-    "postgres",
-    super::Backend::Postgres
-);

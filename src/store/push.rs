@@ -7,7 +7,6 @@ use sqlx::types::Json;
 
 use super::StoreError;
 use super::db::{Db, SqlStore};
-use super::model::Effects;
 use super::sql::{Conn, args, sql};
 use super::writes::{append_history, notify_commit};
 use crate::domain::breaker::{
@@ -15,6 +14,7 @@ use crate::domain::breaker::{
 };
 use crate::domain::function::FunctionDefinition;
 use crate::domain::history::{HistoryKind, NewHistoryEntry};
+use crate::domain::lifecycle::Effects;
 use crate::domain::time::Ts;
 use crate::ids::{EnvId, FunctionId};
 

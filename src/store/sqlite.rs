@@ -115,24 +115,4 @@ impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(SqlStore::new(SqliteDb::open(path).await?))
     }
-
-    fn node_id(&self) -> &str {
-        "local"
-    }
-
-    fn reader(&self) -> &SqlitePool {
-        &self.db.reader
-    }
-
-    fn writer(&self) -> &SqlitePool {
-        &self.db.writer
-    }
-
-    async fn run_migrations(&self) -> Result<(), StoreError> {
-        self.db.run_migrations().await
-    }
-
-    async fn listen_impl(&self, _wakeups: WakeupSink, _shutdown: CancellationToken) {}
 }
-
-super::sql_store::sql_store!(SqliteStore, sqlx::Sqlite, "sqlite", super::Backend::Sqlite);

@@ -33,7 +33,7 @@ pub(crate) async fn append_history<C: Conn + ?Sized>(
 pub(crate) async fn notify_commit<C: Conn + ?Sized>(
     conn: &mut C,
     node: &str,
-    effects: &super::model::Effects,
+    effects: &crate::domain::lifecycle::Effects,
 ) -> Result<(), StoreError> {
     if let Some(payload) = super::notify_payload(node, effects) {
         conn.execute(sql!("notify_commit"), args![payload.as_str()])

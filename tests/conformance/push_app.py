@@ -72,7 +72,14 @@ def build(p: str) -> list[Function]:
     async def twice(ctx: Any) -> Any:
         return await ctx.step.run("only", body(ctx, "only", "ran"))
 
-    return [flow, child, simple, twice]
+    # A step, a short durable sleep, a step: two requests 0.3 s apart (the breaker tests' witness).
+    @function(id=f"{p}-nap", triggers=[{"event": f"{p}.nap"}], retry={"max_attempts": 3, **FAST_RETRY})
+    async def nap(ctx: Any) -> Any:
+        first = await ctx.step.run("before", body(ctx, "before", 1))
+        await ctx.step.sleep("nap", "300ms")
+        return {"sum": first + await ctx.step.run("after", body(ctx, "after", 2))}
+
+    return [flow, child, simple, twice, nap]
 
 
 def _app() -> Any:

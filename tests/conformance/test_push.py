@@ -4,8 +4,9 @@ breaker per (function, endpoint) in the database.
 
 Functions are registered with the SDK's own push registration body. Requests and step side effects are
 counted from files the endpoint appends to; server state is read through the REST API (runs, steps,
-`/api/v1/circuit-breakers` via `IronflowClient`). Waiting is polling with a deadline; the only fixed
-windows are the ones that show nothing happens (no requests while a breaker is open).
+`/api/v1/circuit-breakers` via `IronflowClient`). Waiting is polling with a deadline; no test sleeps to
+show that nothing happens: "no requests while a breaker is open" is shown by a witness run that the
+dispatcher can only finish after it has looked at the held run (see `assert_held`).
 """
 
 from __future__ import annotations
@@ -37,9 +38,6 @@ BREAKER_OPEN_SECS = 600
 SERVER_ARGS = ("--breaker-open-secs", str(BREAKER_OPEN_SECS), "--push-timeout-secs", "10")
 SERVER_ENV = {"IRONFLOW_SIGNING_KEY": SIGNING_KEY, "IRONFLOW_MASTER_KEY": ifconf.MASTER_KEY}
 DEADLINE_S = 30.0
-#: How long a test watches that nothing is sent while a breaker is open (retries are 0.1 s apart, so an
-#: ignored breaker would send ~15 requests in this window).
-QUIET_WINDOW_S = 1.5
 APP_DIR = Path(__file__).resolve().parent
 
 
@@ -159,10 +157,10 @@ class DeadEndpoint:
 class PushKit:
     """One test's push functions (unique prefix), its endpoint processes and helpers over one server."""
 
-    def __init__(self, server: Server, workdir: Path) -> None:
+    def __init__(self, server: Server, workdir: Path, prefix: str | None = None) -> None:
         self.server = server
         self.dir = workdir
-        self.prefix = ifconf.uid()
+        self.prefix = prefix or ifconf.uid()
         self.port = ifconf.free_port()
         self.endpoints: list[Endpoint] = []
         self.dead: list[DeadEndpoint] = []
@@ -272,20 +270,33 @@ def open_breaker(pk: PushKit, server: Server | None = None) -> tuple[str, DeadEn
     assert opened["consecutive_fails"] == 5, opened
     assert opened["function_id"] == pk.fid("simple") and opened["endpoint"] == pk.url, opened
     assert dead.count == 5, f"expected exactly the 5 failed requests, got {dead.count}"
+    # The breaker is recorded before the failed attempt that opened it: wait for that attempt too.
+    until(lambda: pk.run(rid, server)["attempt"] == 6, "the fifth failure recorded",
+          state=lambda: pk.run(rid, server))
     return rid, dead
 
 
-def assert_quiet(pk: PushKit, rid: str, dead: DeadEndpoint, server: Server | None = None) -> None:
-    """While the breaker is open nothing is sent, and the run waits (no attempts burnt, not failed)."""
-    before = pk.run(rid, server)
-    end = time.monotonic() + QUIET_WINDOW_S
-    while time.monotonic() < end:
-        run = pk.run(rid, server)
-        assert run["status"] not in ifconf.TERMINAL_REST, run
-        time.sleep(0.1)
+def assert_held(pk: PushKit, rid: str, dead: DeadEndpoint, server: Server | None = None) -> None:
+    """While the breaker is open nothing is sent, and the run waits (no attempts burnt, not failed).
+
+    The witness is a run of another push function on a healthy endpoint that needs two requests 0.3 s
+    apart. The dispatcher's passes are sequential, and once each endpoint has been served it takes due
+    functions in id order; the witness's id sorts after the held function's (same prefix plus "w"). So
+    its second request is sent in a pass that began after the held run's retry was due (0.1 s) and
+    considered the held run first: when the witness has completed, a breaker that let work through
+    would already have claimed the held run."""
+    witness = PushKit(server or pk.server, pk.dir, prefix=f"{pk.prefix}w")
+    try:
+        ep = witness.endpoint()
+        witness.register(server)
+        wid = witness.start_run("nap", {}, server)
+        assert witness.wait_status(wid, "completed", server)["output"] == {"sum": 3}
+        assert len(ep.requests()) == 2, ep.requests()
+    finally:
+        witness.close()
     assert dead.count == 5, f"requests went out while the breaker was open: {dead.count}"
-    after = pk.run(rid, server)
-    assert after["attempt"] == before["attempt"], (before, after)
+    run = pk.run(rid, server)
+    assert run["status"] not in ifconf.TERMINAL_REST and run["attempt"] == 6, run
 
 
 # ── tests ────────────────────────────────────────────────────────────────────────────────────────
@@ -348,7 +359,7 @@ def test_wrong_signing_key_is_rejected_and_counted(pk: PushKit) -> None:
 
 def test_breaker_opens_stops_requests_and_resumes_after_reset(pk: PushKit) -> None:
     rid, dead = open_breaker(pk)
-    assert_quiet(pk, rid, dead)
+    assert_held(pk, rid, dead)
     assert pk.run(rid)["attempt"] == 6, pk.run(rid)
 
     dead.close()
@@ -389,7 +400,7 @@ def test_breaker_state_survives_a_server_restart(backend: str, tmp_path: Path) -
         srv.start(port)
         after = pk.breaker("simple")
         assert after is not None and after["state"] == "open" and after["consecutive_fails"] == 5, after
-        assert_quiet(pk, rid, dead)
+        assert_held(pk, rid, dead)
 
         dead.close()
         pk.endpoint()
@@ -412,7 +423,12 @@ def test_two_servers_on_one_postgres_share_breaker_state(postgres_admin: str, tm
         rid, dead = open_breaker(pk)
         seen = pk.wait_breaker("simple", "open", second)
         assert seen["consecutive_fails"] == 5, seen
-        assert_quiet(pk, rid, dead, second)
+        # With the first node stopped the second's dispatcher is the only one: it holds the run too.
+        port = first.port
+        code, _ = first.stop()
+        assert code == 0, first.logs()
+        assert_held(pk, rid, dead, second)
+        first.start(port)
 
         dead.close()
         pk.endpoint()

@@ -394,19 +394,20 @@ async fn a_memoized_sleep_goes_on_to_the_result() {
 #[tokio::test]
 async fn wait_for_event_encodes_its_filter_and_returns_the_memoized_event() {
     let (ctx, mut server) = setup(Vec::new(), json!({}));
-    let task = tokio::spawn({
-        let ctx = ctx.clone();
-        async move {
-            ctx.wait_for_event(
-                "reply",
-                WaitForEvent::new("order.replied")
-                    .match_path("data.order_id")
-                    .timeout(Duration::from_secs(90)),
-            )
-            .await
-        }
-    });
-    match server.next_committed().await {
+    let mut wait = Box::pin(
+        ctx.wait_for_event(
+            "reply",
+            WaitForEvent::new("order.replied")
+                .match_path("data.order_id")
+                .timeout(Duration::from_secs(90)),
+        ),
+    );
+    // Drive the step until its yield reaches the server and is committed.
+    let sent = tokio::select! {
+        kind = server.next_committed() => kind,
+        ended = &mut wait => panic!("the step ended before its yield was committed: {ended:?}"),
+    };
+    match sent {
         Kind::JobYielded(y) => {
             let step = y.r#yield.expect("a yield");
             assert_eq!(step.step_id, "run_1:reply:0");
@@ -422,10 +423,14 @@ async fn wait_for_event_encodes_its_filter_and_returns_the_memoized_event() {
         }
         other => panic!("unexpected {other:?}"),
     }
-    // The step future never resolves once the yield is committed.
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(!task.is_finished());
-    task.abort();
+    // Once the yield is committed the step never resolves: polled with the commit answer
+    // already waiting, it stays pending (the handler goes no further).
+    let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(wait.as_mut().poll(cx))).await;
+    assert!(
+        polled.is_pending(),
+        "the step resolved after its yield: {polled:?}"
+    );
+    drop(wait);
 
     let event = json!({"id": "evt_2", "name": "order.replied", "data": {"order_id": 7}});
     let (ctx, _server) = setup(

@@ -1,0 +1,2 @@
+-- The job rows of runs that ended (a JSON array of run ids).
+DELETE FROM jobs WHERE run_id IN (SELECT value FROM json_each(?1));

@@ -1,0 +1,60 @@
+//! What the server says about itself and who is calling: database health, the backend, an
+//! environment's counts, and the key and environment lookups behind authentication.
+
+use super::{Engine, EngineError};
+use crate::ids::{EnvId, ProjectId};
+use crate::store::Backend;
+use crate::store::messages::StoredMessage;
+use crate::store::runs::EnvCounts;
+use crate::store::tenancy::{ApiKeyRecord, EnvironmentRecord};
+
+impl Engine {
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        Ok(self.store().ping().await?)
+    }
+
+    /// Which database this server runs on.
+    pub fn backend(&self) -> Backend {
+        self.store().backend()
+    }
+
+    /// How many functions, runs and events an environment holds.
+    pub async fn env_counts(&self, env: &EnvId) -> Result<EnvCounts, EngineError> {
+        Ok(self.store().env_counts(env).await?)
+    }
+
+    /// The newest history sequence: a system subscription follows everything after it.
+    pub async fn latest_history_seq(&self) -> Result<i64, EngineError> {
+        Ok(self.store().max_history_seq().await?)
+    }
+
+    /// Topic messages newest first, for a subscription's replay.
+    pub async fn recent_messages(
+        &self,
+        env: &EnvId,
+        after_seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>, EngineError> {
+        Ok(self.store().recent_messages(env, after_seq, limit).await?)
+    }
+
+    /// The live API key with this hash.
+    pub async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, EngineError> {
+        Ok(self.store().find_api_key(key_hash).await?)
+    }
+
+    /// A project's environment by name (or id).
+    pub async fn find_environment(
+        &self,
+        project: &ProjectId,
+        name: &str,
+    ) -> Result<Option<EnvironmentRecord>, EngineError> {
+        Ok(self.store().find_environment(project, name).await?)
+    }
+
+    /// The bootstrap project's default environment (dev mode authenticates into it).
+    pub async fn default_environment(&self) -> Result<Option<EnvironmentRecord>, EngineError> {
+        Ok(self.store().default_environment().await?)
+    }
+}
