@@ -501,7 +501,153 @@ async fn environments_isolate_data(backend: Backend) {
     ));
 }
 
+/// A group commit of events behaves as if each had been stored alone, in order: a key repeated
+/// within the batch answers with the first event, a wait is satisfied by the first matching
+/// event only, and admissions to a concurrency lane count the batch's earlier runs.
+async fn a_batch_of_events_is_stored_as_if_one_by_one(backend: Backend) {
+    use ironflow::domain::function::ExecutionMode;
+    use ironflow::domain::job::{Fence, JobReport, ReportOutcome, YieldRequest};
+    use ironflow::store::execution::{ClaimRequest, FenceOutcome};
+    let (store, url, _g) = fresh_store(backend).await;
+    let env = default_env(&store).await;
+    for (id, event) in [("fn-a", "a.b"), ("waiter", "w.start"), ("laned", "l.go")] {
+        store
+            .register_function(&registration(&env, id, event))
+            .await
+            .expect("registered");
+    }
+    // A run parked on `w.reply`.
+    let waiter = new_run("waiter");
+    store
+        .record_event(
+            &new_event(&env, "w.start", None),
+            std::slice::from_ref(&waiter),
+        )
+        .await
+        .expect("stored");
+    let claim = store
+        .claim_jobs(&ClaimRequest {
+            env_id: env.clone(),
+            worker_id: "w1".into(),
+            function_ids: vec!["waiter".into()],
+            limit: 1,
+            lease_expires_at: Ts::now().plus(std::time::Duration::from_secs(60)),
+            mode: ExecutionMode::Pull,
+        })
+        .await
+        .expect("claimed");
+    let job = claim.jobs.first().expect("the waiter's job");
+    let parked = store
+        .report_jobs(
+            &[JobReport {
+                dispatch_id: job.dispatch_id.clone(),
+                fence: Fence {
+                    env_id: env.clone(),
+                    worker_id: "w1".into(),
+                    execution_seq: job.execution_seq,
+                    lease_token: job.lease_token.clone(),
+                },
+                steps: Vec::new(),
+                step_offset: 0,
+                outcome: ReportOutcome::Yielded(YieldRequest::WaitForEvent {
+                    step_id: "reply:0".into(),
+                    event: "w.reply".into(),
+                    match_path: None,
+                    match_value: None,
+                    timeout: std::time::Duration::from_secs(600),
+                }),
+            }],
+            Ts::now().plus(std::time::Duration::from_secs(60)),
+        )
+        .await
+        .expect("reported");
+    assert!(matches!(parked[0], FenceOutcome::Accepted(_)));
+
+    let lane = |run: NewRun| NewRun {
+        lane: Some(Lane {
+            key: "x".into(),
+            limit: 1,
+        }),
+        ..run
+    };
+    let batch = [
+        (new_event(&env, "a.b", Some("k")), vec![new_run("fn-a")]),
+        (new_event(&env, "a.b", Some("k")), vec![new_run("fn-a")]),
+        (new_event(&env, "w.reply", None), vec![]),
+        (new_event(&env, "w.reply", None), vec![]),
+        (new_event(&env, "l.go", None), vec![lane(new_run("laned"))]),
+        (new_event(&env, "l.go", None), vec![lane(new_run("laned"))]),
+    ];
+    let emissions: Vec<Emission> = batch
+        .iter()
+        .map(|(event, runs)| Emission {
+            event: event.clone(),
+            runs: runs.clone(),
+        })
+        .collect();
+    let outcomes = store.record_events(&emissions).await.expect("stored");
+    assert_eq!(outcomes.len(), 6);
+    let first_runs = match &outcomes[0] {
+        EventOutcome::Stored {
+            event_id, run_ids, ..
+        } => {
+            assert_eq!(event_id, &batch[0].0.id);
+            run_ids.clone()
+        }
+        other => panic!("the first keyed event is stored: {other:?}"),
+    };
+    match &outcomes[1] {
+        EventOutcome::Duplicate { event_id, run_ids } => {
+            assert_eq!(event_id, &batch[0].0.id, "answered with the first event");
+            assert_eq!(run_ids, &first_runs);
+        }
+        other => panic!("the repeated key is a duplicate: {other:?}"),
+    }
+    assert!(
+        outcomes[2..]
+            .iter()
+            .all(|o| matches!(o, EventOutcome::Stored { .. }))
+    );
+    let events = "SELECT count(*) FROM events WHERE name IN ('a.b', 'w.reply', 'l.go')";
+    assert_eq!(
+        raw_count(&url, events).await,
+        5,
+        "the duplicate wrote nothing"
+    );
+
+    // The first reply resumed the waiter; the second found no wait.
+    let resumed = format!(
+        "SELECT count(*) FROM history WHERE run_id = '{}' AND kind = 'run.resumed'",
+        waiter.id
+    );
+    assert_eq!(raw_count(&url, &resumed).await, 1);
+    let answered = format!(
+        "SELECT count(*) FROM steps WHERE run_id = '{}' AND status = 'completed' \
+         AND CAST(output AS TEXT) LIKE '%{}%'",
+        waiter.id, batch[2].0.id
+    );
+    assert_eq!(raw_count(&url, &answered).await, 1, "with the first reply");
+
+    // Limit 1: the lane's first run is admitted, the second waits for capacity.
+    let status = |run: &NewRun| {
+        let store = store.clone();
+        let env = env.clone();
+        let id = run.id.clone();
+        async move {
+            store
+                .get_run(&env, &id)
+                .await
+                .expect("read")
+                .expect("exists")
+                .status
+        }
+    };
+    assert_eq!(status(&batch[4].1[0]).await, RunStatus::Running);
+    assert_eq!(status(&batch[5].1[0]).await, RunStatus::WaitingForCapacity);
+}
+
 both_backends! {
+    event_batches => a_batch_of_events_is_stored_as_if_one_by_one;
     migrations_idempotent => migrations_are_idempotent_and_views_exist;
     bootstrap_once => bootstrap_happens_once;
     function_versions => functions_are_versioned_by_content;

@@ -1,5 +1,5 @@
 -- Due work, oldest first (one writer: no row locks needed), in the order of the
--- jobs_claimable index. Expired leases are not claimed here: the timer turns each into a
+-- jobs_claimable_by_function index. Expired leases are not claimed here: the timer turns each into a
 -- failed attempt first (LEASE_EXPIRED), which queues the run again under its retry policy.
 UPDATE jobs
 SET state = 'leased',
@@ -18,4 +18,5 @@ WHERE run_id IN (
     ORDER BY due_at, seq
     LIMIT ?4
 )
-RETURNING run_id, dispatch_id, execution_seq, lease_token;
+RETURNING run_id, dispatch_id, execution_seq, lease_token,
+    (SELECT f.definition FROM functions f WHERE f.env_id = jobs.env_id AND f.id = jobs.function_id) AS definition;

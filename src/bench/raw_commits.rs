@@ -8,18 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-macro_rules! bench_sql {
-    ($backend:literal, $name:literal) => {
-        include_str!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/sql/",
-            $backend,
-            "/",
-            $name,
-            ".sql"
-        ))
-    };
-}
+use crate::store::sql::sql;
 
 /// What one raw measurement found.
 #[derive(Debug, Clone, Copy)]
@@ -56,9 +45,9 @@ pub async fn measure(
             .await
             .context("connecting to Postgres for the raw commit rate")?;
         let sql = RawSql {
-            create: bench_sql!("postgres", "bench_raw_create"),
-            insert: bench_sql!("postgres", "bench_raw_insert"),
-            drop: bench_sql!("postgres", "bench_raw_drop"),
+            create: sql!("bench_raw_create").postgres,
+            insert: sql!("bench_raw_insert").postgres,
+            drop: sql!("bench_raw_drop").postgres,
         };
         measure_on(pool, sql, concurrency, run_for).await
     } else {
@@ -78,9 +67,9 @@ pub async fn measure(
             .await
             .context("opening SQLite for the raw commit rate")?;
         let sql = RawSql {
-            create: bench_sql!("sqlite", "bench_raw_create"),
-            insert: bench_sql!("sqlite", "bench_raw_insert"),
-            drop: bench_sql!("sqlite", "bench_raw_drop"),
+            create: sql!("bench_raw_create").sqlite,
+            insert: sql!("bench_raw_insert").sqlite,
+            drop: sql!("bench_raw_drop").sqlite,
         };
         measure_on(pool, sql, concurrency, run_for).await
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{Notify, broadcast};
 
 use crate::domain::lifecycle::Effects;
+use crate::domain::time::Ts;
 use crate::ids::{EnvId, RunId};
 use crate::store::Wakeup;
 
@@ -19,8 +20,12 @@ pub struct Bus {
     history_floor: Arc<std::sync::Mutex<Option<i64>>>,
     messages: broadcast::Sender<Arc<BusMessage>>,
     work: Arc<Notify>,
+    /// Wakes the system-event tailer: the history may have grown.
+    history: Arc<Notify>,
     /// Wakes the timer loop: something may now be due earlier than it planned to wake.
     schedule: Arc<Notify>,
+    /// What the timer has not yet taken into its plan.
+    plan: Arc<std::sync::Mutex<ScheduleNews>>,
     runs: broadcast::Sender<RunId>,
     /// A consumer group's queue changed here (settled, released, retuned): members look again.
     groups: Arc<Notify>,
@@ -36,12 +41,23 @@ impl Default for Bus {
             history_floor: Arc::new(std::sync::Mutex::new(None)),
             messages,
             work: Arc::new(Notify::new()),
+            history: Arc::new(Notify::new()),
             schedule: Arc::new(Notify::new()),
+            plan: Arc::default(),
             runs,
             groups: Arc::new(Notify::new()),
             kv: Arc::new(Notify::new()),
         }
     }
+}
+
+/// Changes to the timer's schedule since it last looked: the earliest instant a commit on this
+/// node set, and whether a commit elsewhere (whose instants are not known here) means the
+/// schedule must be read again.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleNews {
+    pub earliest: Option<Ts>,
+    pub read_again: bool,
 }
 
 impl Bus {
@@ -50,19 +66,44 @@ impl Bus {
         if effects.work_ready {
             self.work.notify_waiters();
         }
-        // Any commit may have scheduled a sleep, a retry, a wait or a lease earlier than the
-        // timer's current plan.
-        self.schedule.notify_waiters();
+        // Any commit may have appended to the history.
+        self.history.notify_waiters();
+        if let Some(at) = effects.scheduled {
+            self.update_plan(|news| {
+                news.earliest = Some(news.earliest.map_or(at, |e| e.min(at)));
+            });
+        }
         for run in &effects.finished_runs {
             let _ = self.runs.send(run.clone());
         }
+    }
+
+    fn update_plan(&self, change: impl FnOnce(&mut ScheduleNews)) {
+        change(
+            &mut self
+                .plan
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        self.schedule.notify_waiters();
+    }
+
+    /// What changed in the schedule since the last call (the timer loop's).
+    pub(crate) fn take_schedule_news(&self) -> ScheduleNews {
+        std::mem::take(
+            &mut *self
+                .plan
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     pub fn wake(&self, wakeup: Wakeup) {
         match wakeup {
             Wakeup::WorkReady => {
                 self.work.notify_waiters();
-                self.schedule.notify_waiters();
+                self.history.notify_waiters();
+                self.update_plan(|news| news.read_again = true);
             }
             Wakeup::RunFinished(run) => {
                 let _ = self.runs.send(run);
@@ -84,7 +125,7 @@ impl Bus {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *floor = Some(floor.map_or(seq, |f| f.min(seq)));
         drop(floor);
-        self.schedule.notify_waiters();
+        self.history.notify_waiters();
     }
 
     pub(crate) fn take_history_floor(&self) -> Option<i64> {
@@ -94,9 +135,15 @@ impl Bus {
             .take()
     }
 
-    /// A commit appended to the history: wake the system-event tailer (and the timer).
+    /// A commit appended to the history: wake the system-event tailer.
     pub fn history_appended(&self) {
-        self.schedule.notify_waiters();
+        self.history.notify_waiters();
+    }
+
+    /// A handle to await [`history_appended`](Self::history_appended) (or any commit); enable
+    /// it before reading the history.
+    pub fn history_changes(&self) -> Arc<Notify> {
+        self.history.clone()
     }
 
     pub fn groups_changed(&self) {

@@ -109,7 +109,11 @@ impl Engine {
             Some(function) => self.matching_runs(&event, std::slice::from_ref(&function)),
             None => self.matching_runs(&event, &active),
         };
-        match self.store().record_event(&event, &runs).await? {
+        let emission = crate::store::events::Emission {
+            event: event.clone(),
+            runs,
+        };
+        match self.commit_event(emission).await? {
             EventOutcome::Stored {
                 event_id,
                 run_ids,

@@ -38,7 +38,8 @@ pub enum PollOutcome {
 const MAX_POLL_WAIT: Duration = Duration::from_secs(25);
 /// The timer loop wakes at least this often even when nothing is scheduled (safety sweep).
 const SAFETY_SWEEP: Duration = Duration::from_secs(5);
-/// The timer reads the schedule again at most this often while commits keep changing it.
+/// The timer reads the schedule again, and sweeps, at most this often while commits keep
+/// changing it.
 const SCHEDULE_REREAD: Duration = Duration::from_millis(10);
 
 impl Engine {
@@ -118,7 +119,9 @@ impl Engine {
                 lease_expires_at: self.lease_expiry(),
                 mode: crate::domain::function::ExecutionMode::Pull,
             };
-            let mut jobs = self.store().claim_jobs(&request).await?;
+            let claim = self.store().claim_jobs(&request).await?;
+            self.bus().publish(&claim.effects);
+            let mut jobs = claim.jobs;
             if !jobs.is_empty() {
                 for job in &mut jobs {
                     job.secrets = self.secrets_for_run(env, job.definition.as_ref()).await;
@@ -177,11 +180,20 @@ impl Engine {
 
     /// Fires due timers and wakes pollers when scheduled work (a sleep's end, a retry's delay,
     /// an expired lease) becomes claimable. Sleeps until the next such instant.
+    ///
+    /// The plan is read from the database only after a sweep and when another node committed
+    /// (its instants are not known here); this node's commits report their instants in their
+    /// effects, which only ever move the plan earlier.
     pub(crate) async fn run_timers(&self) {
         let schedule = self.bus().schedule();
         let mut sweep = true;
+        let mut plan: Option<Ts> = None;
+        let mut read_again = true;
+        let mut last_read: Option<tokio::time::Instant> = None;
+        let mut last_sweep = tokio::time::Instant::now();
         loop {
             if sweep {
+                last_sweep = tokio::time::Instant::now();
                 match self.store().fire_timers(100).await {
                     Ok(effects) => self.bus().publish(&effects),
                     Err(e) => tracing::warn!(error = %e, "timer sweep failed"),
@@ -189,46 +201,54 @@ impl Engine {
                 if let Err(e) = self.kv().kv_expire().await {
                     tracing::warn!(error = %e, "KV expiry sweep failed");
                 }
+                read_again = true;
             }
-            // Listen for schedule changes before reading the schedule, so a commit in between
-            // is not missed (our own publish above happened before, so it does not wake us).
+            // Listen for news before reading the schedule, so a commit in between is not missed.
             let changed = schedule.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let read_at = tokio::time::Instant::now();
-            let next = self.store().next_due().await.ok().flatten();
+            let news = self.bus().take_schedule_news();
+            if news.read_again && !read_again {
+                // Other nodes may commit constantly: read at most every SCHEDULE_REREAD.
+                if let Some(at) = last_read.map(|t| t + SCHEDULE_REREAD)
+                    && at > tokio::time::Instant::now()
+                {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = self.shutdown_token().cancelled() => return,
+                    }
+                }
+                read_again = true;
+            }
+            if read_again {
+                last_read = Some(tokio::time::Instant::now());
+                // The read covers every instant reported before it.
+                plan = self.store().next_due().await.ok().flatten();
+                read_again = false;
+            }
+            plan = match (plan, news.earliest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             // An instant that passed while it was being read is due now, not in a sweep's time.
-            let pause = next.map_or(SAFETY_SWEEP, |t| {
+            let pause = plan.map_or(SAFETY_SWEEP, |t| {
                 (t.0 - chrono::Utc::now())
                     .to_std()
                     .unwrap_or(Duration::ZERO)
                     .min(SAFETY_SWEEP)
             });
-            let wake_at = tokio::time::Instant::now() + pause;
-            // A schedule change only moves the wake-up time; the sweep runs when a timer is due.
-            // Under load every commit is a change: the schedule is read again at most every
-            // SCHEDULE_REREAD (a timer set meanwhile fires at most that late), not per commit.
+            // Instants that keep coming due at once sweep at most every SCHEDULE_REREAD.
+            let wake_at = (tokio::time::Instant::now() + pause).max(last_sweep + SCHEDULE_REREAD);
             let due = tokio::select! {
                 () = tokio::time::sleep_until(wake_at) => true,
-                () = &mut changed => {
-                    let reread_at = read_at + SCHEDULE_REREAD;
-                    if reread_at < wake_at {
-                        tokio::select! {
-                            () = tokio::time::sleep_until(reread_at) => false,
-                            () = self.shutdown_token().cancelled() => return,
-                        }
-                    } else {
-                        tokio::select! {
-                            () = tokio::time::sleep_until(wake_at) => true,
-                            () = self.shutdown_token().cancelled() => return,
-                        }
-                    }
-                }
+                // News only moves the plan: back to the top to take it in (no sweep).
+                () = &mut changed => false,
                 () = self.shutdown_token().cancelled() => return,
             };
             if due {
                 // Whatever came due is claimable now.
                 self.bus().work_ready();
+                plan = None;
             }
             sweep = due;
         }

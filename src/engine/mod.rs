@@ -20,6 +20,7 @@ mod sync;
 mod system;
 mod system_events;
 mod triggers;
+mod upkeep;
 mod watch;
 
 use std::sync::Arc;
@@ -90,8 +91,8 @@ struct Inner {
     options: EngineOptions,
     started_at: Ts,
     bus: Bus,
-    /// The group commit for job reports.
-    commits: commits::ReportCommits,
+    /// The group commits of job reports and of events.
+    commits: commits::GroupCommits,
     /// Live copies to and from the other nodes over NATS (with `--nats-url`).
     fanout: Option<NatsFanout>,
     /// Set when this node registers a push function: the push dispatcher looks again at once.
@@ -110,7 +111,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 kv,
                 store,
-                commits: commits::ReportCommits::default(),
+                commits: commits::GroupCommits::default(),
                 fanout,
                 options,
                 started_at: Ts::now(),
@@ -200,8 +201,12 @@ impl Engine {
             let engine = self.clone();
             tokio::spawn(async move { engine.run_push_dispatcher().await })
         };
-        let mut tasks = vec![listener, timers, tailer, push];
-        tasks.extend(self.spawn_report_committers());
+        let upkeep = {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.run_statistics_upkeep().await })
+        };
+        let mut tasks = vec![listener, timers, tailer, push, upkeep];
+        tasks.extend(self.spawn_committers());
         if let Some(fanout) = self.inner.fanout.clone() {
             tasks.push(tokio::spawn(fanout.run(self.clone())));
         }

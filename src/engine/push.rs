@@ -230,7 +230,9 @@ impl Dispatcher {
             lease_expires_at: self.lease_expiry(),
             mode: ExecutionMode::Push,
         };
-        let jobs = store.claim_jobs(&request).await?;
+        let claim = store.claim_jobs(&request).await?;
+        self.engine.bus().publish(&claim.effects);
+        let jobs = claim.jobs;
         metrics::counter!("ironflow_jobs_dispatched_total").increment(jobs.len() as u64);
         if !jobs.is_empty() {
             self.turns

@@ -46,7 +46,7 @@ pub fn system_subject(entry: &HistoryRecord) -> Option<String> {
 
 impl Engine {
     pub(crate) async fn run_history_tailer(&self) {
-        let schedule = self.bus().schedule();
+        let schedule = self.bus().history_changes();
         // `None` while nobody subscribes: no reads on the hot path; the first subscriber starts
         // from the history's end.
         let mut position: Option<i64> = None;

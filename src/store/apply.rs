@@ -17,7 +17,8 @@ use super::StoreError;
 use super::sql::{Conn, args, sql};
 use crate::domain::history::{HistoryKind, NewHistoryEntry};
 use crate::domain::lifecycle::{
-    Change, Effects, FollowUp, LaneRef, StepWrite, Transition, children, lanes, run_entry,
+    Change, Effects, FollowUp, LaneRef, NewRunRow, StepWrite, Transition, children, lanes,
+    run_entry,
 };
 use crate::domain::time::Ts;
 use crate::ids::RunId;
@@ -35,6 +36,7 @@ pub(crate) async fn apply<C: Conn + ?Sized>(
         let mut batch = Batch::default();
         let mut follow_ups = Vec::new();
         for t in pending.drain(..) {
+            effects.schedule(t.scheduled());
             effects.merge(t.effects);
             follow_ups.extend(t.follow_ups);
             for change in t.changes {
@@ -54,6 +56,9 @@ pub(crate) async fn apply<C: Conn + ?Sized>(
 struct Batch {
     steps: Vec<StepWrite>,
     ordered: Vec<Change>,
+    woken_steps: Vec<Value>,
+    started: Vec<Value>,
+    runs: Vec<NewRunRow>,
     leases: Vec<(RunId, Ts)>,
     requeues: Vec<Value>,
     statuses: Vec<Value>,
@@ -73,6 +78,9 @@ impl Batch {
     fn add(&mut self, change: Change) {
         match change {
             Change::UpsertStep(step) => self.steps.push(step),
+            Change::WakeSleepingSteps { run } => self.woken_steps.push(json!(run)),
+            Change::StartRun { run } => self.started.push(json!(run)),
+            Change::InsertRun(run) => self.runs.push(run),
             Change::RenewLease { run, until } => self.leases.push((run, until)),
             Change::QueueJob { run, due } => {
                 self.requeues
@@ -102,18 +110,82 @@ impl Batch {
         }
     }
 
+    /// Only step rows, history entries and lease renewals: the batch of checkpoints, the hot
+    /// path, whose step rows and history go in one round trip.
+    fn is_checkpoint(&self) -> bool {
+        !self.steps.is_empty()
+            && !self.history.is_empty()
+            && self.ordered.is_empty()
+            && self.woken_steps.is_empty()
+            && self.started.is_empty()
+            && self.runs.is_empty()
+            && self.requeues.is_empty()
+            && self.statuses.is_empty()
+            && self.retries.is_empty()
+            && self.finished.is_empty()
+            && self.deleted_waits.is_empty()
+            && self.deleted_jobs.is_empty()
+    }
+
+    /// Only what dispatching runs writes (their sleeping steps over, their status `running`,
+    /// their history; run timeouts one by one): a claim's writes, in one round trip.
+    fn is_dispatch(&self) -> bool {
+        !self.started.is_empty()
+            && self.woken_steps == self.started
+            && !self.history.is_empty()
+            && self
+                .ordered
+                .iter()
+                .all(|c| matches!(c, Change::SetJobTimeout { .. }))
+            && self.steps.is_empty()
+            && self.runs.is_empty()
+            && self.leases.is_empty()
+            && self.requeues.is_empty()
+            && self.statuses.is_empty()
+            && self.retries.is_empty()
+            && self.finished.is_empty()
+            && self.deleted_waits.is_empty()
+            && self.deleted_jobs.is_empty()
+    }
+
     async fn write<C: Conn + ?Sized>(self, conn: &mut C, now: Ts) -> Result<(), StoreError> {
-        write_steps(conn, self.steps, now).await?;
+        if self.is_dispatch() {
+            for change in self.ordered {
+                write_one(conn, change, now).await?;
+            }
+            conn.execute(
+                sql!("write_dispatch"),
+                args![
+                    &Value::Array(self.started),
+                    now,
+                    &history_rows(&self.history)
+                ],
+            )
+            .await?;
+            return Ok(());
+        }
+        if self.is_checkpoint() {
+            conn.execute(
+                sql!("write_steps_and_history"),
+                args![&step_rows(&self.steps), now, &history_rows(&self.history)],
+            )
+            .await?;
+            return write_leases(conn, &self.leases, now).await;
+        }
+        write_steps(conn, &self.steps, now).await?;
         for change in self.ordered {
             write_one(conn, change, now).await?;
         }
-        if !self.leases.is_empty() {
-            // One lease instant per batch (the group commit asks for one).
-            let until = self.leases.iter().map(|(_, t)| *t).max().unwrap_or(now);
-            let runs: Value = self.leases.iter().map(|(r, _)| json!(r)).collect();
-            conn.execute(sql!("checkpoint_leases"), args![&runs, until])
-                .await?;
+        write_runs(conn, &self.runs, now).await?;
+        for (sql, runs) in [
+            (sql!("wake_sleeping_steps"), self.woken_steps),
+            (sql!("start_runs"), self.started),
+        ] {
+            if !runs.is_empty() {
+                conn.execute(sql, args![&Value::Array(runs), now]).await?;
+            }
         }
+        write_leases(conn, &self.leases, now).await?;
         if !self.requeues.is_empty() {
             let rows = Value::Array(self.requeues);
             conn.execute(sql!("requeue_jobs"), args![&rows]).await?;
@@ -139,20 +211,44 @@ impl Batch {
     }
 }
 
-/// Every step row of a batch in one statement; a step written twice keeps its last write.
+/// Renewed leases in one statement, all to the batch's one instant (the group commit asks for
+/// one).
+async fn write_leases<C: Conn + ?Sized>(
+    conn: &mut C,
+    leases: &[(RunId, Ts)],
+    now: Ts,
+) -> Result<(), StoreError> {
+    if leases.is_empty() {
+        return Ok(());
+    }
+    let until = leases.iter().map(|(_, t)| *t).max().unwrap_or(now);
+    let runs: Value = leases.iter().map(|(r, _)| json!(r)).collect();
+    conn.execute(sql!("checkpoint_leases"), args![&runs, until])
+        .await?;
+    Ok(())
+}
+
+/// Every step row of a batch in one statement.
 async fn write_steps<C: Conn + ?Sized>(
     conn: &mut C,
-    steps: Vec<StepWrite>,
+    steps: &[StepWrite],
     now: Ts,
 ) -> Result<(), StoreError> {
     if steps.is_empty() {
         return Ok(());
     }
+    conn.execute(sql!("checkpoint_steps"), args![&step_rows(steps), now])
+        .await?;
+    Ok(())
+}
+
+/// Step rows as the step statements take them; a step written twice keeps its last write.
+fn step_rows(steps: &[StepWrite]) -> Value {
     let mut last: HashMap<(RunId, String), usize> = HashMap::new();
     for (i, s) in steps.iter().enumerate() {
         last.insert((s.run.clone(), s.step_id.clone()), i);
     }
-    let rows: Value = steps
+    steps
         .iter()
         .enumerate()
         .filter(|(i, s)| last.get(&(s.run.clone(), s.step_id.clone())) == Some(i))
@@ -164,10 +260,58 @@ async fn write_steps<C: Conn + ?Sized>(
                 "started_at": s.started_at.map(Ts::to_rfc3339), "ended_at": s.ended_at.map(Ts::to_rfc3339),
             })
         })
+        .collect()
+}
+
+/// New runs in one statement, then their job rows in another (each job carries its run's
+/// sequence: first created, first served).
+async fn write_runs<C: Conn + ?Sized>(
+    conn: &mut C,
+    runs: &[NewRunRow],
+    now: Ts,
+) -> Result<(), StoreError> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let rows: Value = runs
+        .iter()
+        .map(|r| {
+            json!({
+                "id": r.id, "env_id": r.env, "function_id": r.function_id,
+                "function_version": r.function_version, "event_id": r.event_id,
+                "status": r.status.as_str(), "input": r.input.to_string(),
+                "max_attempts": r.max_attempts, "parent_run_id": r.parent,
+                "parent_step_id": r.parent_step,
+                "concurrency_key": (r.lane_limit > 0).then_some(r.lane_key.as_str()),
+            })
+        })
         .collect();
-    conn.execute(sql!("checkpoint_steps"), args![&rows, now])
+    let inserted: Vec<InsertedRun> = conn
+        .fetch_all(sql!("insert_runs"), args![&rows, now])
+        .await?;
+    let seqs: HashMap<String, i64> = inserted.into_iter().map(|r| (r.id, r.seq)).collect();
+    let jobs = runs
+        .iter()
+        .map(|r| {
+            let seq = seqs
+                .get(r.id.as_str())
+                .ok_or_else(|| StoreError::Internal(format!("run {} was not inserted", r.id)))?;
+            Ok(json!({
+                "seq": seq, "run_id": r.id, "env_id": r.env, "function_id": r.function_id,
+                "state": r.job_state.as_str(), "concurrency_key": r.lane_key,
+                "concurrency_limit": r.lane_limit,
+            }))
+        })
+        .collect::<Result<Vec<Value>, StoreError>>()?;
+    conn.execute(sql!("insert_jobs"), args![&Value::Array(jobs), now])
         .await?;
     Ok(())
+}
+
+#[derive(sqlx::FromRow)]
+struct InsertedRun {
+    id: String,
+    seq: i64,
 }
 
 /// Every history entry of a batch in one statement, in order.
@@ -179,7 +323,14 @@ pub(crate) async fn write_history<C: Conn + ?Sized>(
     if entries.is_empty() {
         return Ok(());
     }
-    let rows: Value = entries
+    conn.execute(sql!("history_many"), args![&history_rows(entries), now])
+        .await?;
+    Ok(())
+}
+
+/// History entries as the history statements take them.
+fn history_rows(entries: &[NewHistoryEntry]) -> Value {
+    entries
         .iter()
         .map(|e| {
             json!({
@@ -187,10 +338,7 @@ pub(crate) async fn write_history<C: Conn + ?Sized>(
                 "function_id": e.function_id, "event_id": e.event_id, "payload": e.payload.to_string(),
             })
         })
-        .collect();
-    conn.execute(sql!("history_many"), args![&rows, now])
-        .await?;
-    Ok(())
+        .collect()
 }
 
 /// A change written on its own.
@@ -219,14 +367,6 @@ async fn write_one<C: Conn + ?Sized>(
                 ],
             )
             .await?;
-        }
-        Change::WakeSleepingSteps { run } => {
-            conn.execute(sql!("wake_sleeping_steps"), args![run.as_str(), now])
-                .await?;
-        }
-        Change::StartRun { run } => {
-            conn.execute(sql!("start_run"), args![run.as_str(), now])
-                .await?;
         }
         Change::SetJobTimeout { run, at } => {
             conn.execute(sql!("set_job_timeout"), args![run.as_str(), at])
@@ -270,41 +410,6 @@ async fn write_one<C: Conn + ?Sized>(
                     w.match_value.as_ref(),
                     w.expires_at,
                     now,
-                ],
-            )
-            .await?;
-        }
-        Change::InsertRun(r) => {
-            let seq: i64 = conn
-                .scalar(
-                    sql!("insert_run"),
-                    args![
-                        r.id.as_str(),
-                        r.env.as_str(),
-                        r.function_id.as_str(),
-                        r.function_version,
-                        r.event_id.as_ref().map(|e| e.as_str()),
-                        r.status.as_str(),
-                        &r.input,
-                        r.max_attempts,
-                        now,
-                        r.parent.as_ref().map(|p| p.as_str()),
-                        r.parent_step.as_deref(),
-                        (r.lane_limit > 0).then_some(r.lane_key.as_str()),
-                    ],
-                )
-                .await?;
-            conn.execute(
-                sql!("insert_job"),
-                args![
-                    seq,
-                    r.id.as_str(),
-                    r.env.as_str(),
-                    r.function_id.as_str(),
-                    r.job_state.as_str(),
-                    now,
-                    r.lane_key.as_str(),
-                    r.lane_limit,
                 ],
             )
             .await?;

@@ -2,6 +2,8 @@
 //! the runs it triggers in one transaction (idempotent on its key), with their history
 //! entries; reads and pages of events.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::types::Json;
@@ -22,13 +24,27 @@ use crate::ids::{EnvId, EventId, FunctionId, RunId};
 
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    /// Stores an event and the runs it triggers in one transaction, or returns the first result
-    /// for a repeated idempotency key.
+    /// Stores events and the runs they trigger in one transaction, in order (a group commit):
+    /// each event's waits are satisfied and its runs created as if it had been stored alone.
+    /// A repeated idempotency key (seen before, or earlier in the batch) answers with the first
+    /// event's result and writes nothing.
+    async fn record_events(&self, emissions: &[Emission]) -> Result<Vec<EventOutcome>, StoreError>;
+
+    /// One event on its own.
     async fn record_event(
         &self,
         event: &NewEvent,
         runs: &[NewRun],
-    ) -> Result<EventOutcome, StoreError>;
+    ) -> Result<EventOutcome, StoreError> {
+        let emission = Emission {
+            event: event.clone(),
+            runs: runs.to_vec(),
+        };
+        self.record_events(std::slice::from_ref(&emission))
+            .await?
+            .pop()
+            .ok_or_else(|| StoreError::Internal("an event batch answered nothing".into()))
+    }
 
     async fn get_event(&self, env: &EnvId, id: &EventId)
     -> Result<Option<EventRecord>, StoreError>;
@@ -93,6 +109,13 @@ pub struct NewRun {
     pub max_attempts: i32,
     /// Set when the function has a concurrency limit.
     pub lane: Option<Lane>,
+}
+
+/// An event to store and the runs it starts.
+#[derive(Debug, Clone)]
+pub struct Emission {
+    pub event: NewEvent,
+    pub runs: Vec<NewRun>,
 }
 
 #[derive(Debug, Clone)]
@@ -201,18 +224,17 @@ pub(crate) async fn select_event_run_ids<C: Conn + ?Sized>(
     Ok(ids.into_iter().map(RunId::from_stored).collect())
 }
 
-/// The waits `event` satisfies, resolved: each waiting step completes with the event and its
-/// run is claimable again. The waiting runs' job rows are locked first, in run order.
-async fn satisfy_waits<C: Conn + ?Sized>(
+/// The waits of `env` that `event` satisfies (not yet locked or removed).
+async fn waits_satisfied_by<C: Conn + ?Sized>(
     conn: &mut C,
     env: &EnvId,
     event: &Value,
     event_name: &str,
-) -> Result<Vec<Transition>, StoreError> {
+) -> Result<Vec<WaitFacts>, StoreError> {
     let rows: Vec<WaitRow> = conn
         .fetch_all(sql!("waits_for_event"), args![env.as_str(), event_name])
         .await?;
-    let waits: Vec<WaitFacts> = rows
+    Ok(rows
         .into_iter()
         .map(|r| WaitFacts {
             run: RunId::from_stored(r.run_id),
@@ -221,55 +243,230 @@ async fn satisfy_waits<C: Conn + ?Sized>(
             match_value: r.match_value.map(|v| v.0),
         })
         .filter(|w| satisfies(w, event))
-        .collect();
-    if waits.is_empty() {
-        return Ok(Vec::new());
-    }
-    let runs: Value = waits.iter().map(|w| Value::from(w.run.as_str())).collect();
-    conn.execute(sql!("lock_jobs_of_runs"), args![&runs])
-        .await?;
-    let mut transitions = Vec::new();
-    for wait in waits {
-        let removed = conn
-            .execute(
-                sql!("delete_wait"),
-                args![wait.run.as_str(), wait.step_id.as_str()],
-            )
-            .await?;
-        // Zero rows: resolved meanwhile (a timeout, a cancel, another event).
-        if removed > 0 {
-            transitions.push(satisfied(env, &wait, event));
-        }
-    }
-    Ok(transitions)
+        .collect())
+}
+
+/// The event as a waiting step receives it.
+fn wire_event(event: &NewEvent) -> Value {
+    serde_json::json!({
+        "id": event.id,
+        "name": event.name,
+        "data": event.data,
+        "metadata": event.metadata,
+        "source": event.source,
+        "timestamp": event.received_at.to_rfc3339(),
+    })
+}
+
+/// The `event.received` history entry.
+fn received(event: &NewEvent, run_count: usize) -> Transition {
+    let mut t = Transition::default();
+    t.history(NewHistoryEntry {
+        env_id: event.env_id.clone(),
+        kind: HistoryKind::EventReceived,
+        run_id: None,
+        function_id: None,
+        event_id: Some(event.id.clone()),
+        payload: serde_json::json!({
+            "name": event.name,
+            "source": event.source,
+            "idempotency_key": event.idempotency_key,
+            "run_count": run_count,
+        }),
+    });
+    t
+}
+
+fn lane_of(env: &EnvId, run: &NewRun) -> Option<LaneRef> {
+    run.lane.as_ref().filter(|l| l.limit > 0).map(|l| LaneRef {
+        env: env.clone(),
+        function_id: run.function_id.clone(),
+        key: l.key.clone(),
+        limit: l.limit,
+    })
+}
+
+fn lane_name(lane: &LaneRef) -> String {
+    format!("{}/{}/{}", lane.env, lane.function_id, lane.key)
+}
+
+/// Whether a run creation admitted the run to its lane (rather than blocking it).
+fn admitted(created: &Transition) -> bool {
+    created.changes.iter().any(|c| {
+        matches!(c, crate::domain::lifecycle::Change::InsertRun(r)
+            if r.job_state == crate::domain::lifecycle::JobState::Queued)
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct StoredEventRow {
+    id: String,
+    seq: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct WaitedNameRow {
+    env_id: String,
+    event_name: String,
 }
 
 #[async_trait]
 impl<D: Db> EventStore for SqlStore<D> {
-    async fn record_event(
-        &self,
-        event: &NewEvent,
-        runs: &[NewRun],
-    ) -> Result<EventOutcome, StoreError> {
+    async fn record_events(&self, emissions: &[Emission]) -> Result<Vec<EventOutcome>, StoreError> {
         let mut tx = self.db.begin().await?;
-        let inserted: Option<i64> = tx
-            .scalar_optional(
-                sql!("insert_event"),
-                args![
-                    event.id.as_str(),
-                    event.env_id.as_str(),
-                    event.name.as_str(),
-                    &event.data,
-                    &event.metadata,
-                    event.source.as_str(),
-                    event.idempotency_key.as_deref(),
-                    event.version,
-                    event.received_at,
-                ],
-            )
-            .await?;
-        let Some(seq) = inserted else {
-            // The idempotency key exists: answer with the first emit's result.
+        let rows: Value = emissions
+            .iter()
+            .map(|e| {
+                let event = &e.event;
+                serde_json::json!({
+                    "id": event.id, "env_id": event.env_id, "name": event.name,
+                    "data": event.data.to_string(), "metadata": event.metadata.to_string(),
+                    "source": event.source, "idempotency_key": event.idempotency_key,
+                    "version": event.version, "received_at": event.received_at.to_rfc3339(),
+                })
+            })
+            .collect();
+        let stored: Vec<StoredEventRow> = tx.fetch_all(sql!("insert_events"), args![&rows]).await?;
+        let seqs: HashMap<String, i64> = stored.into_iter().map(|r| (r.id, r.seq)).collect();
+
+        // Which stored events some run waits for (usually none: one round trip to know).
+        let stored_events: Vec<&Emission> = emissions
+            .iter()
+            .filter(|e| seqs.contains_key(e.event.id.as_str()))
+            .collect();
+        let names: Value = stored_events
+            .iter()
+            .map(|e| serde_json::json!({"env_id": e.event.env_id, "name": e.event.name}))
+            .collect();
+        let waited: HashSet<(String, String)> = if stored_events.is_empty() {
+            HashSet::new()
+        } else {
+            let rows: Vec<WaitedNameRow> = tx
+                .fetch_all(sql!("waited_event_names"), args![&names])
+                .await?;
+            rows.into_iter().map(|r| (r.env_id, r.event_name)).collect()
+        };
+
+        // Waits first, for the whole batch: every job row they touch is locked at once, in run
+        // order, before any lane lock (the lock order every transaction keeps).
+        let mut candidates: Vec<(&Emission, Value, Vec<WaitFacts>)> = Vec::new();
+        for e in &stored_events {
+            let key = (e.event.env_id.to_string(), e.event.name.clone());
+            if !waited.contains(&key) {
+                continue;
+            }
+            let wire = wire_event(&e.event);
+            let waits = waits_satisfied_by(&mut *tx, &e.event.env_id, &wire, &e.event.name).await?;
+            if !waits.is_empty() {
+                candidates.push((e, wire, waits));
+            }
+        }
+        let locked: Value = candidates
+            .iter()
+            .flat_map(|(_, _, waits)| waits.iter().map(|w| Value::from(w.run.as_str())))
+            .collect();
+        if !candidates.is_empty() {
+            tx.execute(sql!("lock_jobs_of_runs"), args![&locked])
+                .await?;
+        }
+        let mut resumed: HashMap<&str, Vec<Transition>> = HashMap::new();
+        for (e, wire, waits) in &candidates {
+            for wait in waits {
+                let removed = tx
+                    .execute(
+                        sql!("delete_wait"),
+                        args![wait.run.as_str(), wait.step_id.as_str()],
+                    )
+                    .await?;
+                // Zero rows: resolved meanwhile (a timeout, a cancel, an earlier event).
+                if removed > 0 {
+                    resumed
+                        .entry(e.event.id.as_str())
+                        .or_default()
+                        .push(satisfied(&e.event.env_id, wait, wire));
+                }
+            }
+        }
+
+        // Then the lanes of every new run, locked in name order, counted once; admissions
+        // earlier in the batch count against the runs after them.
+        let mut lanes: BTreeMap<String, (LaneRef, i64)> = BTreeMap::new();
+        for e in &stored_events {
+            for run in &e.runs {
+                if let Some(lane) = lane_of(&e.event.env_id, run) {
+                    lanes.entry(lane_name(&lane)).or_insert((lane, 0));
+                }
+            }
+        }
+        for (lane, active) in lanes.values_mut() {
+            *active = lock_lane(&mut *tx, lane).await?;
+        }
+
+        let at = emissions
+            .first()
+            .map_or_else(Ts::now, |e| e.event.received_at);
+        let mut transitions = Vec::new();
+        let mut per_event: HashMap<&str, Effects> = HashMap::new();
+        for e in &stored_events {
+            let event = &e.event;
+            let mut mine = vec![received(event, e.runs.len())];
+            mine.extend(resumed.remove(event.id.as_str()).unwrap_or_default());
+            for run in &e.runs {
+                let lane = lane_of(&event.env_id, run);
+                let active = lane
+                    .as_ref()
+                    .and_then(|l| lanes.get(&lane_name(l)))
+                    .map(|(_, n)| *n);
+                let spec = RunSpec {
+                    id: run.id.clone(),
+                    env: event.env_id.clone(),
+                    function_id: run.function_id.clone(),
+                    function_version: run.function_version,
+                    event_id: Some(event.id.clone()),
+                    event_name: event.name.clone(),
+                    input: event.data.clone(),
+                    max_attempts: run.max_attempts,
+                    parent: None,
+                    parent_step: None,
+                    lane: lane.clone(),
+                };
+                let created = create_run(&spec, active);
+                if let Some(l) = &lane
+                    && admitted(&created)
+                    && let Some((_, n)) = lanes.get_mut(&lane_name(l))
+                {
+                    *n += 1;
+                }
+                mine.push(created);
+            }
+            let effects = per_event.entry(event.id.as_str()).or_default();
+            for t in &mine {
+                effects.merge(t.effects_with_schedule());
+            }
+            if let Some(seq) = seqs.get(event.id.as_str()) {
+                effects.stored.push((StoredKind::Event, *seq));
+            }
+            transitions.extend(mine);
+        }
+        let mut effects = apply(&mut *tx, transitions, at).await?;
+        for seq in seqs.values() {
+            effects.stored.push((StoredKind::Event, *seq));
+        }
+        notify_commit(&mut *tx, self.db.node_id(), &effects).await?;
+
+        // Repeated keys answer with the first event's result (read in this transaction, so an
+        // earlier event of this batch counts).
+        let mut outcomes = Vec::with_capacity(emissions.len());
+        for e in emissions {
+            let event = &e.event;
+            if seqs.contains_key(event.id.as_str()) {
+                outcomes.push(EventOutcome::Stored {
+                    event_id: event.id.clone(),
+                    run_ids: e.runs.iter().map(|r| r.id.clone()).collect(),
+                    effects: per_event.remove(event.id.as_str()).unwrap_or_default(),
+                });
+                continue;
+            }
             let first: String = tx
                 .scalar(
                     sql!("find_event_by_idempotency_key"),
@@ -278,73 +475,21 @@ impl<D: Db> EventStore for SqlStore<D> {
                 .await?;
             let first = EventId::from_stored(first);
             let run_ids = select_event_run_ids(&mut *tx, &event.env_id, &first).await?;
-            return Ok(EventOutcome::Duplicate {
+            outcomes.push(EventOutcome::Duplicate {
                 event_id: first,
                 run_ids,
             });
-        };
-        let at = event.received_at;
-        let mut received = Transition::default();
-        received.history(NewHistoryEntry {
-            env_id: event.env_id.clone(),
-            kind: HistoryKind::EventReceived,
-            run_id: None,
-            function_id: None,
-            event_id: Some(event.id.clone()),
-            payload: serde_json::json!({
-                "name": event.name,
-                "source": event.source,
-                "idempotency_key": event.idempotency_key,
-                "run_count": runs.len(),
-            }),
-        });
-        let wire_event = serde_json::json!({
-            "id": event.id,
-            "name": event.name,
-            "data": event.data,
-            "metadata": event.metadata,
-            "source": event.source,
-            "timestamp": event.received_at.to_rfc3339(),
-        });
-        let mut transitions = vec![received];
-        // Existing job rows (the waits this event satisfies) are locked before any lane lock
-        // is taken for the new runs: the lock order every transaction keeps.
-        transitions.extend(satisfy_waits(&mut *tx, &event.env_id, &wire_event, &event.name).await?);
-        for run in runs {
-            let lane = run.lane.as_ref().filter(|l| l.limit > 0).map(|l| LaneRef {
-                env: event.env_id.clone(),
-                function_id: run.function_id.clone(),
-                key: l.key.clone(),
-                limit: l.limit,
-            });
-            let active = match &lane {
-                Some(lane) => Some(lock_lane(&mut *tx, lane).await?),
-                None => None,
-            };
-            let spec = RunSpec {
-                id: run.id.clone(),
-                env: event.env_id.clone(),
-                function_id: run.function_id.clone(),
-                function_version: run.function_version,
-                event_id: Some(event.id.clone()),
-                event_name: event.name.clone(),
-                input: event.data.clone(),
-                max_attempts: run.max_attempts,
-                parent: None,
-                parent_step: None,
-                lane,
-            };
-            transitions.push(create_run(&spec, active));
         }
-        let mut effects = apply(&mut *tx, transitions, at).await?;
-        effects.stored.push((StoredKind::Event, seq));
-        notify_commit(&mut *tx, self.db.node_id(), &effects).await?;
         D::commit(tx).await?;
-        Ok(EventOutcome::Stored {
-            event_id: event.id.clone(),
-            run_ids: runs.iter().map(|r| r.id.clone()).collect(),
-            effects,
-        })
+        // Work made claimable by a follow-up rides on the first stored event's answer.
+        if effects.work_ready
+            && let Some(EventOutcome::Stored { effects: first, .. }) = outcomes
+                .iter_mut()
+                .find(|o| matches!(o, EventOutcome::Stored { .. }))
+        {
+            first.work_ready = true;
+        }
+        Ok(outcomes)
     }
 
     async fn get_event(

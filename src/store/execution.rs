@@ -12,7 +12,7 @@ use sqlx::types::Json;
 use super::StoreError;
 use super::apply::{apply, lock_lane};
 use super::db::{Db, SqlStore};
-use super::events::{EventRecord, EventRow};
+use super::events::EventRecord;
 use super::runs::{RunRecord, RunRow, StepRecord, StepRow, select_run};
 use super::sql::{Conn, args, sql};
 use super::writes::notify_commit;
@@ -35,7 +35,7 @@ use crate::ids::{EnvId, EventId, FunctionId, RunId};
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
     /// Claims due jobs for a worker, leasing them.
-    async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError>;
+    async fn claim_jobs(&self, request: &ClaimRequest) -> Result<Claim, StoreError>;
 
     /// Confirms a worker started a dispatch (its lease renewed); `Stale` if the fence does not
     /// match.
@@ -140,6 +140,13 @@ pub struct ClaimRequest {
     /// Only jobs of functions in this mode: pull workers never get push functions' jobs and
     /// the push dispatcher never gets pull functions' jobs.
     pub mode: ExecutionMode,
+}
+
+/// What a claim took, and what must be told after it (the leases' end, run timeouts).
+#[derive(Debug, Clone, Default)]
+pub struct Claim {
+    pub jobs: Vec<ClaimedJob>,
+    pub effects: Effects,
 }
 
 /// A dispatched job with everything the worker needs to replay the run.
@@ -270,6 +277,40 @@ struct RunFactsRow {
     definition: Option<Json<FunctionDefinition>>,
 }
 
+/// A job row locked for a batch of reports, with its run's facts and function definition.
+#[derive(sqlx::FromRow)]
+struct ReportFactsRow {
+    #[sqlx(flatten)]
+    job: JobRow,
+    status: String,
+    attempt: i32,
+    max_attempts: i32,
+    input: Json<Value>,
+    parent_run_id: Option<String>,
+    parent_step_id: Option<String>,
+    event_id: Option<String>,
+    definition: Option<Json<FunctionDefinition>>,
+}
+
+impl ReportFactsRow {
+    fn split(self) -> (JobRow, RunFactsRow) {
+        let run = RunFactsRow {
+            id: self.job.run_id.clone(),
+            env_id: self.job.env_id.clone(),
+            function_id: self.job.function_id.clone(),
+            status: self.status,
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            input: self.input,
+            parent_run_id: self.parent_run_id,
+            parent_step_id: self.parent_step_id,
+            event_id: self.event_id,
+            definition: self.definition,
+        };
+        (self.job, run)
+    }
+}
+
 /// A run's facts, its triggering event and its function's definition.
 struct RunContext {
     facts: RunFacts,
@@ -328,13 +369,47 @@ struct ClaimedRow {
     dispatch_id: String,
     execution_seq: i64,
     lease_token: String,
+    definition: Option<Json<FunctionDefinition>>,
 }
 
+/// A dispatched run with its triggering event (the `ev_` columns; absent for an invoke).
 #[derive(sqlx::FromRow)]
-struct RunEventRow {
-    run_id: String,
+struct DispatchedRunRow {
     #[sqlx(flatten)]
-    event: EventRow,
+    run: RunRow,
+    ev_seq: Option<i64>,
+    ev_data: Option<Json<Value>>,
+    ev_metadata: Option<Json<Value>>,
+    ev_source: Option<String>,
+    ev_idempotency_key: Option<String>,
+    ev_version: Option<i32>,
+    ev_received_at: Option<Ts>,
+}
+
+impl DispatchedRunRow {
+    fn split(self) -> Result<(RunRecord, Option<EventRecord>), StoreError> {
+        let event = match (
+            self.ev_seq,
+            self.run.event_id.clone(),
+            self.run.event_name.clone(),
+            self.ev_received_at,
+        ) {
+            (Some(seq), Some(id), Some(name), Some(received_at)) => Some(EventRecord {
+                seq,
+                id: EventId::from_stored(id),
+                env_id: EnvId::from_stored(self.run.env_id.clone()),
+                name,
+                data: self.ev_data.map_or(Value::Null, |d| d.0),
+                metadata: self.ev_metadata.map_or(Value::Null, |m| m.0),
+                source: self.ev_source.unwrap_or_default(),
+                idempotency_key: self.ev_idempotency_key,
+                version: self.ev_version.unwrap_or(0),
+                received_at,
+            }),
+            _ => None,
+        };
+        Ok((RunRecord::try_from(self.run)?, event))
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -409,7 +484,7 @@ fn moves_job(t: &Transition) -> bool {
 
 #[async_trait]
 impl<D: Db> ExecutionStore for SqlStore<D> {
-    async fn claim_jobs(&self, req: &ClaimRequest) -> Result<Vec<ClaimedJob>, StoreError> {
+    async fn claim_jobs(&self, req: &ClaimRequest) -> Result<Claim, StoreError> {
         let now = Ts::now();
         let functions = Value::from(req.function_ids.clone());
         let mode = match req.mode {
@@ -432,16 +507,14 @@ impl<D: Db> ExecutionStore for SqlStore<D> {
             )
             .await?;
         if claimed.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Claim::default());
         }
-        let ids: Vec<&str> = claimed.iter().map(|c| c.run_id.as_str()).collect();
-        let contexts = run_contexts(&mut *tx, &ids).await?;
         let transitions = claimed
             .iter()
             .map(|c| {
-                let timeout = contexts
-                    .get(&c.run_id)
-                    .and_then(|r| r.definition.as_ref())
+                let timeout = c
+                    .definition
+                    .as_ref()
                     .map(|d| d.timeout_ms)
                     .filter(|ms| *ms > 0)
                     .map(|ms| Duration::from_millis(u64::from(ms.unsigned_abs())));
@@ -456,29 +529,26 @@ impl<D: Db> ExecutionStore for SqlStore<D> {
                 )
             })
             .collect();
-        apply(&mut *tx, transitions, now).await?;
+        let mut effects = apply(&mut *tx, transitions, now).await?;
+        effects.schedule(Some(req.lease_expires_at));
         D::commit(tx).await?;
 
         // What the worker needs to replay each run, read after the commit.
-        let ids_json: Value = ids.iter().map(|id| Value::from(*id)).collect();
+        let ids_json: Value = claimed
+            .iter()
+            .map(|c| Value::from(c.run_id.as_str()))
+            .collect();
         let mut conn = self.db.reader().await?;
-        let runs: Vec<RunRow> = conn
+        let runs: Vec<DispatchedRunRow> = conn
             .fetch_all(sql!("runs_by_ids"), args![req.env_id.as_str(), &ids_json])
             .await?;
-        let mut runs: HashMap<String, RunRecord> = runs
+        let mut runs: HashMap<String, (RunRecord, Option<EventRecord>)> = runs
             .into_iter()
             .map(|r| {
-                let id = r.id.clone();
-                RunRecord::try_from(r).map(|r| (id, r))
+                let id = r.run.id.clone();
+                r.split().map(|pair| (id, pair))
             })
             .collect::<Result<_, _>>()?;
-        let events: Vec<RunEventRow> = conn
-            .fetch_all(sql!("events_of_runs"), args![&ids_json])
-            .await?;
-        let mut events: HashMap<String, EventRecord> = events
-            .into_iter()
-            .map(|r| (r.run_id, r.event.into()))
-            .collect();
         let steps: Vec<StepRow> = conn
             .fetch_all(sql!("steps_of_runs"), args![&ids_json])
             .await?;
@@ -489,10 +559,9 @@ impl<D: Db> ExecutionStore for SqlStore<D> {
                 .or_default()
                 .push(step.into());
         }
-        let mut contexts = contexts;
         let mut jobs = Vec::with_capacity(claimed.len());
         for c in claimed {
-            let Some(run) = runs.remove(&c.run_id) else {
+            let Some((run, event)) = runs.remove(&c.run_id) else {
                 continue;
             };
             let all_steps = steps_by_run.remove(&c.run_id).unwrap_or_default();
@@ -503,17 +572,17 @@ impl<D: Db> ExecutionStore for SqlStore<D> {
                 lease_token: c.lease_token,
                 lease_expires_at: req.lease_expires_at,
                 run,
-                event: events.remove(&c.run_id),
+                event,
                 completed_steps: all_steps
                     .into_iter()
                     .filter(|s| s.status == "completed" || s.status == "failed")
                     .collect(),
                 step_sequence_base: base,
-                definition: contexts.remove(&c.run_id).and_then(|r| r.definition),
+                definition: c.definition.map(|d| d.0),
                 secrets: Default::default(),
             });
         }
-        Ok(jobs)
+        Ok(Claim { jobs, effects })
     }
 
     async fn ack_job(
@@ -553,17 +622,18 @@ impl<D: Db> ExecutionStore for SqlStore<D> {
             .iter()
             .map(|r| Value::from(r.dispatch_id.as_str()))
             .collect();
-        let rows: Vec<JobRow> = tx
-            .fetch_all(sql!("lock_report_jobs"), args![&dispatches])
+        let rows: Vec<ReportFactsRow> = tx
+            .fetch_all(sql!("lock_report_facts"), args![&dispatches])
             .await?;
         let mut jobs: HashMap<String, JobFacts> = HashMap::new();
-        for row in &rows {
-            if let Some(dispatch) = &row.dispatch_id {
-                jobs.insert(dispatch.clone(), row.facts()?);
+        let mut contexts: HashMap<String, RunContext> = HashMap::new();
+        for row in rows {
+            let (job, run) = row.split();
+            if let Some(dispatch) = &job.dispatch_id {
+                jobs.insert(dispatch.clone(), job.facts()?);
             }
+            contexts.insert(job.run_id, run.context()?);
         }
-        let run_ids: Vec<&str> = rows.iter().map(|r| r.run_id.as_str()).collect();
-        let contexts = run_contexts(&mut *tx, &run_ids).await?;
         let mut outcomes = Vec::with_capacity(reports.len());
         let mut transitions = Vec::new();
         let mut moved: std::collections::HashSet<&str> = std::collections::HashSet::new();
@@ -604,7 +674,7 @@ impl<D: Db> ExecutionStore for SqlStore<D> {
                     if moves_job(&t) {
                         moved.insert(report.dispatch_id.as_str());
                     }
-                    outcomes.push(FenceOutcome::Accepted(t.effects.clone()));
+                    outcomes.push(FenceOutcome::Accepted(t.effects_with_schedule()));
                     transitions.push(t);
                 }
             }
@@ -728,9 +798,13 @@ impl<D: Db> ExecutionStore for SqlStore<D> {
                 }
             });
         }
-        let effects = apply(&mut *tx, transitions, now).await?;
+        let mut effects = apply(&mut *tx, transitions, now).await?;
         notify_commit(&mut *tx, self.db.node_id(), &effects).await?;
         D::commit(tx).await?;
+        if due.len() as i64 >= limit {
+            // A full sweep: more may be due already, so the timer sweeps again at once.
+            effects.schedule(Some(now));
+        }
         Ok(effects)
     }
 

@@ -154,6 +154,10 @@ pub trait Store:
 
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Refreshes the planner's statistics of tables that changed a lot since they were last
+    /// analyzed (see `sql/<backend>/refresh_statistics.sql`); cheap when none did.
+    async fn refresh_statistics(&self) -> Result<(), StoreError>;
+
     /// Forwards wakeups from other nodes (Postgres LISTEN) until shutdown; returns at once on
     /// SQLite, where every writer is in this process.
     async fn listen(&self, wakeups: WakeupSink, shutdown: tokio_util::sync::CancellationToken);
@@ -180,6 +184,16 @@ impl<D: db::Db> Store for db::SqlStore<D> {
             .reader()
             .await?
             .scalar::<i32>(sql::sql!("ping"), sql::args![])
+            .await?;
+        Ok(())
+    }
+
+    async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        use sql::Conn as _;
+        self.db
+            .writer()
+            .await?
+            .execute(sql::sql!("refresh_statistics"), sql::args![])
             .await?;
         Ok(())
     }
@@ -297,6 +311,7 @@ mod tests {
             work_ready: true,
             finished_runs: vec![RunId::from_stored("r1".into())],
             stored: vec![(StoredKind::Event, 7)],
+            scheduled: None,
         };
         let payload = notify_payload("n1", &effects).expect("something to say");
         assert_eq!(payload, "n1|w;e:7;r:r1");

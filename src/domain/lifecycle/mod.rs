@@ -269,6 +269,10 @@ pub struct Effects {
     pub finished_runs: Vec<RunId>,
     /// Topic messages and events stored (for live fan-out on other nodes).
     pub stored: Vec<(crate::domain::lifecycle::StoredKind, i64)>,
+    /// The earliest instant this commit set for something to come due (a retry's delay, a
+    /// sleep's or wait's deadline, a lease's end, a run's timeout): the timer plans with it
+    /// instead of reading the queue again.
+    pub scheduled: Option<Ts>,
 }
 
 /// What kind of durable message a sequence number names.
@@ -283,6 +287,15 @@ impl Effects {
         self.work_ready |= other.work_ready;
         self.finished_runs.extend(other.finished_runs);
         self.stored.extend(other.stored);
+        self.schedule(other.scheduled);
+    }
+
+    /// Notes an instant something comes due (the earliest one is kept).
+    pub fn schedule(&mut self, at: Option<Ts>) {
+        self.scheduled = match (self.scheduled, at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -301,6 +314,27 @@ impl Transition {
 
     pub fn history(&mut self, entry: NewHistoryEntry) {
         self.changes.push(Change::History(entry));
+    }
+
+    /// The earliest instant its changes make something come due: a queued job's due time, a
+    /// parked job's deadline, a run timeout, a lease's end.
+    pub fn scheduled(&self) -> Option<Ts> {
+        self.changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::QueueJob { due, .. } | Change::ParkJob { due, .. } => Some(*due),
+                Change::SetJobTimeout { at, .. } => Some(*at),
+                Change::RenewLease { until, .. } => Some(*until),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Its effects with [`scheduled`](Self::scheduled) noted.
+    pub fn effects_with_schedule(&self) -> Effects {
+        let mut effects = self.effects.clone();
+        effects.schedule(self.scheduled());
+        effects
     }
 
     pub fn extend(&mut self, other: Transition) {

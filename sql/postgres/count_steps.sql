@@ -1,1 +1,0 @@
-SELECT COUNT(*) FROM steps WHERE run_id = $1;

@@ -1,1 +1,0 @@
-DELETE FROM jobs WHERE run_id = $1;

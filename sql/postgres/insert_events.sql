@@ -1,0 +1,14 @@
+-- Stores several events in one statement, in the order given (a JSON array of rows; data and
+-- metadata are JSON text). Returns the id and sequence of each one stored: an event whose
+-- idempotency key was seen before (earlier, or earlier in this array) is left out.
+INSERT INTO events (id, env_id, name, data, metadata, source, idempotency_key, version, received_at)
+SELECT x.id, x.env_id, x.name, x.data::jsonb, x.metadata::jsonb, x.source, x.idempotency_key, x.version,
+       x.received_at
+FROM ROWS FROM (jsonb_to_recordset($1::jsonb) AS (id TEXT, env_id TEXT, name TEXT, data TEXT,
+                                                 metadata TEXT, source TEXT, idempotency_key TEXT,
+                                                 version INT, received_at TIMESTAMPTZ))
+     WITH ORDINALITY AS x(id, env_id, name, data, metadata, source, idempotency_key, version,
+                          received_at, n)
+ORDER BY x.n
+ON CONFLICT (env_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id, seq;
