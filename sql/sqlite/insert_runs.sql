@@ -1,5 +1,5 @@
--- New runs, in the order given (a JSON array of rows; input is JSON text): each run's sequence
--- is returned for its job row.
+-- New runs and their job rows in one round trip, in the order given (a JSON array of rows; input
+-- is JSON text), at ?2. Each job carries its run's sequence (first created, first served).
 INSERT INTO runs (id, env_id, function_id, function_version, event_id, status, input, max_attempts,
                   created_at, updated_at, parent_run_id, parent_step_id, concurrency_key, attempt)
 SELECT json_extract(value, '$.id'), json_extract(value, '$.env_id'), json_extract(value, '$.function_id'),
@@ -8,5 +8,10 @@ SELECT json_extract(value, '$.id'), json_extract(value, '$.env_id'), json_extrac
        ?2, ?2, json_extract(value, '$.parent_run_id'), json_extract(value, '$.parent_step_id'),
        json_extract(value, '$.concurrency_key'), 1
 FROM json_each(?1)
-ORDER BY CAST(key AS INTEGER)
-RETURNING id, seq;
+ORDER BY CAST(key AS INTEGER);
+INSERT INTO jobs (seq, run_id, env_id, function_id, state, due_at, concurrency_key, concurrency_limit,
+                  created_at)
+SELECT r.seq, r.id, r.env_id, r.function_id, json_extract(x.value, '$.job_state'), ?2,
+       json_extract(x.value, '$.lane_key'), json_extract(x.value, '$.lane_limit'), ?2
+FROM json_each(?1) x
+JOIN runs r ON r.id = json_extract(x.value, '$.id');

@@ -110,11 +110,11 @@ impl Batch {
         }
     }
 
-    /// Only step rows, history entries and lease renewals: the batch of checkpoints, the hot
-    /// path, whose step rows and history go in one round trip.
-    fn is_checkpoint(&self) -> bool {
-        !self.steps.is_empty()
-            && !self.history.is_empty()
+    /// Only step rows, ended runs, history entries and lease renewals: a batch of checkpoints
+    /// and results, the hot path, whose writes go in one round trip (leases in a second, when a
+    /// renewal is due).
+    fn is_results(&self) -> bool {
+        !self.history.is_empty()
             && self.ordered.is_empty()
             && self.woken_steps.is_empty()
             && self.started.is_empty()
@@ -122,9 +122,6 @@ impl Batch {
             && self.requeues.is_empty()
             && self.statuses.is_empty()
             && self.retries.is_empty()
-            && self.finished.is_empty()
-            && self.deleted_waits.is_empty()
-            && self.deleted_jobs.is_empty()
     }
 
     /// Only what dispatching runs writes (their sleeping steps over, their status `running`,
@@ -164,10 +161,17 @@ impl Batch {
             .await?;
             return Ok(());
         }
-        if self.is_checkpoint() {
+        if self.is_results() {
             conn.execute(
-                sql!("write_steps_and_history"),
-                args![&step_rows(&self.steps), now, &history_rows(&self.history)],
+                sql!("write_results"),
+                args![
+                    &step_rows(&self.steps),
+                    now,
+                    &history_rows(&self.history),
+                    &Value::Array(self.finished),
+                    &Value::Array(self.deleted_waits),
+                    &Value::Array(self.deleted_jobs),
+                ],
             )
             .await?;
             return write_leases(conn, &self.leases, now).await;
@@ -263,8 +267,7 @@ fn step_rows(steps: &[StepWrite]) -> Value {
         .collect()
 }
 
-/// New runs in one statement, then their job rows in another (each job carries its run's
-/// sequence: first created, first served).
+/// New runs and their job rows in one round trip.
 async fn write_runs<C: Conn + ?Sized>(
     conn: &mut C,
     runs: &[NewRunRow],
@@ -283,35 +286,13 @@ async fn write_runs<C: Conn + ?Sized>(
                 "max_attempts": r.max_attempts, "parent_run_id": r.parent,
                 "parent_step_id": r.parent_step,
                 "concurrency_key": (r.lane_limit > 0).then_some(r.lane_key.as_str()),
+                "job_state": r.job_state.as_str(), "lane_key": r.lane_key,
+                "lane_limit": r.lane_limit,
             })
         })
         .collect();
-    let inserted: Vec<InsertedRun> = conn
-        .fetch_all(sql!("insert_runs"), args![&rows, now])
-        .await?;
-    let seqs: HashMap<String, i64> = inserted.into_iter().map(|r| (r.id, r.seq)).collect();
-    let jobs = runs
-        .iter()
-        .map(|r| {
-            let seq = seqs
-                .get(r.id.as_str())
-                .ok_or_else(|| StoreError::Internal(format!("run {} was not inserted", r.id)))?;
-            Ok(json!({
-                "seq": seq, "run_id": r.id, "env_id": r.env, "function_id": r.function_id,
-                "state": r.job_state.as_str(), "concurrency_key": r.lane_key,
-                "concurrency_limit": r.lane_limit,
-            }))
-        })
-        .collect::<Result<Vec<Value>, StoreError>>()?;
-    conn.execute(sql!("insert_jobs"), args![&Value::Array(jobs), now])
-        .await?;
+    conn.execute(sql!("insert_runs"), args![&rows, now]).await?;
     Ok(())
-}
-
-#[derive(sqlx::FromRow)]
-struct InsertedRun {
-    id: String,
-    seq: i64,
 }
 
 /// Every history entry of a batch in one statement, in order.

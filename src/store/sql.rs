@@ -229,6 +229,17 @@ pub trait Conn: Send {
     }
 }
 
+/// The statements of a query file: each ends with `;` at the end of a line (comment-only
+/// pieces are dropped). sqlx would run a multi-statement text too, but it numbers the unnamed
+/// slots before a statement's first `?N` from where the previous statement stopped, so a later
+/// statement that uses only `?5` would bind the wrong value.
+fn statements(text: &'static str) -> impl Iterator<Item = &'static str> {
+    text.split_inclusive(";\n").map(str::trim).filter(|s| {
+        s.lines()
+            .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with("--"))
+    })
+}
+
 /// The three sqlx query builders, which bind alike.
 trait Bind<'q, DB: Database>: Sized {
     fn bind_one<T: 'q + sqlx::Encode<'q, DB> + Type<DB>>(self, value: T) -> Self;
@@ -332,9 +343,15 @@ impl Conn for sqlx::PgConnection {
 
 #[async_trait]
 impl Conn for sqlx::SqliteConnection {
+    /// A file may hold several statements (SQLite has no data-modifying WITH to make one of
+    /// them): each runs on its own with all the parameters, so `?N` means the same everywhere.
     async fn execute(&mut self, sql: Sql, args: Vec<Arg<'_>>) -> Result<u64, StoreError> {
-        let query = bind_all(sqlx::query(sql.sqlite), args);
-        Ok(query.execute(self).await?.rows_affected())
+        let mut affected = 0;
+        for statement in statements(sql.sqlite) {
+            let query = bind_all(sqlx::query(statement), args.clone());
+            affected += query.execute(&mut *self).await?.rows_affected();
+        }
+        Ok(affected)
     }
 
     async fn fetch_all<R: Record>(
@@ -371,5 +388,25 @@ impl Conn for sqlx::SqliteConnection {
     ) -> Result<Option<T>, StoreError> {
         let query = bind_all(sqlx::query_scalar::<_, T>(sql.sqlite), args);
         Ok(query.fetch_optional(self).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::statements;
+
+    #[test]
+    fn a_file_splits_into_its_statements() {
+        let text = "-- two writes\nINSERT INTO a\nSELECT ?1;\nDELETE FROM b WHERE x = ?2;\n";
+        let found: Vec<&str> = statements(text).collect();
+        assert_eq!(
+            found,
+            [
+                "-- two writes\nINSERT INTO a\nSELECT ?1;",
+                "DELETE FROM b WHERE x = ?2;"
+            ]
+        );
+        assert_eq!(statements("SELECT 1;\n-- trailing note\n").count(), 1);
+        assert_eq!(statements("SELECT 1").collect::<Vec<_>>(), ["SELECT 1"]);
     }
 }
