@@ -27,6 +27,35 @@ pub enum Command {
     /// Measure durable steps/s through the Rust SDK worker against a database, next to the
     /// database's raw single-row commit rate, plus latencies (use a scratch database).
     Bench(BenchArgs),
+    /// The worker process `ironflow bench` starts (observations as JSON lines on stdout; stops
+    /// when stdin closes).
+    #[command(hide = true)]
+    BenchWorker(BenchWorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchWorkerArgs {
+    #[arg(long)]
+    pub url: String,
+    #[arg(long)]
+    pub prefix: String,
+    #[arg(long)]
+    pub steps: usize,
+    #[arg(long)]
+    pub concurrency: usize,
+}
+
+impl BenchWorkerArgs {
+    pub fn options(&self) -> crate::bench::WorkerOptions {
+        crate::bench::WorkerOptions {
+            server_url: self.url.clone(),
+            workload: crate::bench::Workload {
+                prefix: self.prefix.clone(),
+                steps: self.steps,
+            },
+            concurrency: self.concurrency,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -49,6 +78,15 @@ pub struct BenchArgs {
     /// Seconds the raw commit rate is measured.
     #[arg(long, default_value_t = 5)]
     pub raw_secs: u64,
+    /// Run the SDK worker as a task of the bench's process instead of its own process.
+    #[arg(long)]
+    pub in_process_worker: bool,
+    /// Queued runs (of a function no worker serves) to seed behind the measured ones.
+    #[arg(long, default_value_t = 0)]
+    pub backlog: u64,
+    /// History rows to seed with the backlog [default: 10 per backlog run].
+    #[arg(long)]
+    pub backlog_history: Option<u64>,
     /// Also print the figures as one JSON object, as the last line.
     #[arg(long)]
     pub json: bool,
@@ -63,6 +101,13 @@ impl BenchArgs {
             concurrency: self.concurrency,
             latency_samples: self.latency_samples,
             raw_for: std::time::Duration::from_secs(self.raw_secs.max(1)),
+            in_process_worker: self.in_process_worker,
+            backlog: crate::bench::Backlog {
+                runs: self.backlog,
+                history: self
+                    .backlog_history
+                    .unwrap_or(self.backlog.saturating_mul(10)),
+            },
         }
     }
 }

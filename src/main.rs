@@ -36,12 +36,17 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("ironflow stopped");
         }
         Command::Bench(args) => {
-            init_logging("warn");
+            // RUST_LOG (e.g. `sqlx::query=debug`: every statement with its time) for profiling.
+            init_logging(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()));
             let report = ironflow::bench::run(args.options()).await?;
             println!("{}", report.summary_line());
             if args.json {
                 println!("{}", serde_json::to_string(&report)?);
             }
+        }
+        Command::BenchWorker(args) => {
+            init_logging("warn");
+            ironflow::bench::serve_worker(args.options()).await?;
         }
         Command::Migrate(args) => {
             init_logging("info");

@@ -1,5 +1,5 @@
-//! The `ironflow` binary as a user runs it: `migrate` alone, and `serve` shutting down
-//! gracefully on SIGTERM, on both backends.
+//! The `ironflow` binary as a user runs it: `migrate` alone, `serve` shutting down gracefully
+//! on SIGTERM, and `bench` (its worker in its own process, a seeded backlog), on both backends.
 
 mod common;
 
@@ -99,7 +99,58 @@ async fn serve_stops_cleanly_on_sigterm(backend: Backend) {
     );
 }
 
+/// A small bench on a scratch database: every workflow finishes through the worker process,
+/// the figures and counters are reported, and the backlog it seeded is queued behind them,
+/// untouched (its function has no worker).
+async fn bench_reports_figures_behind_a_backlog(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    let out = ironflow()
+        .args(["bench", "--db", &url, "--workflows", "6", "--steps", "3"])
+        .args([
+            "--concurrency",
+            "4",
+            "--latency-samples",
+            "3",
+            "--raw-secs",
+            "1",
+        ])
+        .args(["--backlog", "120", "--backlog-history", "500", "--json"])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("runs");
+    assert!(out.status.success(), "bench failed: {}", out.status);
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    let last = stdout.lines().last().expect("a JSON line");
+    let report: serde_json::Value = serde_json::from_str(last).expect("JSON figures");
+    assert_eq!(report["worker"], "own process");
+    assert_eq!(report["workflows"], 6);
+    assert_eq!(report["backlog_runs"], 120);
+    assert!(report["steps_per_sec"].as_f64().expect("steps/s") > 0.0);
+    assert!(report["event_to_start_p50_ms"].as_f64().expect("latency") > 0.0);
+    // Each durable step costs the server at least one statement; a commit per step at most
+    // once checkpoints are group-committed, but never none.
+    assert!(report["statements_per_step"].as_f64().expect("statements") >= 1.0);
+    assert!(report["commits_per_step"].as_f64().expect("commits") > 0.0);
+    assert!(
+        report["cpu"]["worker_us"].as_f64().expect("worker CPU") >= 0.0,
+        "the worker process's CPU is read: {report}"
+    );
+    assert!(stdout.contains("statements and"), "counters line: {stdout}");
+    let backlog = "SELECT COUNT(*) FROM jobs j JOIN runs r ON r.id = j.run_id \
+                   WHERE r.function_id LIKE 'bench-%-backlog' AND j.state = 'queued'";
+    assert_eq!(raw_count(&url, backlog).await, 120, "the backlog is queued");
+    let history = "SELECT COUNT(*) FROM history WHERE function_id LIKE 'bench-%-backlog'";
+    assert!(
+        raw_count(&url, history).await >= 500,
+        "its history is seeded"
+    );
+    let measured = "SELECT COUNT(*) FROM runs WHERE function_id LIKE 'bench-%-steps' \
+                    AND status = 'completed'";
+    assert_eq!(raw_count(&url, measured).await, 6);
+}
+
 both_backends! {
     migrate => migrate_applies_the_schema;
     sigterm => serve_stops_cleanly_on_sigterm;
+    bench => bench_reports_figures_behind_a_backlog;
 }

@@ -1,6 +1,8 @@
+-- The unary + keeps env_id out of the index choice: every run of an environment shares it, and
+-- SQLite would walk the environment's index instead of probing the primary key.
 SELECT r.seq, r.id, r.env_id, r.function_id, r.function_version, r.event_id, e.name AS event_name,
        r.status, r.input, r.output, r.error, r.attempt, r.max_attempts, r.parent_run_id,
        r.cancellation_cause, r.created_at, r.updated_at, r.started_at, r.ended_at
 FROM runs r
 LEFT JOIN events e ON e.id = r.event_id
-WHERE r.env_id = ?1 AND r.id = ?2;
+WHERE +r.env_id = ?1 AND r.id = ?2;

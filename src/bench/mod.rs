@@ -1,25 +1,38 @@
 //! `ironflow bench`: durable steps per second through the Rust SDK worker against a database,
 //! next to that database's own raw single-row commit rate at the same concurrency, plus
-//! event → first step start, per-step commit and sync-trigger latencies.
+//! event → first step start, per-step commit and sync-trigger latencies, and the counters that
+//! explain them (CPU per step by process, statements and commits per step).
 //!
-//! It runs an in-process server (development mode, loopback, a free port) on the given
-//! database, registers three functions under a fresh prefix (so repeated runs on one database
-//! never collide) and drives them with an SDK worker of concurrency `C`.
+//! It runs a server in the bench's process (development mode, loopback, a free port) on the given
+//! database, registers its functions under a fresh prefix (so repeated runs on one database
+//! never collide) and drives them with an SDK worker of concurrency `C` in a second process
+//! (or, with `--in-process-worker`, in the bench's). `--backlog N` first seeds `N` queued runs
+//! of an unserved function and history behind them.
 
+mod backlog;
+mod counters;
 mod raw_commits;
 mod report;
+mod worker_side;
+mod workload;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use ironflow_sdk::{Client, Ctx, FnError, Function, Worker};
-use serde_json::{Value, json};
+use ironflow_sdk::Client;
+use serde_json::json;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
+pub use backlog::Backlog;
 pub use report::{BenchReport, Samples};
+pub use worker_side::{WorkerOptions, serve as serve_worker};
+pub use workload::Workload;
+
+pub use counters::CpuPerStep;
+use counters::{CpuTicks, TripsPerStep};
+use workload::{Observation, Observe, unix_micros};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -32,9 +45,13 @@ pub struct BenchOptions {
     pub latency_samples: usize,
     /// How long the raw commit rate is measured.
     pub raw_for: Duration,
+    /// Run the worker as a task of this process instead of its own process.
+    pub in_process_worker: bool,
+    /// Work queued behind the measured runs.
+    pub backlog: Backlog,
 }
 
-/// Shared between the bench and the handlers the worker runs.
+/// What the worker's handlers reported.
 #[derive(Default)]
 struct Observed {
     /// Runs of the throughput function that finished their last step.
@@ -42,9 +59,30 @@ struct Observed {
     all_finished: Notify,
     /// Time each step took, its commit included (the step bodies do nothing).
     step_commits: Mutex<Samples>,
-    /// When each latency probe's first step started, by probe number.
-    first_starts: Mutex<HashMap<u64, Instant>>,
+    /// When each latency probe's first step started (wall clock, µs), by probe number.
+    first_starts: Mutex<HashMap<u64, u64>>,
     first_started: Notify,
+}
+
+impl Observed {
+    fn note(&self, observation: Observation) {
+        match observation {
+            Observation::StepCommitted { micros } => {
+                lock(&self.step_commits).push(Duration::from_micros(micros));
+            }
+            Observation::Finished { run_id } => {
+                lock(&self.finished).insert(run_id);
+                self.all_finished.notify_waiters();
+            }
+            Observation::FirstStarted {
+                probe,
+                at_unix_micros,
+            } => {
+                lock(&self.first_starts).insert(probe, at_unix_micros);
+                self.first_started.notify_waiters();
+            }
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -82,37 +120,44 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     .await
     .context("starting the in-process server")?;
     let base = format!("http://{}", server.local_addr);
-    let prefix = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let workload = Workload {
+        prefix: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        steps: options.steps,
+    };
     let observed = Arc::new(Observed::default());
+    let observe: Observe = {
+        let observed = observed.clone();
+        Arc::new(move |o| observed.note(o))
+    };
 
-    let functions = [
-        steps_function(&prefix, options.steps, observed.clone()),
-        first_step_function(&prefix, observed.clone()),
-        sync_function(&prefix),
-    ];
     let client = Client::new(&base, "")?;
     // Registered before the first event: the worker registers them too, but only once its
     // stream is up, and an event emitted before that would start no run.
-    for f in &functions {
-        client.register(f).await?;
+    for f in workload.served(&observe) {
+        client.register(&f).await?;
     }
-    let stop = CancellationToken::new();
-    let mut builder = Worker::builder(&base, "")
-        .concurrency(u32::try_from(options.concurrency).unwrap_or(u32::MAX));
-    for f in functions {
-        builder = builder.function(f);
-    }
-    let worker = builder.build()?;
-    let worker_task = {
-        let stop = stop.clone();
-        tokio::spawn(async move { worker.run(stop).await })
+    client.register(&workload.backlog_function()).await?;
+    let seeded = backlog::seed(
+        &options.database_url,
+        &workload.backlog_function_id(),
+        options.backlog,
+    )
+    .await?;
+
+    let worker_options = WorkerOptions {
+        server_url: base.clone(),
+        workload: workload.clone(),
+        concurrency: options.concurrency,
     };
-    let result = measure(&options, &prefix, &client, &observed).await;
-    stop.cancel();
-    let _ = worker_task.await;
+    let worker =
+        worker_side::RunningWorker::start(&worker_options, options.in_process_worker, observe)
+            .await?;
+    let result = measure(&options, &workload, &client, &observed, worker.pid()).await;
+    let stopped = worker.stop().await;
     server.shutdown.cancel();
     server.wait().await?;
     let measured = result?;
+    stopped?;
 
     let elapsed = measured.throughput_elapsed.as_secs_f64();
     let steps_total = (options.workflows * options.steps) as f64;
@@ -123,6 +168,14 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         workflows: options.workflows,
         steps: options.steps,
         concurrency: options.concurrency,
+        worker: if options.in_process_worker {
+            "in-process"
+        } else {
+            "own process"
+        },
+        backlog_runs: options.backlog.runs,
+        backlog_history: options.backlog.history,
+        backlog_seed_secs: seeded.as_secs_f64(),
         elapsed_secs: elapsed,
         steps_per_sec,
         runs_per_sec: options.workflows as f64 / elapsed,
@@ -135,37 +188,47 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         sync_trigger_p50_ms: measured.sync_trigger.percentile_ms(50.0),
         sync_trigger_p99_ms: measured.sync_trigger.percentile_ms(99.0),
         latency_samples: options.latency_samples,
+        statements_per_step: measured.trips.statements,
+        commits_per_step: measured.trips.commits,
+        cpu: measured.cpu,
     })
 }
 
 struct Measured {
     throughput_elapsed: Duration,
+    /// Over the throughput phase.
+    trips: TripsPerStep,
+    cpu: Option<CpuPerStep>,
     first_step: Samples,
     sync_trigger: Samples,
 }
 
 async fn measure(
     options: &BenchOptions,
-    prefix: &str,
+    workload: &Workload,
     client: &Client,
     observed: &Arc<Observed>,
+    worker_pid: Option<u32>,
 ) -> anyhow::Result<Measured> {
-    // Warm up: one of each, so connections and caches are not in the figures.
+    // Warm up: the worker is serving once this answers, and connections and caches are not
+    // in the figures.
     client
         .trigger_sync(
-            &format!("{prefix}.sync"),
+            &workload.sync_event(),
             json!({"n": 0}),
             Duration::from_secs(30),
         )
         .await?;
 
     // Throughput: every workflow emitted at once (a few emitters), all steps durable.
+    let trips_before = crate::store::sql::RoundTrips::so_far();
+    let cpu_before = CpuTicks::read(worker_pid);
     let started = Instant::now();
     let emitters = 8.min(options.workflows);
     let mut tasks = Vec::new();
     for e in 0..emitters {
         let client = client.clone();
-        let name = format!("{prefix}.steps");
+        let name = workload.steps_event();
         let count = options.workflows / emitters + usize::from(e < options.workflows % emitters);
         tasks.push(tokio::spawn(async move {
             for n in 0..count {
@@ -190,13 +253,19 @@ async fn measure(
     .await
     .context("the workflows did not finish within 10 minutes")?;
     let throughput_elapsed = started.elapsed();
+    let steps = (options.workflows * options.steps) as u64;
+    let cpu = match (cpu_before, CpuTicks::read(worker_pid)) {
+        (Some(before), Some(after)) => Some(CpuPerStep::between(before, after, steps)),
+        _ => None,
+    };
+    let trips = TripsPerStep::between(trips_before, crate::store::sql::RoundTrips::so_far(), steps);
 
     // Event → first step start, one event at a time.
     let mut first_step = Samples::default();
     for i in 0..options.latency_samples as u64 {
-        let sent = Instant::now();
+        let sent = unix_micros(SystemTime::now());
         client
-            .emit(&format!("{prefix}.first"), json!({"i": i}))
+            .emit(&workload.first_event(), json!({"i": i}))
             .await?;
         let started = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
@@ -209,7 +278,7 @@ async fn measure(
         })
         .await
         .context("a latency probe did not start within 30 s")?;
-        first_step.push(started.saturating_duration_since(sent));
+        first_step.push(Duration::from_micros(started.saturating_sub(sent)));
     }
 
     // Sync 1-step trigger round trip.
@@ -218,7 +287,7 @@ async fn measure(
         let sent = Instant::now();
         client
             .trigger_sync(
-                &format!("{prefix}.sync"),
+                &workload.sync_event(),
                 json!({"n": i}),
                 Duration::from_secs(30),
             )
@@ -227,53 +296,9 @@ async fn measure(
     }
     Ok(Measured {
         throughput_elapsed,
+        trips,
+        cpu,
         first_step,
         sync_trigger,
     })
-}
-
-/// `S` steps that do nothing but be durable.
-fn steps_function(prefix: &str, steps: usize, observed: Arc<Observed>) -> Function {
-    Function::new(format!("{prefix}-steps"))
-        .trigger(format!("{prefix}.steps"))
-        .handler(move |ctx: Ctx, _input: Value| {
-            let observed = observed.clone();
-            async move {
-                for i in 0..steps {
-                    let t = Instant::now();
-                    ctx.run(&format!("s{i}"), || async move { Ok(i) }).await?;
-                    lock(&observed.step_commits).push(t.elapsed());
-                }
-                lock(&observed.finished).insert(ctx.run_id().to_owned());
-                observed.all_finished.notify_waiters();
-                Ok::<_, FnError>(steps)
-            }
-        })
-}
-
-/// One step that notes when it started.
-fn first_step_function(prefix: &str, observed: Arc<Observed>) -> Function {
-    Function::new(format!("{prefix}-first"))
-        .trigger(format!("{prefix}.first"))
-        .handler(move |ctx: Ctx, input: Value| {
-            let observed = observed.clone();
-            async move {
-                let i = input["i"].as_u64().unwrap_or(u64::MAX);
-                ctx.run("first", || async move {
-                    lock(&observed.first_starts).insert(i, Instant::now());
-                    observed.first_started.notify_waiters();
-                    Ok(i)
-                })
-                .await
-            }
-        })
-}
-
-/// One step, answered synchronously.
-fn sync_function(prefix: &str) -> Function {
-    Function::new(format!("{prefix}-sync"))
-        .trigger(format!("{prefix}.sync"))
-        .handler(|ctx: Ctx, input: Value| async move {
-            ctx.run("echo", || async move { Ok(input) }).await
-        })
 }

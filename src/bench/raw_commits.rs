@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use sqlx::ConnectOptions as _;
 
 use crate::store::sql::sql;
 
@@ -30,27 +31,26 @@ struct RawSql {
     drop: &'static str,
 }
 
-/// Inserts for `run_for` over `concurrency` connections; counts the commits.
-pub async fn measure(
-    database_url: &str,
-    concurrency: usize,
-    run_for: Duration,
-) -> anyhow::Result<RawCommits> {
-    let connections = u32::try_from(concurrency).unwrap_or(u32::MAX);
-    if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(connections)
-            .min_connections(connections)
-            .connect(database_url)
-            .await
-            .context("connecting to Postgres for the raw commit rate")?;
-        let sql = RawSql {
-            create: sql!("bench_raw_create").postgres,
-            insert: sql!("bench_raw_insert").postgres,
-            drop: sql!("bench_raw_drop").postgres,
-        };
-        measure_on(pool, sql, concurrency, run_for).await
-    } else {
+/// A pool of the bench's own on the measured database, beside the server's.
+pub enum ScratchPool {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+impl ScratchPool {
+    pub async fn connect(database_url: &str, connections: u32) -> anyhow::Result<Self> {
+        if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
+            // Seeding a backlog runs long statements on purpose: no slow-statement warnings.
+            let options = sqlx::postgres::PgConnectOptions::from_str(database_url)?
+                .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(1));
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(connections)
+                .min_connections(connections)
+                .connect_with(options)
+                .await
+                .context("connecting to Postgres")?;
+            return Ok(Self::Postgres(pool));
+        }
         let path = database_url
             .strip_prefix("sqlite://")
             .or_else(|| database_url.strip_prefix("sqlite:"))
@@ -60,18 +60,39 @@ pub async fn measure(
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
             .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(30));
+            .busy_timeout(Duration::from_secs(30))
+            .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(1));
         let pool = sqlx::sqlite::SqlitePoolOptions::new()
             .max_connections(connections)
             .connect_with(options)
             .await
-            .context("opening SQLite for the raw commit rate")?;
-        let sql = RawSql {
-            create: sql!("bench_raw_create").sqlite,
-            insert: sql!("bench_raw_insert").sqlite,
-            drop: sql!("bench_raw_drop").sqlite,
-        };
-        measure_on(pool, sql, concurrency, run_for).await
+            .context("opening SQLite")?;
+        Ok(Self::Sqlite(pool))
+    }
+}
+
+/// Inserts for `run_for` over `concurrency` connections; counts the commits.
+pub async fn measure(
+    database_url: &str,
+    concurrency: usize,
+    run_for: Duration,
+) -> anyhow::Result<RawCommits> {
+    let connections = u32::try_from(concurrency).unwrap_or(u32::MAX);
+    let sql = |backend: fn(crate::store::sql::Sql) -> &'static str| RawSql {
+        create: backend(sql!("bench_raw_create")),
+        insert: backend(sql!("bench_raw_insert")),
+        drop: backend(sql!("bench_raw_drop")),
+    };
+    match ScratchPool::connect(database_url, connections)
+        .await
+        .context("for the raw commit rate")?
+    {
+        ScratchPool::Postgres(pool) => {
+            measure_on(pool, sql(|s| s.postgres), concurrency, run_for).await
+        }
+        ScratchPool::Sqlite(pool) => {
+            measure_on(pool, sql(|s| s.sqlite), concurrency, run_for).await
+        }
     }
 }
 

@@ -46,6 +46,11 @@ pub struct BenchReport {
     pub workflows: usize,
     pub steps: usize,
     pub concurrency: usize,
+    /// Where the SDK worker ran: "own process" or "in-process".
+    pub worker: &'static str,
+    pub backlog_runs: u64,
+    pub backlog_history: u64,
+    pub backlog_seed_secs: f64,
     pub elapsed_secs: f64,
     pub steps_per_sec: f64,
     pub runs_per_sec: f64,
@@ -58,11 +63,36 @@ pub struct BenchReport {
     pub sync_trigger_p50_ms: f64,
     pub sync_trigger_p99_ms: f64,
     pub latency_samples: usize,
+    /// Sent by the server over the throughput phase, per durable step.
+    pub statements_per_step: f64,
+    pub commits_per_step: f64,
+    /// Over the throughput phase; absent where `/proc` is not.
+    pub cpu: Option<super::CpuPerStep>,
 }
 
 impl BenchReport {
+    /// One line of figures, then one of counters.
     pub fn summary_line(&self) -> String {
-        format!(
+        let backlog = if self.backlog_runs > 0 {
+            format!(
+                " behind a backlog of {} queued runs and {} history rows (seeded in {:.1} s)",
+                self.backlog_runs, self.backlog_history, self.backlog_seed_secs
+            )
+        } else {
+            String::new()
+        };
+        let cpu = match self.cpu {
+            Some(c) => format!(
+                "; CPU per step: server {:.0} us, worker {}, rest (database) {:.0} us; machine {:.0}% busy",
+                c.server_us,
+                c.worker_us
+                    .map_or_else(|| "in the server's".to_owned(), |w| format!("{w:.0} us")),
+                c.rest_us,
+                c.machine_busy_pct,
+            ),
+            None => String::new(),
+        };
+        let figures = format!(
             "ironflow bench [{}] {} workflows x {} steps, C={}: {:.0} durable steps/s, {:.0} runs/s; \
              raw single-row commits {:.0}/s (ratio {:.2}); step commit p50 {:.2} ms p99 {:.2} ms; \
              event->first step p50 {:.2} ms p99 {:.2} ms; sync 1-step trigger p50 {:.2} ms p99 {:.2} ms",
@@ -80,6 +110,10 @@ impl BenchReport {
             self.event_to_start_p99_ms,
             self.sync_trigger_p50_ms,
             self.sync_trigger_p99_ms,
+        );
+        format!(
+            "{figures}\nironflow bench counters (worker {}{backlog}): {:.2} statements and {:.2} commits per step{cpu}",
+            self.worker, self.statements_per_step, self.commits_per_step,
         )
     }
 }

@@ -1,8 +1,10 @@
-//! The storage API: one `Store` trait with a Postgres and a SQLite implementation.
+//! The storage API: one trait per area (events, functions, runs, history, execution, KV,
+//! config, secrets, messages, groups, push, tenancy), summed up by `Store`, implemented once by
+//! [`db::SqlStore`] over the backend contract [`db::Db`] (Postgres or SQLite).
 //!
 //! The store knows tables and transactions, never HTTP. Every query lives in `sql/<backend>/`;
-//! the Rust that binds parameters and maps rows is written once (`sql_store!`) and instantiated
-//! for both backends, so the two cannot drift apart.
+//! the Rust that binds parameters and maps rows is written once ([`sql`]) for both backends, so
+//! the two cannot drift apart.
 
 pub mod postgres;
 pub mod sqlite;

@@ -112,6 +112,7 @@ impl Db for PgDb {
     }
 
     async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
+        super::sql::count_commit();
         Ok(tx.commit().await?)
     }
 

@@ -7,6 +7,8 @@
 //! have to be repeated on every generic function; binding our own small parameter enum in one
 //! place per backend keeps the store code free of them (and of macros).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::postgres::PgRow;
@@ -267,8 +269,41 @@ impl<'q, DB: Database, O> Bind<'q, DB>
     }
 }
 
+/// Statements and commits this process has sent to its database, for `ironflow bench`'s
+/// round trips per step (relaxed counters: a figure, not a synchronisation point).
+static STATEMENTS_SENT: AtomicU64 = AtomicU64::new(0);
+static COMMITS_SENT: AtomicU64 = AtomicU64::new(0);
+
+/// What this process has sent to its database so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoundTrips {
+    pub statements: u64,
+    pub commits: u64,
+}
+
+impl RoundTrips {
+    pub fn so_far() -> Self {
+        Self {
+            statements: STATEMENTS_SENT.load(Ordering::Relaxed),
+            commits: COMMITS_SENT.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn since(self, earlier: Self) -> Self {
+        Self {
+            statements: self.statements.saturating_sub(earlier.statements),
+            commits: self.commits.saturating_sub(earlier.commits),
+        }
+    }
+}
+
+/// Counts a transaction's commit (the backends' `Db::commit`).
+pub(super) fn count_commit() {
+    COMMITS_SENT.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Binds our parameters to a query of either backend (the bounds say that every parameter
-/// type is encodable there).
+/// type is encodable there). Every statement passes here once, so here it is counted.
 fn bind_all<'q, DB, Q>(mut query: Q, args: Vec<Arg<'q>>) -> Q
 where
     DB: Database,
@@ -282,6 +317,7 @@ where
     Option<Ts>: sqlx::Encode<'q, DB> + Type<DB>,
     Option<&'q [u8]>: sqlx::Encode<'q, DB> + Type<DB>,
 {
+    STATEMENTS_SENT.fetch_add(1, Ordering::Relaxed);
     for arg in args {
         query = match arg {
             Arg::Text(v) => query.bind_one(v),

@@ -84,6 +84,7 @@ impl Db for SqliteDb {
     }
 
     async fn commit(tx: Self::Tx) -> Result<(), StoreError> {
+        super::sql::count_commit();
         Ok(tx.commit().await?)
     }
 

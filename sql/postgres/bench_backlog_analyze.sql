@@ -1,0 +1,2 @@
+-- `ironflow bench --backlog`: fresh planner statistics after seeding.
+ANALYZE runs, jobs, history;

@@ -1,0 +1,6 @@
+-- `ironflow bench --backlog`: the queued job rows of the runs n = ?2..=?3 of the function ?1,
+-- due at ?4.
+WITH RECURSIVE g(n) AS (SELECT ?2 UNION ALL SELECT n + 1 FROM g WHERE n < ?3)
+INSERT INTO jobs (seq, run_id, env_id, function_id, state, due_at, created_at)
+SELECT r.seq, r.id, r.env_id, r.function_id, 'queued', ?4, ?4
+FROM g JOIN runs r ON r.id = ?1 || '-' || g.n;
