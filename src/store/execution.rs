@@ -261,12 +261,10 @@ impl JobRow {
     }
 }
 
-/// A run as the lifecycle reads it, with its function's current definition.
+/// A run's columns the lifecycle reads, with its function's current definition (the part of
+/// a run's facts that a report batch reads beside its job row).
 #[derive(sqlx::FromRow)]
-struct RunFactsRow {
-    id: String,
-    env_id: String,
-    function_id: String,
+struct RunStateColumns {
     status: String,
     attempt: i32,
     max_attempts: i32,
@@ -277,19 +275,23 @@ struct RunFactsRow {
     definition: Option<Json<FunctionDefinition>>,
 }
 
-/// A job row locked for a batch of reports, with its run's facts and function definition.
+/// A run as the lifecycle reads it.
+#[derive(sqlx::FromRow)]
+struct RunFactsRow {
+    id: String,
+    env_id: String,
+    function_id: String,
+    #[sqlx(flatten)]
+    state: RunStateColumns,
+}
+
+/// A job row locked for a batch of reports, with its run's state and function definition.
 #[derive(sqlx::FromRow)]
 struct ReportFactsRow {
     #[sqlx(flatten)]
     job: JobRow,
-    status: String,
-    attempt: i32,
-    max_attempts: i32,
-    input: Json<Value>,
-    parent_run_id: Option<String>,
-    parent_step_id: Option<String>,
-    event_id: Option<String>,
-    definition: Option<Json<FunctionDefinition>>,
+    #[sqlx(flatten)]
+    state: RunStateColumns,
 }
 
 impl ReportFactsRow {
@@ -298,14 +300,7 @@ impl ReportFactsRow {
             id: self.job.run_id.clone(),
             env_id: self.job.env_id.clone(),
             function_id: self.job.function_id.clone(),
-            status: self.status,
-            attempt: self.attempt,
-            max_attempts: self.max_attempts,
-            input: self.input,
-            parent_run_id: self.parent_run_id,
-            parent_step_id: self.parent_step_id,
-            event_id: self.event_id,
-            definition: self.definition,
+            state: self.state,
         };
         (self.job, run)
     }
@@ -320,11 +315,12 @@ struct RunContext {
 
 impl RunFactsRow {
     fn context(self) -> Result<RunContext, StoreError> {
-        let status: RunStatus = self
+        let state = self.state;
+        let status: RunStatus = state
             .status
             .parse()
             .map_err(|e| StoreError::Corrupt(format!("run {}: {e}", self.id)))?;
-        let parent = match (self.parent_run_id, self.parent_step_id) {
+        let parent = match (state.parent_run_id, state.parent_step_id) {
             (Some(run), Some(step_id)) => Some(ParentLink {
                 run: RunId::from_stored(run),
                 step_id,
@@ -337,13 +333,13 @@ impl RunFactsRow {
                 env: EnvId::from_stored(self.env_id),
                 function_id: FunctionId::from_stored(self.function_id),
                 status,
-                attempt: self.attempt,
-                max_attempts: self.max_attempts,
-                input: self.input.0,
+                attempt: state.attempt,
+                max_attempts: state.max_attempts,
+                input: state.input.0,
                 parent,
             },
-            event_id: self.event_id.map(EventId::from_stored),
-            definition: self.definition.map(|d| d.0),
+            event_id: state.event_id.map(EventId::from_stored),
+            definition: state.definition.map(|d| d.0),
         })
     }
 }

@@ -285,17 +285,10 @@ fn yielded(facts: &ReportFacts<'_>, request: &YieldRequest, position: i64, now: 
                     });
                 }
                 None => {
-                    t.push(
-                        YieldStep {
-                            step_id,
-                            step_type: "invoke_function",
-                            status: "failed",
-                            output: None,
-                            ended: Some(now),
-                        }
-                        .write(run, position, now),
-                    );
-                    t.push(resolve_failed(run, step_id, function_id));
+                    for change in unknown_function_invoke(run, step_id, function_id, position, now)
+                    {
+                        t.push(change);
+                    }
                     t.push(Change::QueueJob {
                         run: run.id.clone(),
                         due: now,
@@ -327,17 +320,10 @@ fn yielded(facts: &ReportFacts<'_>, request: &YieldRequest, position: i64, now: 
                     );
                 }
                 None => {
-                    t.push(
-                        YieldStep {
-                            step_id,
-                            step_type: "invoke_function",
-                            status: "failed",
-                            output: None,
-                            ended: Some(now),
-                        }
-                        .write(run, position, now),
-                    );
-                    t.push(resolve_failed(run, step_id, function_id));
+                    for change in unknown_function_invoke(run, step_id, function_id, position, now)
+                    {
+                        t.push(change);
+                    }
                 }
             }
             t.push(Change::QueueJob {
@@ -364,14 +350,32 @@ fn yielded(facts: &ReportFacts<'_>, request: &YieldRequest, position: i64, now: 
     t
 }
 
-fn resolve_failed(run: &RunFacts, step_id: &str, function_id: &str) -> Change {
-    Change::ResolveStep {
-        run: run.id.clone(),
-        step_id: step_id.to_owned(),
+/// An invoke (waiting or not) of a function that is not registered: its step is written as
+/// failed and resolved with the unknown-function error, for the resumed handler to see.
+fn unknown_function_invoke(
+    run: &RunFacts,
+    step_id: &str,
+    function_id: &str,
+    position: i64,
+    now: Ts,
+) -> [Change; 2] {
+    let step = YieldStep {
+        step_id,
+        step_type: "invoke_function",
         status: "failed",
         output: None,
-        error: Some(unknown_function_error(function_id)),
-    }
+        ended: Some(now),
+    };
+    [
+        step.write(run, position, now),
+        Change::ResolveStep {
+            run: run.id.clone(),
+            step_id: step_id.to_owned(),
+            status: "failed",
+            output: None,
+            error: Some(unknown_function_error(function_id)),
+        },
+    ]
 }
 
 /// The child run of an invoke.

@@ -539,6 +539,17 @@ fn waits_match_by_path_and_value() {
     assert_eq!(kinds(&t), vec!["resolve_step", "resume"]);
 }
 
+/// How a transition resumes the run's parent; panics when it does not.
+fn parent_resumption(t: &Transition) -> children::StepResolution {
+    t.follow_ups
+        .iter()
+        .find_map(|f| match f {
+            FollowUp::ResumeParent { resolution, .. } => Some(resolution.clone()),
+            _ => None,
+        })
+        .expect("the parent is resumed")
+}
+
 #[test]
 fn a_child_ending_resumes_its_parent_with_the_outcome() {
     let mut child = run_facts("c", 1, 1);
@@ -547,14 +558,7 @@ fn a_child_ending_resumes_its_parent_with_the_outcome() {
         step_id: "p:c:0".into(),
     });
     let t = end_run(&child, None, RunStatus::Completed, Some(json!(5)), None);
-    let resume = t
-        .follow_ups
-        .iter()
-        .find_map(|f| match f {
-            FollowUp::ResumeParent { resolution, .. } => Some(resolution.clone()),
-            _ => None,
-        })
-        .expect("the parent is resumed");
+    let resume = parent_resumption(&t);
     assert_eq!(
         (resume.status, resume.output),
         ("completed", Some(json!(5)))
@@ -566,14 +570,7 @@ fn a_child_ending_resumes_its_parent_with_the_outcome() {
         None,
         Some(json!({"message": "no"})),
     );
-    let resume = t
-        .follow_ups
-        .iter()
-        .find_map(|f| match f {
-            FollowUp::ResumeParent { resolution, .. } => Some(resolution.clone()),
-            _ => None,
-        })
-        .expect("the parent is resumed");
+    let resume = parent_resumption(&t);
     assert_eq!(resume.status, "failed");
     assert_eq!(
         resume.error.as_ref().and_then(|e| e.get("cause")).cloned(),
