@@ -27,7 +27,7 @@ fi
 
 if [ -z "${IRONFLOW_BIN:-}" ]; then
   cargo build --bin ironflow
-  IRONFLOW_BIN="$ROOT/target/debug/ironflow"
+  IRONFLOW_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ironflow"
 elif [[ "$IRONFLOW_BIN" == */* ]]; then
   IRONFLOW_BIN="$(cd "$(dirname "$IRONFLOW_BIN")" && pwd)/$(basename "$IRONFLOW_BIN")"
 else

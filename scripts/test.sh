@@ -28,6 +28,6 @@ cargo test --workspace --all-targets
 
 echo "== Conformance: ironflow-py 0.53.0 against ironflow serve (SQLite + Postgres)"
 cargo build --bin ironflow
-IRONFLOW_BIN="$ROOT/target/debug/ironflow" scripts/conformance.sh
+IRONFLOW_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ironflow" scripts/conformance.sh
 
 echo "== all suites passed"
