@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/ironflow/v1/ironflow.proto",
         "proto/ironflow/v1/pubsub.proto",
         "proto/ironflow/v1/worker.proto",
+        "proto/ironflow/v1/timetravel.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -7,6 +7,8 @@
 //! ```
 //! Prints p50 / p99 / max in milliseconds. The database must be empty or an Ironflow database.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -40,31 +42,11 @@ fn parse_args() -> Args {
     args
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[idx.min(sorted.len() - 1)]
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = parse_args();
     let dir = tempfile::tempdir()?;
-    let db = args
-        .db
-        .clone()
-        .unwrap_or_else(|| dir.path().join("latency.db").display().to_string());
-    let options = ironflow::server::ServeOptions {
-        bind: "127.0.0.1".parse()?,
-        port: 0,
-        database_url: db.clone(),
-        dev: true,
-        bootstrap_key_file: None,
-        max_payload_bytes: 1 << 20,
-        lease_ttl: Duration::from_secs(90),
-        master_key: None,
-        nats_url: None,
-    };
-    let server = ironflow::server::start(options, None).await?;
+    let (server, db) = common::start_server(args.db.clone(), dir.path(), "latency.db").await?;
     let base = format!("http://{}", server.local_addr);
     let http = reqwest::Client::new();
     let function = format!("latency-probe-{}", uuid::Uuid::new_v4().simple());
@@ -137,16 +119,12 @@ async fn main() -> anyhow::Result<()> {
     }
     poller.abort();
     samples.sort_by(f64::total_cmp);
-    let backend = if db.starts_with("postgres") {
-        "postgres"
-    } else {
-        "sqlite"
-    };
+    let backend = common::backend_name(&db);
     println!(
         "event -> first step start ({backend}, {} events): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         samples.len(),
-        percentile(&samples, 0.50),
-        percentile(&samples, 0.99),
+        common::percentile(&samples, 0.50),
+        common::percentile(&samples, 0.99),
         samples.last().copied().unwrap_or_default(),
     );
     server.shutdown.cancel();

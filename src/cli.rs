@@ -1,4 +1,5 @@
-//! Command-line interface: `ironflow serve`, `ironflow migrate` and `ironflow bench`.
+//! Command-line interface: `ironflow serve`, `migrate` and `bench` (on a database), and the
+//! client commands `runs`, `events`, `functions`, `history` and `inspect` (on a running server).
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -27,6 +28,18 @@ pub enum Command {
     /// Measure durable steps/s through the Rust SDK worker against a database, next to the
     /// database's raw single-row commit rate, plus latencies (use a scratch database).
     Bench(BenchArgs),
+    /// Runs on a server: list, get, steps, cancel, pause, resume, inject, patch.
+    Runs(RunsArgs),
+    /// Events on a server: emit, list, get.
+    Events(EventsArgs),
+    /// Functions on a server: list, get, history, rollback.
+    Functions(FunctionsArgs),
+    /// A run's history as a timeline, or (with --at) its state at an instant.
+    History(HistoryArgs),
+    /// A terminal debugger for one run: its timeline beside its state at the cursor; edit a
+    /// step in $EDITOR, pause, resume, follow it live; --replay plays it forward; --dap speaks
+    /// the Debug Adapter Protocol on stdio (VS Code).
+    Inspect(InspectArgs),
     /// The worker process `ironflow bench` starts (observations as JSON lines on stdout; stops
     /// when stdin closes).
     #[command(hide = true)]
@@ -214,4 +227,179 @@ impl ServeArgs {
             nats_url: self.nats_url.clone().filter(|u| !u.trim().is_empty()),
         })
     }
+}
+
+/// How the client commands reach a server.
+#[derive(Debug, Clone, Args)]
+pub struct ConnectionArgs {
+    /// The server's URL.
+    #[arg(
+        long = "server",
+        env = "IRONFLOW_SERVER_URL",
+        default_value = "http://127.0.0.1:9123",
+        global = true
+    )]
+    pub server_url: String,
+    /// An API key of that server (`ifkey_…`).
+    #[arg(long, env = "IRONFLOW_API_KEY", hide_env_values = true, global = true)]
+    pub api_key: Option<String>,
+    /// The environment, when the key reaches more than one.
+    #[arg(long = "env", env = "IRONFLOW_ENVIRONMENT", global = true)]
+    pub environment: Option<String>,
+    /// Print the server's JSON (for scripts) instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+impl ConnectionArgs {
+    pub fn options(&self) -> crate::client::ClientOptions {
+        crate::client::ClientOptions {
+            server_url: self.server_url.clone(),
+            api_key: self.api_key.clone(),
+            environment: self.environment.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(subcommand)]
+    pub command: RunsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// The newest runs.
+    List {
+        #[arg(long)]
+        function: Option<String>,
+        /// running, completed, failed, cancelled, paused, waiting, …
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    /// One run: status, input, output, error.
+    Get { run: String },
+    /// A run's steps.
+    Steps { run: String },
+    Cancel {
+        run: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Pause now (a parked run) or at the next step boundary (a running one).
+    Pause { run: String },
+    /// Resume a paused or failed run, optionally from a step (a step id or name).
+    Resume {
+        run: String,
+        #[arg(long)]
+        from_step: Option<String>,
+    },
+    /// Replace the output of a paused run's step (a step id or name); the resumed run uses it.
+    Inject {
+        run: String,
+        step: String,
+        /// The new output, as JSON.
+        output: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Edit the output of a failed or completed step of a stopped run (keeps the original).
+    Patch {
+        run: String,
+        step: String,
+        /// The new output, as JSON.
+        output: String,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(subcommand)]
+    pub command: EventsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Store an event (and start the runs it triggers).
+    Emit {
+        name: String,
+        /// The event's data, as JSON.
+        #[arg(long, default_value = "{}")]
+        data: String,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+    Get {
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct FunctionsArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    #[command(subcommand)]
+    pub command: FunctionsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FunctionsCommand {
+    List,
+    Get {
+        id: String,
+    },
+    /// Every change of the function: new versions, status changes, rollbacks.
+    History {
+        id: String,
+    },
+    /// Make a stored definition version current again (as a new version).
+    Rollback {
+        id: String,
+        version: i64,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    pub run: String,
+    /// Show the run's state at this instant (RFC 3339) instead of the timeline.
+    #[arg(long)]
+    pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    pub run: String,
+    /// Start with the cursor at this instant (RFC 3339).
+    #[arg(long)]
+    pub at: Option<String>,
+    /// Play the run's history forward from the start.
+    #[arg(long)]
+    pub replay: bool,
+    /// Replay speed: history entries per second.
+    #[arg(long, default_value_t = 4.0)]
+    pub speed: f64,
+    /// Speak the Debug Adapter Protocol on stdin/stdout instead of drawing a terminal UI.
+    #[arg(long)]
+    pub dap: bool,
 }

@@ -4,9 +4,11 @@
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod domain;
 pub mod engine;
 pub mod ids;
+pub mod inspect;
 pub mod proto;
 pub mod server;
 pub mod store;

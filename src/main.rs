@@ -44,6 +44,45 @@ async fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string(&report)?);
             }
         }
+        Command::Runs(args) => {
+            let client = client(&args.connection)?;
+            let out = ironflow::client::commands::runs(&client, &args.command).await;
+            print_output(out, args.connection.json)?;
+        }
+        Command::Events(args) => {
+            let client = client(&args.connection)?;
+            let out = ironflow::client::commands::events(&client, &args.command).await;
+            print_output(out, args.connection.json)?;
+        }
+        Command::Functions(args) => {
+            let client = client(&args.connection)?;
+            let out = ironflow::client::commands::functions(&client, &args.command).await;
+            print_output(out, args.connection.json)?;
+        }
+        Command::History(args) => {
+            let client = client(&args.connection)?;
+            let out =
+                ironflow::client::commands::history(&client, &args.run, args.at.as_deref()).await;
+            print_output(out, args.connection.json)?;
+        }
+        Command::Inspect(args) => {
+            let client = client(&args.connection)?;
+            let options = ironflow::inspect::InspectOptions {
+                run: args.run.clone(),
+                at: args.at.clone(),
+                replay: args.replay,
+                speed: args.speed,
+            };
+            let result = if args.dap {
+                ironflow::inspect::dap::serve(client, options).await
+            } else {
+                ironflow::inspect::tui::run(client, options).await
+            };
+            if let Err(e) = result {
+                eprintln!("ironflow inspect: {e}");
+                std::process::exit(1);
+            }
+        }
         Command::BenchWorker(args) => {
             init_logging("warn");
             ironflow::bench::serve_worker(args.options()).await?;
@@ -56,6 +95,26 @@ async fn main() -> anyhow::Result<()> {
                 "ironflow: migrations applied to {}",
                 ironflow::server::redact_url(&url)
             );
+        }
+    }
+    Ok(())
+}
+
+fn client(args: &ironflow::cli::ConnectionArgs) -> anyhow::Result<ironflow::client::Client> {
+    Ok(ironflow::client::Client::new(args.options())?)
+}
+
+/// Prints a client command's result: JSON or text on stdout; an error on stderr, exit 1.
+fn print_output(
+    out: Result<ironflow::client::commands::Output, ironflow::client::ClientError>,
+    json: bool,
+) -> anyhow::Result<()> {
+    match out {
+        Ok(out) if json => println!("{}", serde_json::to_string_pretty(&out.json)?),
+        Ok(out) => print!("{}", out.text),
+        Err(e) => {
+            eprintln!("ironflow: {e}");
+            std::process::exit(1);
         }
     }
     Ok(())

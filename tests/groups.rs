@@ -258,12 +258,20 @@ async fn nak_redelivery_and_dead_letters(backend: Backend) {
     let refused = next_frame(&mut socket).await;
     assert_eq!(refused["type"], "error", "{refused}");
 
-    let dead = common::raw_count(
-        &server.url,
-        "SELECT count(*) FROM group_deliveries WHERE state = 'dead'",
+    // The member task settles acks after the socket answered the refused one: poll for it.
+    common::eventually(
+        "the exhausted and the terminated message are dead",
+        std::time::Duration::from_secs(10),
+        || async {
+            let dead = common::raw_count(
+                &server.url,
+                "SELECT count(*) FROM group_deliveries WHERE state = 'dead'",
+            )
+            .await;
+            (dead == 2).then_some(())
+        },
     )
     .await;
-    assert_eq!(dead, 2, "the exhausted and the terminated message");
     server.stop().await;
 }
 

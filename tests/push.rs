@@ -566,7 +566,56 @@ async fn functions_sharing_an_endpoint_take_turns(backend: Backend) {
     node.stop().await;
 }
 
+/// A pause requested while the endpoint works on a dispatch takes effect at its answer: the
+/// answer's steps are recorded, the yield's sleep is kept for the resume, the run pauses; once
+/// resumed it is pushed again with the step memoized and completes.
+async fn a_push_run_pauses_at_the_endpoints_answer(backend: Backend) {
+    let node = Node::start(backend, signed_options()).await;
+    let (ep, url) = Endpoint::start().await;
+    ep.delay_ms.store(800, Ordering::SeqCst);
+    node.register_push("p-pause", "p.pause", &url).await;
+    let run = node.emit("p.pause", json!({"n": 3})).await;
+    common::eventually(
+        "the endpoint holds the dispatch",
+        Duration::from_secs(10),
+        || async { (ep.in_flight.load(Ordering::SeqCst) == 1).then_some(()) },
+    )
+    .await;
+    let (status, body) = node
+        .post(
+            "/ironflow.v1.IronflowService/PauseRun",
+            json!({"run_id": run}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("pause_requested")),
+        "{body}"
+    );
+    let paused = wait_status(&node, &run, "paused").await;
+    assert_eq!(paused["pause_reason"], "injection", "{paused}");
+    let steps = node.get(&format!("/api/v1/runs/{run}/steps")).await;
+    assert_eq!(steps["steps"][0]["output"], json!({"n": 3}), "{steps}");
+    ep.delay_ms.store(0, Ordering::SeqCst);
+    let (status, body) = node
+        .post(
+            "/ironflow.v1.IronflowService/ResumeRun",
+            json!({"run_id": run}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = wait_status(&node, &run, "completed").await;
+    assert_eq!(done["output"], json!({"a": {"n": 3}, "seen": 2}), "{done}");
+    assert_eq!(
+        ep.count(),
+        2,
+        "one push before the pause, one after the resume"
+    );
+    node.stop().await;
+}
+
 both_backends! {
+    pause_at_the_answer => a_push_run_pauses_at_the_endpoints_answer;
     endpoint_turns => functions_sharing_an_endpoint_take_turns;
     breaker_mirror => breaker_state_is_mirrored_to_nats;
     slots_and_timeouts => slow_endpoints_time_out_and_concurrency_is_bounded;

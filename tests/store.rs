@@ -402,7 +402,7 @@ async fn cancel_records_history(backend: Backend) {
         CancelOutcome::NotFound
     ));
     let kinds: Vec<String> = store
-        .run_history(&env, &run.id)
+        .run_history(&env, &run.id, None)
         .await
         .expect("history")
         .into_iter()
@@ -413,7 +413,7 @@ async fn cancel_records_history(backend: Backend) {
         vec!["run.created", "run.status_changed", "run.cancelled"]
     );
     let seqs: Vec<i64> = store
-        .run_history(&env, &run.id)
+        .run_history(&env, &run.id, None)
         .await
         .expect("history")
         .iter()

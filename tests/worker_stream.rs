@@ -498,7 +498,56 @@ async fn reports_share_one_transaction(backend: Backend) {
     server.stop().await;
 }
 
+/// A pause requested while the stream worker runs the job takes effect at its next step
+/// commit: the step is durable, the answer is `stale` (the worker drops the handler), the run
+/// is paused; resumed, it is dispatched again with the step memoized.
+async fn pause_at_a_stream_step(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    register_fn(&server, "p-flow", "p.flow").await;
+    let mut w = Stream::open(&server, "w-pause", &["p-flow"]).await;
+    w.credit(2).await;
+    let run_id = emit(&server, "p.flow", json!({})).await;
+    let job = w.next_job().await;
+    let (status, body) = server
+        .connect_json("PauseRun", json!({"run_id": run_id}))
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("pause_requested"))
+    );
+    let fence = job.fence.clone();
+    let c = w
+        .request(|id| {
+            Worker::StepCompleted(pb::StepCompleted {
+                request_id: id,
+                fence: fence.clone(),
+                step: Some(step(&job, "a", json!(1))),
+            })
+        })
+        .await;
+    assert!(c.stale && !c.ok, "the paused dispatch is over: {c:?}");
+    let run = server.run_json(&run_id).await;
+    assert_eq!(run["status"], "paused", "{run}");
+    let steps = server
+        .get_json(&format!("/api/v1/runs/{run_id}/steps"))
+        .await;
+    assert_eq!(
+        steps["steps"][0]["output"],
+        json!(1),
+        "the step is durable: {steps}"
+    );
+    let (status, body) = server
+        .connect_json("ResumeRun", json!({"run_id": run_id}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let again = w.next_job().await;
+    assert_eq!(again.run_id, run_id);
+    assert_eq!(again.steps.len(), 1, "the step is memoized");
+    server.stop().await;
+}
+
 both_backends! {
+    a_pause_takes_effect_at_a_stream_step => pause_at_a_stream_step;
     batch => reports_share_one_transaction;
     commits => steps_commit_then_memoize;
     credit => credit_retries_and_refusals;

@@ -1,6 +1,7 @@
+-- A run's history, oldest first; with ?3, only the entries recorded at or before it.
 -- The unary + keeps env_id out of the index choice: every entry of an environment shares it, and
 -- SQLite would walk the environment's index instead of probing history_run.
 SELECT seq, recorded_at, env_id, kind, run_id, function_id, event_id, payload
 FROM history
-WHERE +env_id = ?1 AND run_id = ?2
+WHERE +env_id = ?1 AND run_id = ?2 AND (?3 IS NULL OR recorded_at <= ?3)
 ORDER BY seq;

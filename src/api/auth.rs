@@ -28,6 +28,18 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// Who makes a change (the API key's id; `dev` without one), and why, for its history
+    /// entry.
+    pub fn actor(&self, reason: &str) -> crate::domain::lifecycle::control::Actor {
+        crate::domain::lifecycle::control::Actor {
+            key_id: self
+                .key_id
+                .as_ref()
+                .map_or_else(|| "dev".to_owned(), ToString::to_string),
+            reason: reason.to_owned(),
+        }
+    }
+
     pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
         if self.role.allows(permission) {
             Ok(())

@@ -18,6 +18,7 @@ use super::error::{ApiError, Code};
 use super::extract::Body;
 use super::extract::PathParams;
 use super::ironflow_rpc;
+use super::run_control_rpc;
 use crate::domain::storable::check_json;
 
 /// How a Connect message is encoded on the wire.
@@ -164,12 +165,39 @@ pub async fn ironflow_service(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Response {
-    let unary = match prepare(&headers, body, state.max_request_bytes) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
-    let call = ironflow_rpc::dispatch(&state, &ctx, &method, &unary);
-    match timeout(&headers) {
+    match prepare(&headers, body, state.max_request_bytes) {
+        Ok(unary) => {
+            let call = ironflow_rpc::dispatch(&state, &ctx, &method, &unary);
+            within_deadline(&headers, &method, call).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /ironflow.v1.TimeTravelService/{method}`.
+pub async fn time_travel_service(
+    State(state): State<AppState>,
+    PathParams(method): PathParams<String>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Response {
+    match prepare(&headers, body, state.max_request_bytes) {
+        Ok(unary) => {
+            let call = run_control_rpc::time_travel(&state, &ctx, &method, &unary);
+            within_deadline(&headers, &method, call).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A call cut off at the client's `connect-timeout-ms`, if it sent one.
+async fn within_deadline(
+    headers: &HeaderMap,
+    method: &str,
+    call: impl Future<Output = Response>,
+) -> Response {
+    match timeout(headers) {
         Some(limit) => match tokio::time::timeout(limit, call).await {
             Ok(response) => response,
             Err(_) => ApiError::new(

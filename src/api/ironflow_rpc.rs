@@ -12,30 +12,9 @@ use super::AppState;
 use super::auth::RequestContext;
 use super::connect::{Unary, respond};
 use super::error::{ApiError, Code};
+use super::function_versions_rpc as versions;
 use super::proto_map as map;
-
-/// Methods of the service that this server does not implement yet (known names, not typos).
-const NOT_YET: &[&str] = &[
-    "InvokeFunction",
-    "UpdateFunctionStatus",
-    "DeleteFunction",
-    "ListFunctionHistory",
-    "GetFunctionAtVersion",
-    "RollbackFunction",
-    "TriggerSync",
-    "InvokeFunctionSync",
-    "TriggerBatch",
-    "DeleteRun",
-    "DeleteRuns",
-    "RedactEvent",
-    "RedactStep",
-    "RedactRun",
-    "PatchStep",
-    "ResumeRun",
-    "PauseRun",
-    "GetPausedState",
-    "InjectStepOutput",
-];
+use super::run_control_rpc as control;
 
 pub async fn dispatch(
     state: &AppState,
@@ -55,14 +34,30 @@ pub async fn dispatch(
         "ListRuns" => respond(unary, |r| list_runs(state, ctx, r)).await,
         "GetRunSteps" => respond(unary, |r| get_run_steps(state, ctx, r)).await,
         "CancelRun" => respond(unary, |r| cancel_run(state, ctx, r)).await,
+        "UpdateFunctionStatus" => {
+            respond(unary, |r| versions::update_function_status(state, ctx, r)).await
+        }
+        "DeleteFunction" => respond(unary, |r| versions::delete_function(state, ctx, r)).await,
+        "ListFunctionHistory" => {
+            respond(unary, |r| versions::list_function_history(state, ctx, r)).await
+        }
+        "GetFunctionAtVersion" => {
+            respond(unary, |r| versions::get_function_at_version(state, ctx, r)).await
+        }
+        "RollbackFunction" => respond(unary, |r| versions::rollback_function(state, ctx, r)).await,
+        "PauseRun" => respond(unary, |r| control::pause_run(state, ctx, r)).await,
+        "ResumeRun" => respond(unary, |r| control::resume_run(state, ctx, r)).await,
+        "GetPausedState" => respond(unary, |r| control::get_paused_state(state, ctx, r)).await,
+        "InjectStepOutput" => respond(unary, |r| control::inject_step_output(state, ctx, r)).await,
+        "PatchStep" => respond(unary, |r| control::patch_step(state, ctx, r)).await,
+        "RedactStep" => respond(unary, |r| control::redact_step(state, ctx, r)).await,
+        "RedactRun" => respond(unary, |r| control::redact_run(state, ctx, r)).await,
+        "RedactEvent" => respond(unary, |r| control::redact_event(state, ctx, r)).await,
+        "DeleteRun" => respond(unary, |r| control::delete_run(state, ctx, r)).await,
+        "DeleteRuns" => respond(unary, |r| control::delete_runs(state, ctx, r)).await,
+        "TriggerBatch" => respond(unary, |r| control::trigger_batch(state, ctx, r)).await,
         "Health" => respond(unary, |r| health(state, r)).await,
         "Info" => respond(unary, |r| info(state, ctx, r)).await,
-        m if NOT_YET.contains(&m) => ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            Code::Unimplemented,
-            format!("ironflow.v1.IronflowService/{m} is not implemented by this server yet"),
-        )
-        .into_response(),
         m => ApiError::new(
             StatusCode::NOT_FOUND,
             Code::Unimplemented,

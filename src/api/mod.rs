@@ -9,11 +9,13 @@ mod connect_stream;
 mod data;
 pub mod error;
 mod extract;
+mod function_versions_rpc;
 mod ironflow_rpc;
 mod kv;
 mod proto_map;
 mod pubsub_rpc;
 mod rest;
+mod run_control_rpc;
 mod subscription;
 mod system;
 mod watch;
@@ -325,6 +327,12 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             "/ironflow.v1.IronflowService/{method}",
             Key,
             post(connect::ironflow_service),
+        ),
+        route(
+            Method::POST,
+            "/ironflow.v1.TimeTravelService/{method}",
+            Key,
+            post(connect::time_travel_service),
         ),
         route(
             Method::POST,

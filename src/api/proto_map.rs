@@ -340,6 +340,10 @@ pub fn run(record: &RunRecord) -> pb::Run {
         environment_id: record.env_id.to_string(),
         cancellation_cause: record.cancellation_cause.clone().unwrap_or_default(),
         event_name: record.event_name.clone().unwrap_or_default(),
+        pause_requested: record.pause_requested,
+        pause_reason: record.pause_reason.clone().unwrap_or_default(),
+        resume_from_step: record.resume_from_step.clone().unwrap_or_default(),
+        parent_step_id: String::new(),
         ..pb::Run::default()
     }
 }
@@ -380,6 +384,13 @@ pub fn step(record: &StepRecord) -> pb::Step {
         created_at: Some(timestamp(record.created_at)),
         updated_at: Some(timestamp(record.updated_at)),
         stored_status: record.status.clone(),
+        original_output: record
+            .original_output
+            .as_ref()
+            .and_then(|o| payload_pair(o).0),
+        original_output_value: record.original_output.as_ref().map(json_to_value),
+        patched_at: record.patched_at.map(timestamp),
+        patched_by: record.patched_by.clone().unwrap_or_default(),
         ..pb::Step::default()
     }
 }

@@ -529,6 +529,9 @@ fn run_json(r: &RunRecord) -> Value {
         "updated_at": r.updated_at.to_rfc3339(),
         "started_at": r.started_at.map(Ts::to_rfc3339),
         "ended_at": r.ended_at.map(Ts::to_rfc3339),
+        "pause_requested": r.pause_requested,
+        "pause_reason": r.pause_reason,
+        "resume_from_step": r.resume_from_step,
     })
 }
 
@@ -545,6 +548,10 @@ fn step_json(s: &StepRecord) -> Value {
         "attempt": s.attempt,
         "started_at": s.started_at.map(Ts::to_rfc3339),
         "ended_at": s.ended_at.map(Ts::to_rfc3339),
+        "original_output": s.original_output,
+        "patched_at": s.patched_at.map(Ts::to_rfc3339),
+        "patched_by": s.patched_by,
+        "injected": s.injected,
     })
 }
 

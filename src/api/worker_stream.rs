@@ -269,7 +269,9 @@ impl Session {
                 let fence = required_fence(self, a.fence)?;
                 // A stale ack is answered when the worker reports; nothing to do now.
                 match self.engine.ack_job(&fence.0, &fence.1).await {
-                    Ok(()) | Err(EngineError::StaleExecution) => Ok(()),
+                    Ok(()) | Err(EngineError::StaleExecution | EngineError::PausedAtBoundary) => {
+                        Ok(())
+                    }
                     Err(e) => Err(Status::from(ApiError::from(e))),
                 }
             }
@@ -380,7 +382,7 @@ impl Session {
                         h.next_step += report.steps.len() as i64;
                     }
                 }
-                Ok(()) | Err(EngineError::StaleExecution) => {
+                Ok(()) | Err(EngineError::StaleExecution | EngineError::PausedAtBoundary) => {
                     held.remove(&job);
                 }
                 Err(_) => {}
@@ -396,7 +398,7 @@ impl Session {
                 ok: true,
                 ..Default::default()
             },
-            Err(EngineError::StaleExecution) => pb::Committed {
+            Err(EngineError::StaleExecution | EngineError::PausedAtBoundary) => pb::Committed {
                 request_id,
                 stale: true,
                 error: "STALE_EXECUTION".into(),

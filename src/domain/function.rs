@@ -66,13 +66,30 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// Applied when a registration gives no retry policy.
-    pub const DEFAULT_MAX_ATTEMPTS: i32 = 3;
+    pub const DEFAULT_MAX_ATTEMPTS: i32 = 25;
     /// The first retry's delay when the policy gives none.
     pub const DEFAULT_INITIAL_DELAY_MS: i32 = 1000;
     /// How much each retry's delay grows when the policy says nothing.
     pub const DEFAULT_BACKOFF_FACTOR: f64 = 2.0;
     /// The longest delay between attempts when the policy gives none (5 min).
     pub const DEFAULT_MAX_DELAY_MS: i32 = 300_000;
+    /// What a run does when its attempts run out and the function gives no policy: it is held
+    /// `paused` for a fix and a resume (its compensations do not run).
+    pub const DEFAULT_ON_EXHAUSTED: &'static str = "pause";
+
+    /// What happens when the attempts run out: the policy's `on_exhausted`; a policy that
+    /// names none keeps its old meaning, `fail`; no policy at all, the default `pause`.
+    pub fn on_exhausted_of(policy: Option<&Self>) -> &str {
+        match policy {
+            None => Self::DEFAULT_ON_EXHAUSTED,
+            Some(p) if p.on_exhausted.is_empty() => "fail",
+            Some(p) => &p.on_exhausted,
+        }
+    }
+
+    pub fn pauses_when_exhausted(policy: Option<&Self>) -> bool {
+        Self::on_exhausted_of(policy) == "pause"
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -224,7 +241,13 @@ impl FunctionDefinition {
     pub fn max_attempts(&self) -> i32 {
         self.retry
             .as_ref()
-            .map_or(RetryPolicy::DEFAULT_MAX_ATTEMPTS, |r| r.max_attempts.max(1))
+            .map_or(RetryPolicy::DEFAULT_MAX_ATTEMPTS, |r| {
+                if r.max_attempts > 0 {
+                    r.max_attempts
+                } else {
+                    RetryPolicy::DEFAULT_MAX_ATTEMPTS
+                }
+            })
     }
 }
 

@@ -20,6 +20,27 @@ pub enum HistoryKind {
     RunResumed,
     RunCompleted,
     RunFailed,
+    /// A person asked a running run to pause at its next step boundary.
+    RunPauseRequested,
+    /// The run is paused (at once, at a step boundary, or because its retries ran out under
+    /// `on_exhausted = "pause"`).
+    RunPaused,
+    /// A person resumed a paused or failed run (optionally from a step).
+    RunUnpaused,
+    /// Steps from a given one on were dropped so that they run again (`ResumeRun{from_step}`).
+    StepsReset,
+    /// A paused run's step output replaced by a person (`InjectStepOutput`).
+    StepInjected,
+    /// A step's output edited by a person (`PatchStep`).
+    StepPatched,
+    /// Payloads replaced by the redaction marker (the one sanctioned rewrite of the history).
+    StepRedacted,
+    RunRedacted,
+    EventRedacted,
+    RunDeleted,
+    FunctionStatusChanged,
+    FunctionRolledBack,
+    FunctionDeleted,
     WorkerRegistered,
     ConfigUpdated,
     ConfigDeleted,
@@ -47,6 +68,19 @@ impl HistoryKind {
             Self::RunResumed => "run.resumed",
             Self::RunCompleted => "run.completed",
             Self::RunFailed => "run.failed",
+            Self::RunPauseRequested => "run.pause_requested",
+            Self::RunPaused => "run.paused",
+            Self::RunUnpaused => "run.unpaused",
+            Self::StepsReset => "steps.reset",
+            Self::StepInjected => "step.injected",
+            Self::StepPatched => "step.patched",
+            Self::StepRedacted => "step.redacted",
+            Self::RunRedacted => "run.redacted",
+            Self::EventRedacted => "event.redacted",
+            Self::RunDeleted => "run.deleted",
+            Self::FunctionStatusChanged => "function.status_changed",
+            Self::FunctionRolledBack => "function.rolled_back",
+            Self::FunctionDeleted => "function.deleted",
             Self::WorkerRegistered => "worker.registered",
             Self::ConfigUpdated => "config.updated",
             Self::ConfigDeleted => "config.deleted",

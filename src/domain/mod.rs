@@ -4,6 +4,7 @@
 pub mod breaker;
 pub mod expression;
 pub mod function;
+pub mod function_history;
 pub mod group;
 pub mod history;
 pub mod job;
@@ -11,8 +12,10 @@ pub mod job_wire;
 pub mod kv;
 pub mod lifecycle;
 pub mod pattern;
+pub mod redaction;
 pub mod run;
 pub mod secret;
 pub mod signature;
 pub mod storable;
 pub mod time;
+pub mod time_travel;

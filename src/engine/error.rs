@@ -24,6 +24,12 @@ pub enum EngineError {
     /// The fence of an ack or report does not match the current dispatch.
     #[error("this execution is stale: the run was re-dispatched, cancelled or its lease expired")]
     StaleExecution,
+    /// A checkpoint was recorded and the run paused at it (a pause was requested): the
+    /// dispatch is over, as for a stale fence.
+    #[error(
+        "the run was paused at this step boundary: the reported steps are recorded, and the dispatch is over until the run is resumed"
+    )]
+    PausedAtBoundary,
     #[error(transparent)]
     Store(#[from] StoreError),
 }

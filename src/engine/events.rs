@@ -57,7 +57,20 @@ pub struct EventPage {
     pub has_prev: bool,
 }
 
+/// The most events one `TriggerBatch` carries.
+pub const MAX_TRIGGER_BATCH: usize = 1000;
+
 impl Engine {
+    /// Emits each event on its own (together, so the group commit can take them in one
+    /// transaction): one event's failure does not stop the others. Results in request order.
+    pub async fn emit_each(
+        &self,
+        env: &EnvId,
+        requests: Vec<EmitEvent>,
+    ) -> Vec<Result<EmitResult, EngineError>> {
+        futures::future::join_all(requests.into_iter().map(|r| self.emit(env, r))).await
+    }
+
     pub async fn emit(&self, env: &EnvId, request: EmitEvent) -> Result<EmitResult, EngineError> {
         if request.name.starts_with("ironflow/") {
             return Err(EngineError::InvalidArgument(format!(

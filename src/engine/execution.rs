@@ -149,7 +149,7 @@ impl Engine {
             .await?
         {
             FenceOutcome::Accepted(_) => Ok(()),
-            FenceOutcome::Stale => Err(EngineError::StaleExecution),
+            FenceOutcome::Stale | FenceOutcome::Paused(_) => Err(EngineError::StaleExecution),
         }
     }
 
@@ -173,6 +173,10 @@ impl Engine {
             FenceOutcome::Accepted(effects) => {
                 self.bus().publish(&effects);
                 Ok(())
+            }
+            FenceOutcome::Paused(effects) => {
+                self.bus().publish(&effects);
+                Err(EngineError::PausedAtBoundary)
             }
             FenceOutcome::Stale => Err(EngineError::StaleExecution),
         }

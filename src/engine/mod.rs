@@ -4,6 +4,7 @@
 
 mod bus;
 mod commits;
+mod control;
 mod cursor;
 mod data;
 mod error;
@@ -27,12 +28,13 @@ use std::sync::Arc;
 
 pub use crate::store::kv_nats::NatsKv;
 pub use bus::{Bus, BusMessage, MessageKind};
+pub use control::{DeleteRunsQuery, MAX_DELETE_BATCH, PausedState};
 pub use data::config_document;
 pub use error::EngineError;
-pub use events::{EmitEvent, EmitResult, EventPage, EventPageQuery};
+pub use events::{EmitEvent, EmitResult, EventPage, EventPageQuery, MAX_TRIGGER_BATCH};
 pub use execution::{PollOutcome, WorkerHello};
 pub use fanout::NatsFanout;
-pub use functions::{FunctionPage, RegisterFunction};
+pub use functions::{FunctionHistoryPage, FunctionPage, RegisterFunction};
 pub use groups::GroupMember;
 pub use kv::KvBackend;
 pub use pubsub::Published;

@@ -357,7 +357,7 @@ impl Dispatcher {
             outcome,
         };
         match self.engine.report_job(&report).await {
-            Ok(()) | Err(EngineError::StaleExecution) => {}
+            Ok(()) | Err(EngineError::StaleExecution | EngineError::PausedAtBoundary) => {}
             Err(e) => {
                 tracing::warn!(error = %e, run = %job.run.id, "applying a push result failed; the lease will expire and it is sent again");
             }

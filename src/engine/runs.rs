@@ -78,7 +78,7 @@ impl Engine {
         id: &RunId,
     ) -> Result<Vec<HistoryRecord>, EngineError> {
         self.get_run(env, id).await?;
-        Ok(self.store().run_history(env, id).await?)
+        Ok(self.store().run_history(env, id, None).await?)
     }
 
     /// Cancels a run that has not ended. Cancelling a cancelled run returns it unchanged

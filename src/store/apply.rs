@@ -331,23 +331,38 @@ async fn write_one<C: Conn + ?Sized>(
     match change {
         Change::ResolveStep {
             run,
+            env,
             step_id,
             status,
             output,
             error,
         } => {
-            conn.execute(
-                sql!("resolve_step"),
-                args![
-                    run.as_str(),
-                    step_id.as_str(),
-                    status,
-                    output.as_ref(),
-                    error.as_ref(),
-                    now
-                ],
-            )
-            .await?;
+            let resolved = conn
+                .execute(
+                    sql!("resolve_step"),
+                    args![
+                        run.as_str(),
+                        step_id.as_str(),
+                        status,
+                        output.as_ref(),
+                        error.as_ref(),
+                        now
+                    ],
+                )
+                .await?;
+            if resolved > 0 {
+                let kind = if status == "completed" {
+                    HistoryKind::StepCompleted
+                } else {
+                    HistoryKind::StepFailed
+                };
+                let payload = json!({
+                    "step_id": step_id, "status": status, "output": output, "error": error,
+                    "resolved": true,
+                });
+                let entry = run_entry(&env, kind, &run, payload);
+                write_history(conn, std::slice::from_ref(&entry), now).await?;
+            }
         }
         Change::SetJobTimeout { run, at } => {
             conn.execute(sql!("set_job_timeout"), args![run.as_str(), at])
@@ -358,10 +373,10 @@ async fn write_one<C: Conn + ?Sized>(
                 .await?;
         }
         Change::Resume { run, env, reason } => {
-            let woken = conn
-                .execute(sql!("wake_job"), args![run.as_str(), now])
+            let state: Option<String> = conn
+                .scalar_optional(sql!("wake_job"), args![run.as_str(), now])
                 .await?;
-            if woken > 0 {
+            if state.as_deref() == Some("queued") {
                 conn.execute(sql!("set_run_status"), args![run.as_str(), "running", now])
                     .await?;
                 let entry = run_entry(&env, HistoryKind::RunResumed, &run, reason);
@@ -391,6 +406,81 @@ async fn write_one<C: Conn + ?Sized>(
                     w.match_value.as_ref(),
                     w.expires_at,
                     now,
+                ],
+            )
+            .await?;
+        }
+        Change::PauseJob { run, resume, due } => {
+            conn.execute(sql!("pause_job"), args![run.as_str(), resume.as_str(), due])
+                .await?;
+        }
+        Change::MarkPaused { run, reason, error } => {
+            conn.execute(
+                sql!("mark_paused"),
+                args![run.as_str(), reason.as_str(), error.as_ref(), now],
+            )
+            .await?;
+        }
+        Change::RequestPause { run, requested } => {
+            conn.execute(sql!("request_pause"), args![run.as_str(), requested, now])
+                .await?;
+        }
+        Change::UnpauseJob { run, now_due } => {
+            conn.execute(sql!("unpause_job"), args![run.as_str(), now_due, now])
+                .await?;
+        }
+        Change::ClearPause { run, from_step } => {
+            conn.execute(
+                sql!("clear_pause"),
+                args![run.as_str(), from_step.as_deref(), now],
+            )
+            .await?;
+        }
+        Change::ResetSteps { run, from_sequence } => {
+            conn.execute(sql!("reset_steps"), args![run.as_str(), from_sequence])
+                .await?;
+            conn.execute(sql!("reset_waits"), args![run.as_str()])
+                .await?;
+        }
+        Change::ReviveRun {
+            run,
+            lane,
+            admitted,
+            from_step,
+        } => {
+            let (state, status) = if admitted {
+                ("queued", "running")
+            } else {
+                ("blocked", "waiting_for_capacity")
+            };
+            let (key, limit) = lane.map_or((String::new(), 0), |l| (l.key, l.limit));
+            conn.execute(
+                sql!("revive_job"),
+                args![run.as_str(), state, now, key.as_str(), limit],
+            )
+            .await?;
+            conn.execute(
+                sql!("revive_run"),
+                args![run.as_str(), status, from_step.as_deref(), now],
+            )
+            .await?;
+        }
+        Change::EditStep {
+            run,
+            step_id,
+            output,
+            injected,
+            actor,
+        } => {
+            conn.execute(
+                sql!("edit_step"),
+                args![
+                    run.as_str(),
+                    step_id.as_str(),
+                    &output,
+                    injected,
+                    actor.as_str(),
+                    now
                 ],
             )
             .await?;

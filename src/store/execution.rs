@@ -17,7 +17,7 @@ use super::runs::{RunRecord, RunRow, StepRecord, StepRow, select_run};
 use super::sql::{Conn, args, sql};
 use super::writes::notify_commit;
 use crate::domain::expression::{Bindings, lane_key};
-use crate::domain::function::{ExecutionMode, FunctionDefinition};
+use crate::domain::function::{ExecutionMode, FunctionDefinition, RetryPolicy};
 use crate::domain::job::{Fence, JobReport};
 use crate::domain::lifecycle::report::{
     ChildFunction, ReportDecision, ReportFacts, child_lookup, decide, fence_holds,
@@ -166,15 +166,11 @@ pub struct ClaimedJob {
 }
 
 impl ClaimedJob {
-    /// What happens when the attempts run out (`fail` unless the function says otherwise), as
+    /// What happens when the attempts run out ([`RetryPolicy::on_exhausted_of`]), as
     /// both job protocols carry it.
     pub fn on_exhausted(&self) -> String {
-        self.definition
-            .as_ref()
-            .and_then(|d| d.retry.as_ref())
-            .map(|r| r.on_exhausted.clone())
-            .filter(|o| !o.is_empty())
-            .unwrap_or_else(|| "fail".to_owned())
+        RetryPolicy::on_exhausted_of(self.definition.as_ref().and_then(|d| d.retry.as_ref()))
+            .to_owned()
     }
 
     /// The triggering event as both job protocols carry it (pull assignments and push
@@ -205,6 +201,9 @@ impl ClaimedJob {
 #[derive(Debug, Clone)]
 pub enum FenceOutcome {
     Accepted(Effects),
+    /// Applied, and the run paused at this boundary (a pause was requested): the dispatch is
+    /// over, and the worker is answered as for a stale fence so that it stops.
+    Paused(Effects),
     /// The fence did not match the current dispatch (superseded, cancelled or lease lost).
     Stale,
 }
@@ -219,7 +218,7 @@ pub enum CancelOutcome {
 
 /// A job row as the lifecycle reads it.
 #[derive(sqlx::FromRow)]
-struct JobRow {
+pub(super) struct JobRow {
     run_id: String,
     env_id: String,
     dispatch_id: Option<String>,
@@ -236,7 +235,7 @@ struct JobRow {
 }
 
 impl JobRow {
-    fn facts(&self) -> Result<JobFacts, StoreError> {
+    pub(super) fn facts(&self) -> Result<JobFacts, StoreError> {
         let state = JobState::parse(&self.state).ok_or_else(|| {
             StoreError::Corrupt(format!("job {}: state '{}'", self.run_id, self.state))
         })?;
@@ -272,6 +271,7 @@ struct RunStateColumns {
     parent_run_id: Option<String>,
     parent_step_id: Option<String>,
     event_id: Option<String>,
+    pause_requested: bool,
     definition: Option<Json<FunctionDefinition>>,
 }
 
@@ -307,10 +307,10 @@ impl ReportFactsRow {
 }
 
 /// A run's facts, its triggering event and its function's definition.
-struct RunContext {
-    facts: RunFacts,
-    event_id: Option<EventId>,
-    definition: Option<FunctionDefinition>,
+pub(super) struct RunContext {
+    pub(super) facts: RunFacts,
+    pub(super) event_id: Option<EventId>,
+    pub(super) definition: Option<FunctionDefinition>,
 }
 
 impl RunFactsRow {
@@ -337,6 +337,7 @@ impl RunFactsRow {
                 max_attempts: state.max_attempts,
                 input: state.input.0,
                 parent,
+                pause_requested: state.pause_requested,
             },
             event_id: state.event_id.map(EventId::from_stored),
             definition: state.definition.map(|d| d.0),
@@ -345,7 +346,7 @@ impl RunFactsRow {
 }
 
 /// Facts of several runs, by id.
-async fn run_contexts<C: Conn + ?Sized>(
+pub(super) async fn run_contexts<C: Conn + ?Sized>(
     conn: &mut C,
     ids: &[&str],
 ) -> Result<HashMap<String, RunContext>, StoreError> {
@@ -428,7 +429,7 @@ struct WaitingStep {
 
 /// The function an invoke names, with its lane for this input and the lane's active count
 /// (under the lane's lock); `None` when there is no such function.
-async fn child_function<C: Conn + ?Sized>(
+pub(super) async fn child_function<C: Conn + ?Sized>(
     conn: &mut C,
     env: &EnvId,
     function_id: &str,
@@ -473,7 +474,10 @@ fn moves_job(t: &Transition) -> bool {
     t.changes.iter().any(|c| {
         matches!(
             c,
-            Change::DeleteJob { .. } | Change::QueueJob { .. } | Change::ParkJob { .. }
+            Change::DeleteJob { .. }
+                | Change::QueueJob { .. }
+                | Change::ParkJob { .. }
+                | Change::PauseJob { .. }
         )
     })
 }
@@ -671,6 +675,11 @@ impl<D: Db> ExecutionStore for SqlStore<D> {
                         moved.insert(report.dispatch_id.as_str());
                     }
                     outcomes.push(FenceOutcome::Accepted(t.effects_with_schedule()));
+                    transitions.push(t);
+                }
+                ReportDecision::Paused(t) => {
+                    moved.insert(report.dispatch_id.as_str());
+                    outcomes.push(FenceOutcome::Paused(t.effects_with_schedule()));
                     transitions.push(t);
                 }
             }

@@ -9,7 +9,9 @@ use super::db::{Db, SqlStore};
 use super::sql::{Conn, args, sql};
 use super::writes::append_history;
 use crate::domain::function::{FunctionDefinition, FunctionStatus};
+use crate::domain::function_history::FunctionEntry;
 use crate::domain::history::{HistoryKind, NewHistoryEntry};
+use crate::domain::lifecycle::control::Actor;
 use crate::domain::time::Ts;
 use crate::ids::{EnvId, FunctionId};
 
@@ -35,6 +37,65 @@ pub trait FunctionStore: Send + Sync {
 
     /// Every active function of the environment (trigger matching reads them on each emit).
     async fn active_functions(&self, env: &EnvId) -> Result<Vec<FunctionRecord>, StoreError>;
+
+    /// Sets a function's status with its history entry; `None` when there is no such function.
+    async fn set_function_status(
+        &self,
+        env: &EnvId,
+        id: &FunctionId,
+        status: FunctionStatus,
+        actor: &Actor,
+    ) -> Result<Option<FunctionRecord>, StoreError>;
+
+    /// Deletes a function and its stored versions (the history keeps every definition); refused
+    /// while it has unfinished runs.
+    async fn delete_function(
+        &self,
+        env: &EnvId,
+        id: &FunctionId,
+        actor: &Actor,
+    ) -> Result<DeleteFunctionOutcome, StoreError>;
+
+    /// The function's `function.*` history entries, oldest first.
+    async fn function_history(
+        &self,
+        env: &EnvId,
+        id: &FunctionId,
+    ) -> Result<Vec<FunctionEntry>, StoreError>;
+
+    /// Makes the definition of `version` current again, as a new version.
+    async fn rollback_function(
+        &self,
+        env: &EnvId,
+        id: &FunctionId,
+        version: i32,
+        actor: &Actor,
+    ) -> Result<RollbackOutcome, StoreError>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteFunctionOutcome {
+    Deleted,
+    NotFound,
+    /// It still has this many unfinished runs.
+    HasUnfinishedRuns(i64),
+}
+
+#[derive(Debug, Clone)]
+pub enum RollbackOutcome {
+    RolledBack(FunctionRecord),
+    FunctionNotFound,
+    VersionNotFound,
+    /// The version asked for is the current definition already.
+    AlreadyCurrent(FunctionRecord),
+}
+
+#[derive(sqlx::FromRow)]
+struct FunctionEntryRow {
+    seq: i64,
+    recorded_at: Ts,
+    kind: String,
+    payload: Json<serde_json::Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -274,5 +335,199 @@ impl<D: Db> FunctionStore for SqlStore<D> {
             .fetch_all(sql!("active_functions"), args![env.as_str()])
             .await?;
         rows.into_iter().map(FunctionRecord::try_from).collect()
+    }
+
+    async fn set_function_status(
+        &self,
+        env: &EnvId,
+        id: &FunctionId,
+        status: FunctionStatus,
+        actor: &Actor,
+    ) -> Result<Option<FunctionRecord>, StoreError> {
+        let now = Ts::now();
+        let mut tx = self.db.begin().await?;
+        let locked: Option<CurrentVersion> = tx
+            .fetch_optional(sql!("lock_function"), args![env.as_str(), id.as_str()])
+            .await?;
+        if locked.is_none() {
+            return Ok(None);
+        }
+        let before = select_function(&mut *tx, env, id)
+            .await?
+            .ok_or_else(|| StoreError::Internal("function vanished under lock".into()))?;
+        if before.status == status {
+            D::commit(tx).await?;
+            return Ok(Some(before));
+        }
+        tx.execute(
+            sql!("set_function_status"),
+            args![env.as_str(), id.as_str(), status.as_str(), now],
+        )
+        .await?;
+        let entry = function_entry(
+            env,
+            id,
+            HistoryKind::FunctionStatusChanged,
+            serde_json::json!({
+                "from": before.status.as_str(), "status": status.as_str(), "version": before.version,
+                "actor_id": actor.key_id, "change_reason": actor.reason,
+            }),
+        );
+        append_history(&mut *tx, &entry, now).await?;
+        let after = select_function(&mut *tx, env, id).await?;
+        D::commit(tx).await?;
+        Ok(after)
+    }
+
+    async fn delete_function(
+        &self,
+        env: &EnvId,
+        id: &FunctionId,
+        actor: &Actor,
+    ) -> Result<DeleteFunctionOutcome, StoreError> {
+        let now = Ts::now();
+        let mut tx = self.db.begin().await?;
+        let locked: Option<CurrentVersion> = tx
+            .fetch_optional(sql!("lock_function"), args![env.as_str(), id.as_str()])
+            .await?;
+        let Some(current) = locked else {
+            return Ok(DeleteFunctionOutcome::NotFound);
+        };
+        let unfinished: i64 = tx
+            .scalar(
+                sql!("count_unfinished_runs_of_function"),
+                args![env.as_str(), id.as_str()],
+            )
+            .await?;
+        if unfinished > 0 {
+            return Ok(DeleteFunctionOutcome::HasUnfinishedRuns(unfinished));
+        }
+        tx.execute(
+            sql!("delete_function_versions"),
+            args![env.as_str(), id.as_str()],
+        )
+        .await?;
+        tx.execute(sql!("delete_function"), args![env.as_str(), id.as_str()])
+            .await?;
+        let entry = function_entry(
+            env,
+            id,
+            HistoryKind::FunctionDeleted,
+            serde_json::json!({
+                "version": current.version, "definition_hash": current.definition_hash,
+                "actor_id": actor.key_id, "change_reason": actor.reason,
+            }),
+        );
+        append_history(&mut *tx, &entry, now).await?;
+        D::commit(tx).await?;
+        Ok(DeleteFunctionOutcome::Deleted)
+    }
+
+    async fn function_history(
+        &self,
+        env: &EnvId,
+        id: &FunctionId,
+    ) -> Result<Vec<FunctionEntry>, StoreError> {
+        let rows: Vec<FunctionEntryRow> = self
+            .db
+            .reader()
+            .await?
+            .fetch_all(sql!("function_history"), args![env.as_str(), id.as_str()])
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| FunctionEntry {
+                seq: r.seq,
+                recorded_at: r.recorded_at,
+                kind: r.kind,
+                payload: r.payload.0,
+            })
+            .collect())
+    }
+
+    async fn rollback_function(
+        &self,
+        env: &EnvId,
+        id: &FunctionId,
+        version: i32,
+        actor: &Actor,
+    ) -> Result<RollbackOutcome, StoreError> {
+        let now = Ts::now();
+        let mut tx = self.db.begin().await?;
+        let locked: Option<CurrentVersion> = tx
+            .fetch_optional(sql!("lock_function"), args![env.as_str(), id.as_str()])
+            .await?;
+        let Some(current) = locked else {
+            return Ok(RollbackOutcome::FunctionNotFound);
+        };
+        let stored: Option<Json<FunctionDefinition>> = tx
+            .scalar_optional(
+                sql!("function_version_definition"),
+                args![env.as_str(), id.as_str(), version],
+            )
+            .await?;
+        let Some(Json(definition)) = stored else {
+            return Ok(RollbackOutcome::VersionNotFound);
+        };
+        let hash = definition.content_hash();
+        if hash == current.definition_hash {
+            let function = select_function(&mut *tx, env, id)
+                .await?
+                .ok_or_else(|| StoreError::Internal("function vanished under lock".into()))?;
+            D::commit(tx).await?;
+            return Ok(RollbackOutcome::AlreadyCurrent(function));
+        }
+        let next = current.version + 1;
+        let json = serde_json::to_value(&definition)
+            .map_err(|e| StoreError::Internal(format!("encoding a definition: {e}")))?;
+        tx.execute(
+            sql!("update_function"),
+            args![
+                env.as_str(),
+                id.as_str(),
+                &definition.name,
+                next,
+                &json,
+                &hash,
+                now
+            ],
+        )
+        .await?;
+        tx.execute(
+            sql!("insert_function_version"),
+            args![env.as_str(), id.as_str(), next, &json, &hash, now],
+        )
+        .await?;
+        let entry = function_entry(
+            env,
+            id,
+            HistoryKind::FunctionRolledBack,
+            serde_json::json!({
+                "version": next, "from_version": version, "definition_hash": hash,
+                "definition": json, "actor_id": actor.key_id, "change_reason": actor.reason,
+            }),
+        );
+        append_history(&mut *tx, &entry, now).await?;
+        let function = select_function(&mut *tx, env, id)
+            .await?
+            .ok_or_else(|| StoreError::Internal("function missing after write".into()))?;
+        D::commit(tx).await?;
+        Ok(RollbackOutcome::RolledBack(function))
+    }
+}
+
+fn function_entry(
+    env: &EnvId,
+    id: &FunctionId,
+    kind: HistoryKind,
+    payload: serde_json::Value,
+) -> NewHistoryEntry {
+    NewHistoryEntry {
+        env_id: env.clone(),
+        kind,
+        run_id: None,
+        function_id: Some(id.clone()),
+        event_id: None,
+        payload,
     }
 }

@@ -12,6 +12,7 @@ pub mod time;
 
 mod apply;
 pub mod config;
+pub mod control;
 pub mod db;
 pub mod events;
 pub mod execution;
@@ -145,6 +146,7 @@ pub trait Store:
     + push::PushStore
     + events::EventStore
     + execution::ExecutionStore
+    + control::RunControlStore
     + Send
     + Sync
     + 'static

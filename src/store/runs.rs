@@ -21,8 +21,13 @@ pub trait RunStore: Send + Sync {
 
     async fn run_steps(&self, env: &EnvId, run: &RunId) -> Result<Vec<StepRecord>, StoreError>;
 
-    async fn run_history(&self, env: &EnvId, run: &RunId)
-    -> Result<Vec<HistoryRecord>, StoreError>;
+    /// The run's history, oldest first; with `until`, only what was recorded at or before it.
+    async fn run_history(
+        &self,
+        env: &EnvId,
+        run: &RunId,
+        until: Option<Ts>,
+    ) -> Result<Vec<HistoryRecord>, StoreError>;
 
     async fn env_counts(&self, env: &EnvId) -> Result<EnvCounts, StoreError>;
 
@@ -68,6 +73,9 @@ pub struct RunRecord {
     pub updated_at: Ts,
     pub started_at: Option<Ts>,
     pub ended_at: Option<Ts>,
+    pub pause_requested: bool,
+    pub pause_reason: Option<String>,
+    pub resume_from_step: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +93,11 @@ pub struct StepRecord {
     pub ended_at: Option<Ts>,
     pub created_at: Ts,
     pub updated_at: Ts,
+    /// What the worker recorded, when a person edited the output since.
+    pub original_output: Option<Value>,
+    pub patched_at: Option<Ts>,
+    pub patched_by: Option<String>,
+    pub injected: bool,
 }
 
 /// Keyset page request shared by the list queries: newest first, strictly older than `before_seq`.
@@ -131,6 +144,9 @@ pub(crate) struct RunRow {
     pub updated_at: Ts,
     pub started_at: Option<Ts>,
     pub ended_at: Option<Ts>,
+    pub pause_requested: bool,
+    pub pause_reason: Option<String>,
+    pub resume_from_step: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -148,6 +164,10 @@ pub(crate) struct StepRow {
     pub ended_at: Option<Ts>,
     pub created_at: Ts,
     pub updated_at: Ts,
+    pub original_output: Option<Json<Value>>,
+    pub patched_at: Option<Ts>,
+    pub patched_by: Option<String>,
+    pub injected: bool,
 }
 
 impl TryFrom<RunRow> for RunRecord {
@@ -178,6 +198,9 @@ impl TryFrom<RunRow> for RunRecord {
             updated_at: r.updated_at,
             started_at: r.started_at,
             ended_at: r.ended_at,
+            pause_requested: r.pause_requested,
+            pause_reason: r.pause_reason,
+            resume_from_step: r.resume_from_step,
         })
     }
 }
@@ -198,6 +221,10 @@ impl From<StepRow> for StepRecord {
             ended_at: r.ended_at,
             created_at: r.created_at,
             updated_at: r.updated_at,
+            original_output: r.original_output.map(|j| j.0),
+            patched_at: r.patched_at,
+            patched_by: r.patched_by,
+            injected: r.injected,
         }
     }
 }
@@ -263,12 +290,16 @@ impl<D: Db> RunStore for SqlStore<D> {
         &self,
         env: &EnvId,
         run: &RunId,
+        until: Option<Ts>,
     ) -> Result<Vec<HistoryRecord>, StoreError> {
         let rows: Vec<HistoryRow> = self
             .db
             .reader()
             .await?
-            .fetch_all(sql!("run_history"), args![env.as_str(), run.as_str()])
+            .fetch_all(
+                sql!("run_history"),
+                args![env.as_str(), run.as_str(), until],
+            )
             .await?;
         Ok(rows.into_iter().map(Into::into).collect())
     }

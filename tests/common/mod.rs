@@ -144,24 +144,13 @@ impl TestServer {
             .bearer_auth(&self.key)
     }
 
-    /// A Connect JSON call; returns status and the JSON body.
+    /// A Connect JSON call to `ironflow.v1.IronflowService`; returns status and the JSON body.
     pub async fn connect_json(
         &self,
         method: &str,
         body: serde_json::Value,
     ) -> (u16, serde_json::Value) {
-        let response = self
-            .post(&format!("/ironflow.v1.IronflowService/{method}"))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .expect("request sent");
-        let status = response.status().as_u16();
-        (
-            status,
-            response.json().await.unwrap_or(serde_json::Value::Null),
-        )
+        self.service_json("IronflowService", method, body).await
     }
 
     /// A Connect JSON call to `ironflow.v1.PubSubService`; returns status and the JSON body.
@@ -170,8 +159,18 @@ impl TestServer {
         method: &str,
         body: serde_json::Value,
     ) -> (u16, serde_json::Value) {
+        self.service_json("PubSubService", method, body).await
+    }
+
+    /// A Connect JSON call to `ironflow.v1.<service>`; returns status and the JSON body.
+    pub async fn service_json(
+        &self,
+        service: &str,
+        method: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
         let response = self
-            .post(&format!("/ironflow.v1.PubSubService/{method}"))
+            .post(&format!("/ironflow.v1.{service}/{method}"))
             .header("content-type", "application/json")
             .body(body.to_string())
             .send()

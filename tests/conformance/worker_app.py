@@ -200,7 +200,41 @@ def build(p: str) -> dict[str, list[Function]]:
     async def without_secrets(ctx: Any) -> Any:
         return {"secrets": dict(ctx.secrets)}
 
+    # 12 — run control: a step to pause at (gated), a step that fails for good (to patch), retries
+    # that run out under on_exhausted="pause" (until the test opens the gate) -----------------------------
+    @function(id=f"{p}-edit", triggers=ev("edit"))
+    async def edit(ctx: Any) -> Any:
+        a = await ctx.step.run("a", body(ctx, "a", 1))
+        b = await ctx.step.run("b", body(ctx, "b", 2, ctx.event.data.get("gate")))
+        c = await ctx.step.run("c", body(ctx, "c", a + b, ctx.event.data.get("gate_c")))
+        return {"a": a, "b": b, "c": c, "secret": ctx.event.data.get("secret")}
+
+    @function(id=f"{p}-broken", triggers=ev("broken"))
+    async def broken(ctx: Any) -> Any:
+        async def fetch() -> Any:
+            effect(ctx, "fetch")
+            raise NonRetryableError("upstream returned garbage", code="BAD_UPSTREAM")
+
+        price = await ctx.step.run("fetch", fetch)
+        total = await ctx.step.run("total", body(ctx, "total", price["price"] * 2))
+        return {"total": total}
+
+    @function(id=f"{p}-exhaust", triggers=ev("exhaust"),
+              retry={"max_attempts": 2, **FAST_RETRY, "on_exhausted": "pause"})
+    async def exhaust(ctx: Any) -> Any:
+        await ctx.step.run("prep", body(ctx, "prep", "ready"))
+        ctx.step.compensate("prep", body(ctx, "undo:prep", None))
+
+        async def call() -> Any:
+            effect(ctx, "call")
+            if not (GATES / ctx.event.data["gate"]).exists():
+                raise RuntimeError(f"still down on attempt {ctx.run.attempt}")
+            return "up"
+
+        return {"call": await ctx.step.run("call", call)}
+
     return {
+        "control": [edit, broken, exhaust],
         "three": [three],
         "nap": [nap],
         "wait": [wait],

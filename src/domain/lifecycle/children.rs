@@ -60,6 +60,7 @@ pub fn resume_parent(
     let mut t = Transition::default();
     t.push(Change::ResolveStep {
         run: parent.run.clone(),
+        env: env.clone(),
         step_id: parent.step_id.clone(),
         status: resolution.status,
         output: resolution.output.clone(),

@@ -15,6 +15,7 @@
 pub mod cancel;
 pub mod children;
 pub mod claim;
+pub mod control;
 pub mod create;
 pub mod lanes;
 pub mod report;
@@ -45,6 +46,8 @@ pub struct RunFacts {
     /// The parent's step that waits for this run (`invoke`); `None` for `invoke_async` and
     /// for runs started by events.
     pub parent: Option<ParentLink>,
+    /// A person asked the running dispatch to pause at its next step boundary.
+    pub pause_requested: bool,
 }
 
 /// A parent run's step waiting on a child.
@@ -65,6 +68,9 @@ pub enum JobState {
     Parked,
     /// Over its concurrency lane's limit.
     Blocked,
+    /// Held by a person (or by `on_exhausted = "pause"`): neither claimable nor timed until a
+    /// resume puts it back where it was.
+    Paused,
 }
 
 impl JobState {
@@ -74,6 +80,7 @@ impl JobState {
             Self::Leased => "leased",
             Self::Parked => "parked",
             Self::Blocked => "blocked",
+            Self::Paused => "paused",
         }
     }
 
@@ -83,6 +90,7 @@ impl JobState {
             "leased" => Self::Leased,
             "parked" => Self::Parked,
             "blocked" => Self::Blocked,
+            "paused" => Self::Paused,
             _ => return None,
         })
     }
@@ -168,8 +176,10 @@ pub struct NewRunRow {
 pub enum Change {
     UpsertStep(StepWrite),
     /// A waiting or sleeping step ends (an event arrived, a child ended, a deadline passed).
+    /// Written with its history entry (`step.completed` / `step.failed`, `resolved: true`).
     ResolveStep {
         run: RunId,
+        env: EnvId,
         step_id: String,
         status: &'static str,
         output: Option<Value>,
@@ -243,6 +253,55 @@ pub enum Change {
     },
     InsertRun(NewRunRow),
     History(NewHistoryEntry),
+    /// The job is held: not claimable, no timer, its lease and run timeout dropped; `resume`
+    /// and `due` are where a resume puts it back.
+    PauseJob {
+        run: RunId,
+        resume: JobState,
+        due: Ts,
+    },
+    /// The run's status becomes `paused` with its reason (and the error that stopped it).
+    MarkPaused {
+        run: RunId,
+        reason: String,
+        error: Option<Value>,
+    },
+    /// Sets or withdraws a pause request for the running dispatch.
+    RequestPause {
+        run: RunId,
+        requested: bool,
+    },
+    /// A paused job goes back where it was (due now when `now_due`: steps were reset).
+    UnpauseJob {
+        run: RunId,
+        now_due: bool,
+    },
+    /// The run's pause is over: its status follows its job again.
+    ClearPause {
+        run: RunId,
+        from_step: Option<String>,
+    },
+    /// The run's steps from this sequence on are dropped, to run again.
+    ResetSteps {
+        run: RunId,
+        from_sequence: i32,
+    },
+    /// A failed run runs again: its job is recreated (queued, or blocked when its lane is
+    /// full), its end cleared.
+    ReviveRun {
+        run: RunId,
+        lane: Option<LaneRef>,
+        admitted: bool,
+        from_step: Option<String>,
+    },
+    /// A step's output replaced by a person; the first recorded output is kept as the original.
+    EditStep {
+        run: RunId,
+        step_id: String,
+        output: Value,
+        injected: bool,
+        actor: String,
+    },
 }
 
 /// A follow-up the store resolves after applying a transition's changes, with facts it reads

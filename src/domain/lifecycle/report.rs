@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use super::children::{ChildRequest, unknown_function_error};
 use super::create::{RunSpec, create_run};
-use super::timer::failed_attempt;
+use super::timer::{after_failure, failed_attempt};
 use super::{
     Change, JobFacts, JobState, LaneRef, NewWait, RunFacts, StepWrite, Transition, end_run,
     run_entry,
@@ -14,8 +14,7 @@ use super::{
 use crate::domain::function::RetryPolicy;
 use crate::domain::history::HistoryKind;
 use crate::domain::job::{
-    Fence, JobReport, ReportOutcome, ReportedStep, YieldRequest, lookup_path, retry_delay,
-    step_name,
+    Fence, JobReport, ReportOutcome, ReportedStep, YieldRequest, lookup_path, step_name,
 };
 use crate::domain::run::RunStatus;
 use crate::domain::time::Ts;
@@ -68,6 +67,9 @@ pub enum ReportDecision {
     /// The fence does not hold: nothing is written, the worker is told it is stale.
     Stale,
     Apply(Transition),
+    /// A checkpoint of a run asked to pause: its steps are recorded and the run paused; the
+    /// worker is told its dispatch is over (as for a stale fence), so it stops the handler.
+    Paused(Transition),
 }
 
 /// The step rows and history entries of the steps a report carries, at `offset` onwards.
@@ -100,7 +102,10 @@ pub fn step_writes(run: &RunFacts, steps: &[ReportedStep], offset: i64) -> Trans
         };
         let payload = serde_json::json!({
             "step_id": step.id, "name": step.name, "type": step.step_type, "attempt": run.attempt,
-            "output": step.output, "error": step.error, "compensation_for": step.compensation_for,
+            "sequence": sequence, "output": step.output, "error": step.error,
+            "compensation_for": step.compensation_for,
+            "started_at": step.started_at.map(Ts::to_rfc3339),
+            "ended_at": step.ended_at.map(Ts::to_rfc3339),
         });
         t.history(run_entry(&run.env, kind, &run.id, payload));
     }
@@ -143,25 +148,26 @@ pub fn decide(
             ));
         }
         ReportOutcome::Failed(failure) => {
-            let delay = failure
-                .retryable
-                .then(|| {
-                    retry_delay(
-                        facts.policy,
-                        run.attempt,
-                        run.max_attempts,
-                        failure.retry_after_ms,
-                    )
-                })
-                .flatten();
-            t.extend(failed_attempt(run, lane, failure.to_json(), delay, now));
+            let next = after_failure(
+                facts.policy,
+                failure.retryable,
+                run.attempt,
+                run.max_attempts,
+                failure.retry_after_ms,
+            );
+            t.extend(failed_attempt(run, lane, failure.to_json(), next, now));
         }
         ReportOutcome::Yielded(request) => {
             let position = report.step_offset + report.steps.len() as i64;
             t.extend(yielded(facts, request, position, now));
         }
     }
-    ReportDecision::Apply(t)
+    let (t, paused) = super::control::pause_at_boundary(run, t, now);
+    if paused && matches!(report.outcome, ReportOutcome::Progress) {
+        ReportDecision::Paused(t)
+    } else {
+        ReportDecision::Apply(t)
+    }
 }
 
 /// The step a yield records: its id and type, its status, and (for one that ends at once) its
@@ -198,7 +204,7 @@ impl YieldStep<'_> {
 fn yielded(facts: &ReportFacts<'_>, request: &YieldRequest, position: i64, now: Ts) -> Transition {
     let run = facts.run;
     let mut t = Transition::default();
-    let payload;
+    let mut payload;
     match request {
         YieldRequest::Sleep { step_id, until } => {
             t.push(
@@ -341,6 +347,7 @@ fn yielded(facts: &ReportFacts<'_>, request: &YieldRequest, position: i64, now: 
             status: RunStatus::Waiting,
         });
     }
+    payload["sequence"] = serde_json::json!(position);
     t.history(run_entry(
         &run.env,
         HistoryKind::RunYielded,
@@ -370,6 +377,7 @@ fn unknown_function_invoke(
         step.write(run, position, now),
         Change::ResolveStep {
             run: run.id.clone(),
+            env: run.env.clone(),
             step_id: step_id.to_owned(),
             status: "failed",
             output: None,

@@ -38,6 +38,7 @@ fn run_facts(id: &str, attempt: i32, max_attempts: i32) -> RunFacts {
         max_attempts,
         input: json!({"order": 7}),
         parent: None,
+        pause_requested: false,
     }
 }
 
@@ -112,13 +113,21 @@ fn kinds(t: &Transition) -> Vec<&'static str> {
             Change::DeleteWaits { .. } => "delete_waits",
             Change::InsertRun(_) => "insert_run",
             Change::History(h) => h.kind.as_str(),
+            Change::PauseJob { .. } => "pause_job",
+            Change::MarkPaused { .. } => "mark_paused",
+            Change::RequestPause { .. } => "request_pause",
+            Change::UnpauseJob { .. } => "unpause_job",
+            Change::ClearPause { .. } => "clear_pause",
+            Change::ResetSteps { .. } => "reset_steps",
+            Change::ReviveRun { .. } => "revive_run",
+            Change::EditStep { .. } => "edit_step",
         })
         .collect()
 }
 
 fn applied(d: ReportDecision) -> Transition {
     match d {
-        ReportDecision::Apply(t) => t,
+        ReportDecision::Apply(t) | ReportDecision::Paused(t) => t,
         ReportDecision::Stale => panic!("expected the report to apply"),
     }
 }
@@ -446,7 +455,15 @@ fn timers_retry_fail_and_resume() {
         attempt: 2,
         ..run.clone()
     };
+    // No policy: the server default, on_exhausted = "pause", holds the run for a fix.
     let t = lease_expired(&last, None, None, at(0));
+    assert_eq!(kinds(&t), vec!["pause_job", "mark_paused", "run.paused"]);
+    // A policy that names no on_exhausted keeps its old meaning: the run fails.
+    let explicit = RetryPolicy {
+        max_attempts: 2,
+        ..RetryPolicy::default()
+    };
+    let t = lease_expired(&last, None, Some(&explicit), at(0));
     assert!(kinds(&t).contains(&"run.failed"));
     let failed = t.changes.iter().find_map(|c| match c {
         Change::FinishRun { error, .. } => error.clone(),
@@ -794,6 +811,15 @@ impl Model {
                 self.waits.insert((w.run.clone(), w.step_id.clone()), w);
             }
             Change::DeleteWaits { run } => self.waits.retain(|(r, _), _| *r != run),
+            Change::PauseJob { run, due, .. } => self.job_state(&run, JobState::Paused, due),
+            Change::MarkPaused { run, .. } => self.status(&run, RunStatus::Paused),
+            // Run control by a person is not part of this model's random sequences.
+            Change::RequestPause { .. }
+            | Change::UnpauseJob { .. }
+            | Change::ClearPause { .. }
+            | Change::ResetSteps { .. }
+            | Change::ReviveRun { .. }
+            | Change::EditStep { .. } => {}
             Change::InsertRun(row) => {
                 let lane = (row.lane_limit > 0).then(|| LaneRef {
                     env: row.env.clone(),
@@ -832,6 +858,7 @@ impl Model {
                             max_attempts: row.max_attempts,
                             input: row.input,
                             parent,
+                            pause_requested: false,
                         },
                         lane,
                     },
@@ -981,7 +1008,7 @@ impl Model {
         let holds = fence_holds(&job, &fence);
         match decide(&facts, &report, at(self.now + 5_000), now) {
             ReportDecision::Stale => assert!(!holds, "a fence that holds was refused"),
-            ReportDecision::Apply(t) => {
+            ReportDecision::Apply(t) | ReportDecision::Paused(t) => {
                 assert!(holds, "a stale fence was applied");
                 self.apply(t);
             }
@@ -1122,4 +1149,305 @@ proptest! {
             model.check();
         }
     }
+}
+
+// ── run control ──────────────────────────────────────────────────────────────────────────────
+
+fn actor() -> control::Actor {
+    control::Actor {
+        key_id: "key_1".into(),
+        reason: "because".into(),
+    }
+}
+
+fn job_in(state: JobState, due: Ts) -> JobFacts {
+    JobFacts {
+        state,
+        due_at: due,
+        lease_token: None,
+        worker_id: None,
+        lease_expires_at: None,
+        ..leased_job("r", 1, "tok", at(0))
+    }
+}
+
+#[test]
+fn a_pause_is_immediate_unless_a_worker_holds_the_run() {
+    use control::{PauseDecision, pause};
+    let run = run_facts("r", 1, 3);
+    let leased = leased_job("r", 1, "tok", at(90_000));
+    let PauseDecision::Requested(t) = pause(&run, Some(&leased), &actor()) else {
+        panic!("a running dispatch pauses at its next boundary");
+    };
+    assert_eq!(kinds(&t), vec!["request_pause", "run.pause_requested"]);
+    let requested = RunFacts {
+        pause_requested: true,
+        ..run.clone()
+    };
+    assert_eq!(
+        pause(&requested, Some(&leased), &actor()),
+        PauseDecision::Unchanged { requested: true }
+    );
+    for state in [JobState::Queued, JobState::Parked, JobState::Blocked] {
+        let PauseDecision::Paused(t) = pause(&run, Some(&job_in(state, at(5_000))), &actor())
+        else {
+            panic!("a {state:?} job pauses at once");
+        };
+        assert!(t.changes.contains(&Change::PauseJob {
+            run: run.id.clone(),
+            resume: state,
+            due: at(5_000),
+        }));
+        assert_eq!(kinds(&t), vec!["pause_job", "mark_paused", "run.paused"]);
+    }
+    let done = RunFacts {
+        status: RunStatus::Completed,
+        ..run
+    };
+    assert_eq!(
+        pause(&done, None, &actor()),
+        PauseDecision::Ended(RunStatus::Completed)
+    );
+}
+
+#[test]
+fn a_requested_pause_takes_effect_at_the_next_boundary() {
+    let run = RunFacts {
+        pause_requested: true,
+        ..run_facts("r", 1, 3)
+    };
+    let job = leased_job("r", 1, "tok", at(90_000));
+    let facts = ReportFacts {
+        run: &run,
+        job: &job,
+        policy: None,
+        child_function: None,
+        child_id: None,
+    };
+    let checkpoint = report(1, "tok", vec![step("r:a:0")], ReportOutcome::Progress);
+    let ReportDecision::Paused(t) = decide(&facts, &checkpoint, at(91_000), at(1_000)) else {
+        panic!("a checkpoint of a run asked to pause is its boundary");
+    };
+    assert_eq!(
+        kinds(&t),
+        vec![
+            "upsert_step",
+            "step.completed",
+            "pause_job",
+            "mark_paused",
+            "run.paused"
+        ],
+        "the step is recorded, then the run pauses; no lease renewal"
+    );
+    let sleep = report(
+        1,
+        "tok",
+        vec![],
+        ReportOutcome::Yielded(YieldRequest::Sleep {
+            step_id: "r:nap:0".into(),
+            until: at(60_000),
+        }),
+    );
+    let t = applied(decide(&facts, &sleep, at(91_000), at(1_000)));
+    let pause = t.changes.iter().find_map(|c| match c {
+        Change::PauseJob { resume, due, .. } => Some((*resume, *due)),
+        _ => None,
+    });
+    assert!(
+        pause.is_some_and(|(_, due)| due == at(60_000)),
+        "a sleep's end is kept for the resume: {pause:?}"
+    );
+    assert!(
+        !t.changes
+            .iter()
+            .any(|c| matches!(c, Change::SetRunStatus { .. } | Change::QueueJob { .. })),
+        "{:?}",
+        kinds(&t)
+    );
+    let done = report(
+        1,
+        "tok",
+        vec![],
+        ReportOutcome::Completed { output: json!(1) },
+    );
+    let t = applied(decide(&facts, &done, at(91_000), at(1_000)));
+    assert!(
+        kinds(&t).contains(&"run.completed"),
+        "a finished handler ends the run"
+    );
+    assert!(t.changes.contains(&Change::RequestPause {
+        run: run.id.clone(),
+        requested: false
+    }));
+}
+
+#[test]
+fn exhausted_retries_pause_by_default_and_fail_when_the_policy_says_so() {
+    use super::timer::{AfterFailure, after_failure};
+    assert_eq!(RetryPolicy::DEFAULT_MAX_ATTEMPTS, 25);
+    assert!(matches!(
+        after_failure(None, true, 1, 25, None),
+        AfterFailure::Retry(d) if d == Duration::from_secs(1)
+    ));
+    assert_eq!(after_failure(None, true, 25, 25, None), AfterFailure::Pause);
+    assert_eq!(after_failure(None, false, 1, 25, None), AfterFailure::Fail);
+    let fail = RetryPolicy {
+        max_attempts: 3,
+        on_exhausted: "fail".into(),
+        ..RetryPolicy::default()
+    };
+    assert_eq!(
+        after_failure(Some(&fail), true, 3, 3, None),
+        AfterFailure::Fail
+    );
+    let silent = RetryPolicy {
+        max_attempts: 3,
+        ..RetryPolicy::default()
+    };
+    assert_eq!(
+        after_failure(Some(&silent), true, 3, 3, None),
+        AfterFailure::Fail,
+        "an explicit policy without on_exhausted keeps failing"
+    );
+    let pause = RetryPolicy {
+        on_exhausted: "pause".into(),
+        ..silent
+    };
+    assert_eq!(
+        after_failure(Some(&pause), true, 3, 3, None),
+        AfterFailure::Pause
+    );
+}
+
+#[test]
+fn resume_puts_a_paused_job_back_and_revives_a_failed_run() {
+    use control::{ResumeDecision, ResumeFacts, resume};
+    let paused = RunFacts {
+        status: RunStatus::Paused,
+        ..run_facts("r", 2, 3)
+    };
+    let job = job_in(JobState::Paused, at(0));
+    let ResumeDecision::Apply(t) = resume(
+        &ResumeFacts {
+            run: &paused,
+            job: Some(&job),
+            from_step: Some(("r:b:0".into(), 1)),
+            lane: None,
+        },
+        &actor(),
+    ) else {
+        panic!("a paused run resumes");
+    };
+    assert_eq!(
+        kinds(&t),
+        vec![
+            "reset_steps",
+            "steps.reset",
+            "unpause_job",
+            "clear_pause",
+            "run.unpaused"
+        ]
+    );
+    let failed = RunFacts {
+        status: RunStatus::Failed,
+        ..run_facts("r", 3, 3)
+    };
+    let ResumeDecision::Apply(t) = resume(
+        &ResumeFacts {
+            run: &failed,
+            job: None,
+            from_step: None,
+            lane: None,
+        },
+        &actor(),
+    ) else {
+        panic!("a failed run resumes");
+    };
+    assert_eq!(kinds(&t), vec!["revive_run", "run.unpaused"]);
+    assert!(t.effects.work_ready);
+    let done = RunFacts {
+        status: RunStatus::Completed,
+        ..run_facts("r", 1, 3)
+    };
+    assert_eq!(
+        resume(
+            &ResumeFacts {
+                run: &done,
+                job: None,
+                from_step: None,
+                lane: None
+            },
+            &actor()
+        ),
+        ResumeDecision::NotResumable(RunStatus::Completed)
+    );
+}
+
+#[test]
+fn edits_need_a_stopped_run_and_a_finished_step() {
+    use control::{EditDecision, StepEdit, StepFacts, edit_step};
+    let step = StepFacts {
+        step_id: "r:a:0".into(),
+        status: "completed".into(),
+        output: Some(json!(1)),
+        error: None,
+    };
+    let running = run_facts("r", 1, 3);
+    let leased = leased_job("r", 1, "tok", at(90_000));
+    for (run, job, edit) in [
+        (&running, Some(&leased), StepEdit::Inject),
+        (&running, Some(&leased), StepEdit::Patch),
+    ] {
+        assert!(
+            matches!(
+                edit_step(run, job, &step, edit, json!(2), &actor()),
+                EditDecision::Refused(_)
+            ),
+            "{edit:?} on a running run"
+        );
+    }
+    let paused = RunFacts {
+        status: RunStatus::Paused,
+        ..running
+    };
+    let sleeping = StepFacts {
+        status: "sleeping".into(),
+        ..step.clone()
+    };
+    assert!(matches!(
+        edit_step(
+            &paused,
+            None,
+            &sleeping,
+            StepEdit::Inject,
+            json!(2),
+            &actor()
+        ),
+        EditDecision::Refused(_)
+    ));
+    let EditDecision::Apply {
+        transition,
+        previous_output,
+    } = edit_step(&paused, None, &step, StepEdit::Inject, json!(2), &actor())
+    else {
+        panic!("a paused run's completed step takes an injection");
+    };
+    assert_eq!(previous_output, Some(json!(1)));
+    let entry = transition
+        .changes
+        .iter()
+        .find_map(|c| match c {
+            Change::History(h) => Some(h.clone()),
+            _ => None,
+        })
+        .expect("an entry");
+    assert_eq!(entry.kind, HistoryKind::StepInjected);
+    assert_eq!(entry.payload["previous_output"], json!(1));
+    assert_eq!(entry.payload["actor_id"], "key_1");
+    assert_eq!(
+        entry.payload["previous_output_sha256"]
+            .as_str()
+            .map(str::len),
+        Some(64)
+    );
 }

@@ -59,16 +59,60 @@ pub fn run_timeout(run: &RunFacts, lane: Option<&LaneRef>) -> Transition {
     end_run(run, lane, RunStatus::Failed, None, Some(error))
 }
 
-/// A failed attempt, retried after `delay` or — its attempts used up — the end of the run.
+/// What follows a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AfterFailure {
+    /// Another attempt after the delay.
+    Retry(std::time::Duration),
+    /// The attempts ran out under `on_exhausted = "pause"`: the run is held for a fix.
+    Pause,
+    /// The run fails (a non-retryable error, or attempts out under `on_exhausted = "fail"`).
+    Fail,
+}
+
+/// Decides what follows a failed attempt: a retry while attempts remain, then the policy's
+/// `on_exhausted` (no policy: `pause`, the documented server default; a policy that names
+/// none: `fail`, as before). A non-retryable error always fails the run.
+pub fn after_failure(
+    policy: Option<&RetryPolicy>,
+    retryable: bool,
+    attempt: i32,
+    max_attempts: i32,
+    retry_after_ms: Option<i64>,
+) -> AfterFailure {
+    if !retryable {
+        return AfterFailure::Fail;
+    }
+    match retry_delay(policy, attempt, max_attempts, retry_after_ms) {
+        Some(delay) => AfterFailure::Retry(delay),
+        None if RetryPolicy::pauses_when_exhausted(policy) => AfterFailure::Pause,
+        None => AfterFailure::Fail,
+    }
+}
+
+/// A failed attempt: retried after a delay, held paused, or the end of the run.
 pub fn failed_attempt(
     run: &RunFacts,
     lane: Option<&LaneRef>,
     error: Value,
-    delay: Option<std::time::Duration>,
+    next: AfterFailure,
     now: Ts,
 ) -> Transition {
-    let Some(delay) = delay else {
-        return end_run(run, lane, RunStatus::Failed, None, Some(error));
+    let delay = match next {
+        AfterFailure::Retry(delay) => delay,
+        AfterFailure::Fail => return end_run(run, lane, RunStatus::Failed, None, Some(error)),
+        AfterFailure::Pause => {
+            return super::control::pause_now(
+                run,
+                super::control::PauseAt {
+                    resume: JobState::Queued,
+                    due: now,
+                    reason: super::control::PAUSED_RETRIES_EXHAUSTED,
+                    error: Some(error),
+                },
+                &serde_json::json!({"attempt": run.attempt}),
+            );
+        }
     };
     let mut t = Transition::default();
     t.push(Change::RetryRun {
@@ -102,8 +146,21 @@ pub fn lease_expired(
     policy: Option<&RetryPolicy>,
     now: Ts,
 ) -> Transition {
-    let delay = retry_delay(policy, run.attempt, run.max_attempts, None);
-    failed_attempt(run, lane, lease_expired_error(run.attempt), delay, now)
+    if run.pause_requested {
+        // The worker went away at a step boundary of its own: the pause takes effect now.
+        return super::control::pause_now(
+            run,
+            super::control::PauseAt {
+                resume: JobState::Queued,
+                due: now,
+                reason: super::control::PAUSED_BY_REQUEST,
+                error: None,
+            },
+            &serde_json::json!({"lease_expired": true}),
+        );
+    }
+    let next = after_failure(policy, true, run.attempt, run.max_attempts, None);
+    failed_attempt(run, lane, lease_expired_error(run.attempt), next, now)
 }
 
 /// A parked run reached its deadline. `waiting` is its waiting step (id and type), if any.
@@ -117,6 +174,7 @@ pub fn parked_deadline(
             let mut t = Transition::default();
             t.push(Change::ResolveStep {
                 run: run.id.clone(),
+                env: run.env.clone(),
                 step_id: step_id.to_owned(),
                 status: "failed",
                 output: None,
@@ -140,6 +198,7 @@ pub fn parked_deadline(
             let mut t = Transition::default();
             t.push(Change::ResolveStep {
                 run: run.id.clone(),
+                env: run.env.clone(),
                 step_id: step.to_owned(),
                 status: "timed_out",
                 output: None,

@@ -39,6 +39,7 @@ pub fn satisfied(env: &EnvId, wait: &WaitFacts, event: &Value) -> Transition {
     let mut t = Transition::default();
     t.push(Change::ResolveStep {
         run: wait.run.clone(),
+        env: env.clone(),
         step_id: wait.step_id.clone(),
         status: "completed",
         output: Some(event.clone()),

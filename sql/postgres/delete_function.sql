@@ -1,0 +1,1 @@
+DELETE FROM functions WHERE env_id = $1 AND id = $2;

@@ -1,0 +1,1 @@
+SELECT input, output, error FROM runs WHERE id = $1;
