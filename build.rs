@@ -10,6 +10,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/ironflow/v1/pubsub.proto",
         "proto/ironflow/v1/worker.proto",
         "proto/ironflow/v1/timetravel.proto",
+        "proto/ironflow/v1/entity_stream.proto",
+        "proto/ironflow/v1/event_schema.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -167,6 +167,11 @@ pub struct ServeArgs {
     /// given to another worker (the stale-claim threshold).
     #[arg(long, env = "IRONFLOW_LEASE_TTL_SECS", default_value_t = 90)]
     pub lease_ttl_secs: u64,
+    /// What happens to an event that does not match its registered JSON Schema: off, warn
+    /// (stored and flagged) or reject (refused with 400). A schema can set its own with
+    /// `"x-ironflow-enforcement"`.
+    #[arg(long, env = "IRONFLOW_EVENT_SCHEMA_ENFORCEMENT", default_value = "off")]
+    pub event_schema_enforcement: String,
     /// AES-256 key for secrets at rest: 32 bytes as 64 hex characters or base64.
     #[arg(long, env = "IRONFLOW_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
@@ -225,6 +230,10 @@ impl ServeArgs {
             lease_ttl: std::time::Duration::from_secs(self.lease_ttl_secs.max(1)),
             master_key,
             nats_url: self.nats_url.clone().filter(|u| !u.trim().is_empty()),
+            schema_enforcement: crate::domain::event_schema::Enforcement::parse(
+                &self.event_schema_enforcement,
+            )
+            .map_err(|e| anyhow::anyhow!("--event-schema-enforcement: {e}"))?,
         })
     }
 }

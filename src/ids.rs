@@ -17,6 +17,8 @@ pub enum IdError {
     },
     #[error("{kind} '{value}' may contain only letters, digits and '-', '_', '.', ':', '/'")]
     BadCharacter { kind: &'static str, value: String },
+    #[error("{kind} must not contain control characters")]
+    Control { kind: &'static str },
 }
 
 macro_rules! text_id {
@@ -103,6 +105,36 @@ impl FunctionId {
 
     pub fn parse(value: &str) -> Result<Self, IdError> {
         parse_text("function id", value, Self::MAX_LEN).map(Self)
+    }
+}
+
+text_id!(
+    /// The entity an event stream belongs to (`order-42`), chosen by the user.
+    EntityId
+);
+
+impl EntityId {
+    pub const MAX_LEN: usize = 256;
+
+    /// Any printable text up to [`Self::MAX_LEN`] characters: entity ids are often natural keys
+    /// (`user@example.com`, `order/2026/42`), so only control characters are refused.
+    pub fn parse(value: &str) -> Result<Self, IdError> {
+        let kind = "entity_id";
+        if value.is_empty() {
+            return Err(IdError::Empty { kind });
+        }
+        let len = value.chars().count();
+        if len > Self::MAX_LEN {
+            return Err(IdError::TooLong {
+                kind,
+                len,
+                max: Self::MAX_LEN,
+            });
+        }
+        if value.chars().any(char::is_control) {
+            return Err(IdError::Control { kind });
+        }
+        Ok(Self(value.to_owned()))
     }
 }
 

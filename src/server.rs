@@ -30,6 +30,8 @@ pub struct ServeOptions {
     pub master_key: Option<crate::domain::secret::MasterKey>,
     /// `--nats-url` / `NATS_URL`: KV buckets live in NATS JetStream instead of the database.
     pub nats_url: Option<String>,
+    /// `--event-schema-enforcement`: off, warn or reject, for names whose schema sets no mode.
+    pub schema_enforcement: crate::domain::event_schema::Enforcement,
 }
 
 /// A running server: its address, and a token that stops it.
@@ -101,6 +103,7 @@ pub async fn start_with_push(
             push,
             kv,
             fanout,
+            schema_enforcement: options.schema_enforcement,
         },
     );
     engine

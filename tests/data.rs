@@ -246,6 +246,7 @@ async fn wrong_master_key_fails_loudly(backend: Backend) {
         lease_ttl: std::time::Duration::from_secs(90),
         master_key: Some(MasterKey::parse(key).expect("key")),
         nats_url: None,
+        schema_enforcement: Default::default(),
     };
     let server = ironflow::server::start(options(KEY_A), None)
         .await

@@ -383,6 +383,7 @@ async fn unreachable_nats_fails_the_start() {
         lease_ttl: Duration::from_secs(90),
         master_key: None,
         nats_url: Some(format!("nats://127.0.0.1:{port}")),
+        schema_enforcement: Default::default(),
     };
     let Err(e) = ironflow::server::start(options, None).await else {
         panic!("started without NATS");

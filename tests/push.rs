@@ -119,6 +119,7 @@ impl Node {
             lease_ttl: Duration::from_secs(90),
             master_key: None,
             nats_url,
+            schema_enforcement: Default::default(),
         };
         let server = ironflow::server::start_with_push(options, push, None)
             .await

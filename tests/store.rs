@@ -58,6 +58,10 @@ fn new_event(env: &EnvId, name: &str, key: Option<&str>) -> NewEvent {
         idempotency_key: key.map(str::to_owned),
         version: 0,
         received_at: Ts::now(),
+        append: None,
+        purge_below: false,
+        emitted_by_run: None,
+        schema: Default::default(),
     }
 }
 
@@ -212,11 +216,12 @@ async fn events_create_runs_atomically_and_idempotently(backend: Backend) {
         EventOutcome::Duplicate {
             event_id: dup_event,
             run_ids: dup_runs,
+            ..
         } => {
             assert_eq!(dup_event, event_id);
             assert_eq!(dup_runs, run_ids);
         }
-        EventOutcome::Stored { .. } => panic!("a repeated idempotency key must not store again"),
+        other => panic!("a repeated idempotency key must answer as a duplicate: {other:?}"),
     }
     assert_eq!(raw_count(&url, "SELECT COUNT(*) FROM events").await, 1);
     assert_eq!(raw_count(&url, "SELECT COUNT(*) FROM runs").await, 2);
@@ -263,6 +268,7 @@ async fn concurrent_idempotent_emits_store_once(backend: Backend) {
             EventOutcome::Stored { event_id, .. } | EventOutcome::Duplicate { event_id, .. } => {
                 event_ids.insert(event_id);
             }
+            EventOutcome::Refused(r) => panic!("an event with no stream was refused: {r}"),
         }
     }
     assert_eq!(event_ids.len(), 1, "every caller sees the same event");
@@ -597,7 +603,9 @@ async fn a_batch_of_events_is_stored_as_if_one_by_one(backend: Backend) {
         other => panic!("the first keyed event is stored: {other:?}"),
     };
     match &outcomes[1] {
-        EventOutcome::Duplicate { event_id, run_ids } => {
+        EventOutcome::Duplicate {
+            event_id, run_ids, ..
+        } => {
             assert_eq!(event_id, &batch[0].0.id, "answered with the first event");
             assert_eq!(run_ids, &first_runs);
         }

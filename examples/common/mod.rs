@@ -20,6 +20,7 @@ pub async fn start_server(
         lease_ttl: Duration::from_secs(90),
         master_key: None,
         nats_url: None,
+        schema_enforcement: Default::default(),
     };
     Ok((ironflow::server::start(options, None).await?, db))
 }

@@ -1,3 +1,4 @@
-SELECT seq, id, env_id, name, data, metadata, source, idempotency_key, version, received_at
+SELECT seq, id, env_id, name, data, metadata, source, idempotency_key, version, received_at,
+       entity_id, entity_type, entity_version, emitted_by_run, schema_hash, schema_error
 FROM events
 WHERE env_id = ?1 AND id = ?2;

@@ -1,1 +1,1 @@
-SELECT data FROM events WHERE env_id = ?1 AND id = ?2;
+SELECT data, entity_id, entity_version FROM events WHERE env_id = ?1 AND id = ?2;

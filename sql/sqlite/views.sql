@@ -6,7 +6,8 @@
 DROP VIEW IF EXISTS ironflow_events;
 CREATE VIEW ironflow_events AS
 SELECT ev.id AS event_id, ev.seq, ev.name, ev.data, ev.metadata, ev.source, ev.idempotency_key,
-       ev.received_at, env.name AS environment, p.name AS project, ev.env_id
+       ev.received_at, env.name AS environment, p.name AS project, ev.env_id,
+       ev.entity_id, ev.entity_type, ev.entity_version
 FROM events ev
 JOIN environments env ON env.id = ev.env_id
 JOIN projects p ON p.id = env.project_id;
@@ -41,3 +42,24 @@ SELECT h.seq, h.recorded_at, h.kind, h.run_id, h.function_id, h.event_id, h.payl
 FROM history h
 JOIN environments env ON env.id = h.env_id
 JOIN projects p ON p.id = env.project_id;
+
+-- One row per entity stream (event sourcing): its head. `deleted` once its tombstone is appended.
+DROP VIEW IF EXISTS ironflow_streams;
+CREATE VIEW ironflow_streams AS
+SELECT s.entity_id, s.entity_type, s.version, s.event_count, s.deleted, s.created_at,
+       s.updated_at, env.name AS environment, p.name AS project, s.env_id
+FROM streams s
+JOIN environments env ON env.id = s.env_id
+JOIN projects p ON p.id = env.project_id
+WHERE s.version > 0;
+
+-- The events of entity streams, with their version in the stream.
+DROP VIEW IF EXISTS ironflow_stream_events;
+CREATE VIEW ironflow_stream_events AS
+SELECT ev.entity_id, ev.entity_type, ev.entity_version, ev.id AS event_id, ev.seq, ev.name,
+       ev.data, ev.metadata, ev.version AS schema_version, ev.received_at,
+       env.name AS environment, p.name AS project, ev.env_id
+FROM events ev
+JOIN environments env ON env.id = ev.env_id
+JOIN projects p ON p.id = env.project_id
+WHERE ev.entity_id IS NOT NULL;

@@ -191,6 +191,41 @@ pub async fn time_travel_service(
     }
 }
 
+/// `POST /ironflow.v1.EntityStreamService/{method}`.
+pub async fn entity_stream_service(
+    State(state): State<AppState>,
+    PathParams(method): PathParams<String>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Response {
+    match prepare(&headers, body, state.max_request_bytes) {
+        Ok(unary) => {
+            let caller = super::streams_rpc::Caller::from_headers(&headers);
+            let call = super::streams_rpc::dispatch(&state, &ctx, &caller, &method, &unary);
+            within_deadline(&headers, &method, call).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /ironflow.v1.EventSchemaService/{method}`.
+pub async fn event_schema_service(
+    State(state): State<AppState>,
+    PathParams(method): PathParams<String>,
+    ctx: RequestContext,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Response {
+    match prepare(&headers, body, state.max_request_bytes) {
+        Ok(unary) => {
+            let call = super::schemas_rpc::dispatch(&state, &ctx, &method, &unary);
+            within_deadline(&headers, &method, call).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
 /// A call cut off at the client's `connect-timeout-ms`, if it sent one.
 async fn within_deadline(
     headers: &HeaderMap,

@@ -176,6 +176,7 @@ impl From<EngineError> for ApiError {
             EngineError::AlreadyExists(m) => {
                 Self::new(StatusCode::CONFLICT, Code::AlreadyExists, m)
             }
+            EngineError::Conflict(m) => Self::new(StatusCode::CONFLICT, Code::Aborted, m),
             e @ (EngineError::StaleExecution | EngineError::PausedAtBoundary) => Self {
                 fence_code: Some("STALE_EXECUTION"),
                 ..Self::new(StatusCode::CONFLICT, Code::Aborted, e.to_string())

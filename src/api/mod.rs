@@ -16,6 +16,8 @@ mod proto_map;
 mod pubsub_rpc;
 mod rest;
 mod run_control_rpc;
+mod schemas_rpc;
+mod streams_rpc;
 mod subscription;
 mod system;
 mod watch;
@@ -144,6 +146,12 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             "/api/v1/runs/{id}/history",
             Key,
             get(rest::run_history),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/runs/{id}/streams",
+            Key,
+            get(rest::run_streams),
         ),
         route(
             Method::POST,
@@ -333,6 +341,18 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             "/ironflow.v1.TimeTravelService/{method}",
             Key,
             post(connect::time_travel_service),
+        ),
+        route(
+            Method::POST,
+            "/ironflow.v1.EntityStreamService/{method}",
+            Key,
+            post(connect::entity_stream_service),
+        ),
+        route(
+            Method::POST,
+            "/ironflow.v1.EventSchemaService/{method}",
+            Key,
+            post(connect::event_schema_service),
         ),
         route(
             Method::POST,

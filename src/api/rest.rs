@@ -381,6 +381,19 @@ pub async fn run_steps(
     ))
 }
 
+/// `GET /api/v1/runs/{id}/streams`: the entity streams the run touched (its trigger's, and those
+/// its steps appended to).
+pub async fn run_streams(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    PathParams(id): PathParams<String>,
+) -> ApiResult {
+    ctx.require(Permission::Read)?;
+    let id = RunId::parse(&id)?;
+    let streams = state.engine.run_streams(&ctx.env, &id).await?;
+    Ok(Json(json!({ "entity_ids": streams })))
+}
+
 /// `GET /api/v1/runs/{id}/history`: the run's entries of the continuous history, in order.
 pub async fn run_history(
     State(state): State<AppState>,
@@ -476,6 +489,17 @@ struct EventJson<'a> {
     version: i32,
     #[serde(skip_serializing_if = "Option::is_none")]
     run_ids: Option<&'a [RunId]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entity_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entity_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entity_version: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema_hash: Option<&'a str>,
+    /// Set when the event was stored under enforcement `warn` although it did not conform.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schema_error: Option<&'a str>,
 }
 
 fn event_json(e: &EventRecord, runs: Option<&[RunId]>) -> Value {
@@ -493,6 +517,11 @@ fn event_json(e: &EventRecord, runs: Option<&[RunId]>) -> Value {
         idempotency_key: e.idempotency_key.as_deref(),
         version: e.version,
         run_ids: runs,
+        entity_id: e.entity.as_ref().map(|x| x.entity_id.as_str()),
+        entity_type: e.entity.as_ref().map(|x| x.entity_type.as_str()),
+        entity_version: e.entity.as_ref().map(|x| x.version),
+        schema_hash: e.schema.hash.as_deref(),
+        schema_error: e.schema.error.as_deref(),
     })
     .unwrap_or_default()
 }

@@ -114,6 +114,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
             lease_ttl: Duration::from_secs(90),
             master_key: None,
             nats_url: None,
+            schema_enforcement: Default::default(),
         },
         None,
     )

@@ -41,6 +41,11 @@ pub enum HistoryKind {
     FunctionStatusChanged,
     FunctionRolledBack,
     FunctionDeleted,
+    /// A stream ended by its tombstone (`DeleteStream`), with `purge` saying whether its events went.
+    StreamDeleted,
+    /// An event schema registered or replaced (`payload.status`: created, updated).
+    SchemaRegistered,
+    SchemaDeleted,
     WorkerRegistered,
     ConfigUpdated,
     ConfigDeleted,
@@ -81,6 +86,9 @@ impl HistoryKind {
             Self::FunctionStatusChanged => "function.status_changed",
             Self::FunctionRolledBack => "function.rolled_back",
             Self::FunctionDeleted => "function.deleted",
+            Self::StreamDeleted => "stream.deleted",
+            Self::SchemaRegistered => "schema.registered",
+            Self::SchemaDeleted => "schema.deleted",
             Self::WorkerRegistered => "worker.registered",
             Self::ConfigUpdated => "config.updated",
             Self::ConfigDeleted => "config.deleted",

@@ -2,6 +2,7 @@
 //! history kinds.
 
 pub mod breaker;
+pub mod event_schema;
 pub mod expression;
 pub mod function;
 pub mod function_history;
@@ -17,5 +18,6 @@ pub mod run;
 pub mod secret;
 pub mod signature;
 pub mod storable;
+pub mod stream;
 pub mod time;
 pub mod time_travel;

@@ -21,6 +21,9 @@ pub enum EngineError {
     ConditionFailed(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// An optimistic-concurrency check failed (an append's expected version): read and retry.
+    #[error("{0}")]
+    Conflict(String),
     /// The fence of an ack or report does not match the current dispatch.
     #[error("this execution is stale: the run was re-dispatched, cancelled or its lease expired")]
     StaleExecution,

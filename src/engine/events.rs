@@ -60,6 +60,17 @@ pub struct EventPage {
 /// The most events one `TriggerBatch` carries.
 pub const MAX_TRIGGER_BATCH: usize = 1000;
 
+/// Refuses an idempotency key over 256 bytes.
+pub(crate) fn check_idempotency_key(key: Option<&str>) -> Result<(), EngineError> {
+    match key.filter(|k| k.len() > 256) {
+        Some(key) => Err(EngineError::InvalidArgument(format!(
+            "idempotency_key is {} bytes; the limit is 256",
+            key.len()
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl Engine {
     /// Emits each event on its own (together, so the group commit can take them in one
     /// transaction): one event's failure does not stop the others. Results in request order.
@@ -90,21 +101,11 @@ impl Engine {
     ) -> Result<EmitResult, EngineError> {
         validate_event_name(&request.name)
             .map_err(|e| EngineError::InvalidArgument(format!("event name: {e}")))?;
-        if let Some(key) = request.idempotency_key.as_ref().filter(|k| k.len() > 256) {
-            return Err(EngineError::InvalidArgument(format!(
-                "idempotency_key is {} bytes; the limit is 256",
-                key.len()
-            )));
-        }
-        let size = payload_size(&request.data) + payload_size(&request.metadata);
-        let limit = self.options().max_payload_bytes;
-        if size > limit {
-            return Err(EngineError::PayloadTooLarge {
-                what: "event payload (data + metadata)",
-                size,
-                limit,
-            });
-        }
+        check_idempotency_key(request.idempotency_key.as_deref())?;
+        self.check_payload_size(&request.data, &request.metadata)?;
+        let (schema, version) = self
+            .enforce_schema(env, &request.name, request.version, &request.data)
+            .await?;
         let event = NewEvent {
             id: EventId::generate(),
             env_id: env.clone(),
@@ -113,12 +114,64 @@ impl Engine {
             metadata: request.metadata,
             source: request.source,
             idempotency_key: request.idempotency_key.filter(|k| !k.is_empty()),
-            version: request.version,
+            version,
             received_at: Ts::now(),
+            append: None,
+            purge_below: false,
+            emitted_by_run: None,
+            schema,
         };
+        match self.store_event(env, event, target).await? {
+            EventOutcome::Stored {
+                event_id, run_ids, ..
+            } => Ok(EmitResult {
+                event_id,
+                run_ids,
+                duplicate: false,
+            }),
+            EventOutcome::Duplicate {
+                event_id, run_ids, ..
+            } => Ok(EmitResult {
+                event_id,
+                run_ids,
+                duplicate: true,
+            }),
+            EventOutcome::Refused(refusal) => Err(super::streams::refused(refusal)),
+        }
+    }
+
+    /// Refuses data + metadata over the payload limit.
+    pub(crate) fn check_payload_size(
+        &self,
+        data: &Value,
+        metadata: &Value,
+    ) -> Result<(), EngineError> {
+        let size = payload_size(data) + payload_size(metadata);
+        let limit = self.options().max_payload_bytes;
+        if size > limit {
+            return Err(EngineError::PayloadTooLarge {
+                what: "event payload (data + metadata)",
+                size,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Stores an event (an entity append too) with the runs it triggers — of every matching
+    /// function, or only of `target`; a tombstone triggers none — through the group commit,
+    /// then announces it live and applies `cancelOn`.
+    pub(crate) async fn store_event(
+        &self,
+        env: &EnvId,
+        event: NewEvent,
+        target: Option<FunctionRecord>,
+    ) -> Result<EventOutcome, EngineError> {
         // One read of the active functions serves both trigger matching and cancelOn.
         let active = self.store().active_functions(env).await?;
+        let tombstone = event.append.as_ref().is_some_and(|a| a.tombstone);
         let runs = match target {
+            _ if tombstone => Vec::new(),
             Some(function) => self.matching_runs(&event, std::slice::from_ref(&function)),
             None => self.matching_runs(&event, &active),
         };
@@ -126,35 +179,26 @@ impl Engine {
             event: event.clone(),
             runs,
         };
-        match self.commit_event(emission).await? {
-            EventOutcome::Stored {
-                event_id,
-                run_ids,
-                effects,
-            } => {
-                self.bus().publish(&effects);
-                self.publish_live(super::BusMessage::event(
-                    env.clone(),
-                    event.id.to_string(),
-                    event.name.clone(),
-                    event.data.clone(),
-                    event.received_at,
-                ));
-                self.cancel_on_event(env, &event, &active, &run_ids).await?;
-                metrics::counter!("ironflow_events_received_total").increment(1);
-                metrics::counter!("ironflow_runs_created_total").increment(run_ids.len() as u64);
-                Ok(EmitResult {
-                    event_id,
-                    run_ids,
-                    duplicate: false,
-                })
+        let outcome = self.commit_event(emission).await?;
+        if let EventOutcome::Stored {
+            run_ids, effects, ..
+        } = &outcome
+        {
+            self.bus().publish(effects);
+            self.publish_live(super::BusMessage::event(
+                env.clone(),
+                event.id.to_string(),
+                event.name.clone(),
+                event.data.clone(),
+                event.received_at,
+            ));
+            if !tombstone {
+                self.cancel_on_event(env, &event, &active, run_ids).await?;
             }
-            EventOutcome::Duplicate { event_id, run_ids } => Ok(EmitResult {
-                event_id,
-                run_ids,
-                duplicate: true,
-            }),
+            metrics::counter!("ironflow_events_received_total").increment(1);
+            metrics::counter!("ironflow_runs_created_total").increment(run_ids.len() as u64);
         }
+        Ok(outcome)
     }
 
     /// A new run for each function (of those given) that the event triggers.

@@ -17,6 +17,8 @@ mod kv;
 mod pubsub;
 mod push;
 mod runs;
+mod schemas;
+mod streams;
 mod sync;
 mod system;
 mod system_events;
@@ -43,6 +45,8 @@ pub use push::{
     push_request,
 };
 pub use runs::{RunPage, RunPageQuery};
+pub use schemas::{EnforcementReport, RegisterSchema, SchemaCheck, SchemaHistoryPage};
+pub use streams::{AppendEvent, Appended, EntityHistoryEntry, EntityHistoryPage};
 pub use sync::{INVOKED_EVENT, MAX_SYNC_WAIT, SyncOutcome};
 pub use watch::{ConfigWatch, ConfigWatchEvent, KvWatch, KvWatchEvent};
 
@@ -65,6 +69,9 @@ pub struct EngineOptions {
     pub kv: KvBackend,
     /// Live messages cross nodes over NATS (`--nats-url`) instead of Postgres NOTIFY.
     pub fanout: Option<NatsFanout>,
+    /// What happens to an event that does not match its registered schema, unless the schema
+    /// names its own mode (`--event-schema-enforcement`).
+    pub schema_enforcement: crate::domain::event_schema::Enforcement,
 }
 
 impl Default for EngineOptions {
@@ -76,6 +83,7 @@ impl Default for EngineOptions {
             push: PushOptions::default(),
             kv: KvBackend::Database,
             fanout: None,
+            schema_enforcement: crate::domain::event_schema::Enforcement::Off,
         }
     }
 }
@@ -99,6 +107,8 @@ struct Inner {
     fanout: Option<NatsFanout>,
     /// Set when this node registers a push function: the push dispatcher looks again at once.
     push_registered: std::sync::atomic::AtomicBool,
+    /// Compiled event schemas, per name, for enforcement.
+    schemas: schemas::SchemaCache,
     shutdown: tokio_util::sync::CancellationToken,
 }
 
@@ -119,6 +129,7 @@ impl Engine {
                 started_at: Ts::now(),
                 bus: Bus::default(),
                 push_registered: std::sync::atomic::AtomicBool::new(false),
+                schemas: schemas::SchemaCache::default(),
                 shutdown: tokio_util::sync::CancellationToken::new(),
             }),
         }

@@ -123,6 +123,13 @@ pub struct DeleteFilter {
 }
 
 #[derive(sqlx::FromRow)]
+struct LockedEventRow {
+    data: Json<Value>,
+    entity_id: Option<String>,
+    entity_version: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
 struct StepFactsRow {
     step_id: String,
     status: String,
@@ -462,13 +469,24 @@ impl<D: Db> RunControlStore for SqlStore<D> {
     ) -> Result<ControlOutcome<()>, StoreError> {
         let now = Ts::now();
         let mut tx = self.db.begin().await?;
-        let data: Option<Json<Value>> = tx
-            .scalar_optional(sql!("lock_event_data"), args![env.as_str(), event.as_str()])
+        let locked: Option<LockedEventRow> = tx
+            .fetch_optional(sql!("lock_event_data"), args![env.as_str(), event.as_str()])
             .await?;
-        let Some(data) = data else {
+        let Some(locked) = locked else {
             return Ok(ControlOutcome::NotFound("event"));
         };
-        let redacted = redaction::redact(&data.0, now);
+        let redacted = redaction::redact(&locked.data.0, now);
+        // Snapshots of the event's stream from its version on were folded over the removed
+        // bytes: they go too (the stream is rebuilt from its events and earlier snapshots).
+        let mut snapshots_dropped = 0;
+        if let (Some(entity), Some(version)) = (&locked.entity_id, locked.entity_version) {
+            snapshots_dropped = tx
+                .execute(
+                    sql!("delete_stream_snapshots"),
+                    args![env.as_str(), entity.as_str(), Some(version)],
+                )
+                .await?;
+        }
         tx.execute(
             sql!("redact_event"),
             args![env.as_str(), event.as_str(), &redacted],
@@ -486,6 +504,7 @@ impl<D: Db> RunControlStore for SqlStore<D> {
             event_id: Some(event.clone()),
             payload: json!({
                 "sha256": redacted.get("sha256"), "history_entries_rewritten": rewritten,
+                "snapshots_dropped": snapshots_dropped,
                 "actor_id": actor.key_id, "reason": actor.reason,
             }),
         };

@@ -20,7 +20,8 @@ use crate::domain::lifecycle::waits::{WaitFacts, satisfied, satisfies};
 use crate::domain::lifecycle::{Effects, LaneRef, StoredKind, Transition};
 use crate::domain::run::RunStatus;
 use crate::domain::time::Ts;
-use crate::ids::{EnvId, EventId, FunctionId, RunId};
+use crate::domain::stream::{AppendRefusal, AppendRequest, StreamHead, plan_appends};
+use crate::ids::{EntityId, EnvId, EventId, FunctionId, RunId};
 
 #[async_trait]
 pub trait EventStore: Send + Sync {
@@ -85,6 +86,26 @@ pub struct EventRecord {
     pub idempotency_key: Option<String>,
     pub version: i32,
     pub received_at: Ts,
+    /// Set for an entity event: its stream and its version in it.
+    pub entity: Option<EntityRef>,
+    pub emitted_by_run: Option<RunId>,
+    pub schema: SchemaStamp,
+}
+
+/// The stream an entity event belongs to and its version there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntityRef {
+    pub entity_id: EntityId,
+    pub entity_type: String,
+    pub version: i64,
+}
+
+/// What schema enforcement recorded on an event: the hash of the schema it was checked against
+/// (none: not checked) and, under `warn`, why it did not conform.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaStamp {
+    pub hash: Option<String>,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +119,12 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
     pub version: i32,
     pub received_at: Ts,
+    /// An append to an entity stream: the store decides its version under the stream's lock.
+    pub append: Option<AppendRequest>,
+    /// For a tombstone: also remove the stream's events below it (`DeleteStream{purge}`).
+    pub purge_below: bool,
+    pub emitted_by_run: Option<RunId>,
+    pub schema: SchemaStamp,
 }
 
 #[derive(Debug, Clone)]
@@ -122,14 +149,21 @@ pub struct Emission {
 pub enum EventOutcome {
     Stored {
         event_id: EventId,
+        seq: i64,
         run_ids: Vec<RunId>,
+        /// The version an append took in its stream.
+        entity_version: Option<i64>,
         effects: Effects,
     },
     /// The idempotency key was seen before: the first emit's result, nothing new written.
     Duplicate {
         event_id: EventId,
+        seq: i64,
         run_ids: Vec<RunId>,
+        entity_version: Option<i64>,
     },
+    /// An append its stream refused (a version conflict, a deleted stream): nothing written.
+    Refused(AppendRefusal),
 }
 
 #[derive(Debug, Clone, Default)]
@@ -169,11 +203,31 @@ pub(crate) struct EventRow {
     pub idempotency_key: Option<String>,
     pub version: i32,
     pub received_at: Ts,
+    pub entity_id: Option<String>,
+    pub entity_type: Option<String>,
+    pub entity_version: Option<i64>,
+    pub emitted_by_run: Option<String>,
+    pub schema_hash: Option<String>,
+    pub schema_error: Option<String>,
 }
 
 impl From<EventRow> for EventRecord {
     fn from(r: EventRow) -> Self {
+        let entity = match (r.entity_id, r.entity_version) {
+            (Some(id), Some(version)) => Some(EntityRef {
+                entity_id: EntityId::from_stored(id),
+                entity_type: r.entity_type.unwrap_or_default(),
+                version,
+            }),
+            _ => None,
+        };
         Self {
+            entity,
+            emitted_by_run: r.emitted_by_run.map(RunId::from_stored),
+            schema: SchemaStamp {
+                hash: r.schema_hash.filter(|h| !h.is_empty()),
+                error: r.schema_error,
+            },
             seq: r.seq,
             id: EventId::from_stored(r.id),
             env_id: EnvId::from_stored(r.env_id),
@@ -258,22 +312,48 @@ fn wire_event(event: &NewEvent) -> Value {
     })
 }
 
-/// The `event.received` history entry.
-fn received(event: &NewEvent, run_count: usize) -> Transition {
+/// The `event.received` history entry (and `stream.deleted` for a tombstone).
+fn received(event: &NewEvent, run_count: usize, entity_version: Option<i64>) -> Transition {
     let mut t = Transition::default();
+    let mut payload = serde_json::json!({
+        "name": event.name,
+        "source": event.source,
+        "idempotency_key": event.idempotency_key,
+        "run_count": run_count,
+    });
+    if let Some(append) = &event.append {
+        payload["entity_id"] = Value::from(append.entity_id.as_str());
+        payload["entity_type"] = Value::from(append.entity_type.as_str());
+        payload["entity_version"] = Value::from(entity_version);
+    }
+    if let Some(reason) = &event.schema.error {
+        payload["schema_error"] = Value::from(reason.as_str());
+    }
     t.history(NewHistoryEntry {
         env_id: event.env_id.clone(),
         kind: HistoryKind::EventReceived,
         run_id: None,
         function_id: None,
         event_id: Some(event.id.clone()),
-        payload: serde_json::json!({
-            "name": event.name,
-            "source": event.source,
-            "idempotency_key": event.idempotency_key,
-            "run_count": run_count,
-        }),
+        payload,
     });
+    if let Some(append) = event.append.as_ref().filter(|a| a.tombstone) {
+        t.history(NewHistoryEntry {
+            env_id: event.env_id.clone(),
+            kind: HistoryKind::StreamDeleted,
+            run_id: None,
+            function_id: None,
+            event_id: Some(event.id.clone()),
+            payload: serde_json::json!({
+                "entity_id": append.entity_id,
+                "entity_type": append.entity_type,
+                "entity_version": entity_version,
+                "purge": event.purge_below,
+                "actor_id": event.metadata.get("actor_id"),
+                "reason": event.metadata.get("reason"),
+            }),
+        });
+    }
     t
 }
 
@@ -310,24 +390,259 @@ struct WaitedNameRow {
     event_name: String,
 }
 
+
+#[derive(sqlx::FromRow)]
+struct FirstEventRow {
+    id: String,
+    seq: i64,
+    entity_version: Option<i64>,
+}
+
+#[derive(sqlx::FromRow)]
+struct StreamHeadRow {
+    env_id: String,
+    entity_id: String,
+    entity_type: String,
+    version: i64,
+    deleted: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct KnownKeyRow {
+    env_id: String,
+    idempotency_key: String,
+}
+
+/// A stream as the store names it: its environment and entity.
+type StreamKey = (EnvId, EntityId);
+
+/// The batch's appends decided under their streams' locks.
+#[derive(Default)]
+struct DecidedAppends {
+    /// By emission index; absent for an ordinary event and for an append whose idempotency key
+    /// was seen before (it answers with the first append).
+    outcomes: HashMap<usize, Result<i64, AppendRefusal>>,
+    /// By event id, the version each accepted append takes.
+    versions: HashMap<String, i64>,
+    heads: HashMap<StreamKey, (StreamHead, i64)>,
+    /// Streams whose head row this transaction locked (placeholders for new streams included).
+    locked: Vec<StreamKey>,
+}
+
+impl DecidedAppends {
+    fn version_of(&self, event: &NewEvent) -> Option<i64> {
+        self.versions.get(event.id.as_str()).copied()
+    }
+}
+
+/// Locks the head of every stream the batch appends to (in key order, the one lock order), and
+/// decides each append in order ([`plan_appends`]). An append whose idempotency key is already
+/// stored, or used earlier in the batch, is not decided: it answers with the first append.
+async fn decide_appends<C: Conn + ?Sized>(
+    conn: &mut C,
+    emissions: &[Emission],
+) -> Result<DecidedAppends, StoreError> {
+    let appending: Vec<(usize, &NewEvent, &AppendRequest)> = emissions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.event.append.as_ref().map(|a| (i, &e.event, a)))
+        .collect();
+    if appending.is_empty() {
+        return Ok(DecidedAppends::default());
+    }
+    let mut keys: Vec<StreamKey> = appending
+        .iter()
+        .map(|(_, e, a)| (e.env_id.clone(), a.entity_id.clone()))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    let at = appending[0].1.received_at;
+    let lock_rows: Value = keys
+        .iter()
+        .map(|(env, entity)| {
+            let entity_type = appending
+                .iter()
+                .find(|(_, e, a)| &e.env_id == env && &a.entity_id == entity)
+                .map_or("", |(_, _, a)| a.entity_type.as_str());
+            serde_json::json!({"env_id": env, "entity_id": entity, "entity_type": entity_type,
+                               "at": at.to_rfc3339()})
+        })
+        .collect();
+    let rows: Vec<StreamHeadRow> = conn
+        .fetch_all(sql!("lock_stream_heads"), args![&lock_rows])
+        .await?;
+    let heads: HashMap<StreamKey, StreamHead> = rows
+        .into_iter()
+        .map(|r| {
+            (
+                (EnvId::from_stored(r.env_id), EntityId::from_stored(r.entity_id)),
+                StreamHead {
+                    entity_type: r.entity_type,
+                    version: r.version,
+                    deleted: r.deleted,
+                },
+            )
+        })
+        .collect();
+
+    // Keys stored before (read under the stream locks, so a concurrent first append of the same
+    // key on the same stream is seen once it committed).
+    let keyed: Value = appending
+        .iter()
+        .filter_map(|(_, e, _)| {
+            e.idempotency_key
+                .as_ref()
+                .map(|k| serde_json::json!({"env_id": e.env_id, "key": k}))
+        })
+        .collect();
+    let seen: HashSet<(String, String)> = if keyed.as_array().is_some_and(|a| !a.is_empty()) {
+        let known: Vec<KnownKeyRow> = conn
+            .fetch_all(sql!("known_idempotency_keys"), args![&keyed])
+            .await?;
+        known
+            .into_iter()
+            .map(|r| (r.env_id, r.idempotency_key))
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    let mut to_plan: Vec<(usize, &NewEvent, StreamKey, &AppendRequest)> = Vec::new();
+    // A key repeated within the batch answers as its first use does (index of that use).
+    let mut first_use: HashMap<(String, String), usize> = HashMap::new();
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    for (i, event, append) in appending {
+        if let Some(key) = &event.idempotency_key {
+            let k = (event.env_id.to_string(), key.clone());
+            if seen.contains(&k) {
+                continue;
+            }
+            if let Some(first) = first_use.get(&k) {
+                repeats.push((i, *first));
+                continue;
+            }
+            first_use.insert(k, i);
+        }
+        to_plan.push((
+            i,
+            event,
+            (event.env_id.clone(), append.entity_id.clone()),
+            append,
+        ));
+    }
+    let plan = plan_appends(
+        &heads,
+        &to_plan
+            .iter()
+            .map(|(_, _, k, a)| (k.clone(), *a))
+            .collect::<Vec<_>>(),
+    );
+    let mut decided = DecidedAppends {
+        heads: plan.heads,
+        locked: keys,
+        ..DecidedAppends::default()
+    };
+    for ((i, event, _, _), outcome) in to_plan.into_iter().zip(plan.outcomes) {
+        if let Ok(v) = &outcome {
+            decided.versions.insert(event.id.to_string(), *v);
+        }
+        decided.outcomes.insert(i, outcome);
+    }
+    // A repeat of a refused append is refused the same way (and not stored); a repeat of an
+    // accepted one is a duplicate, answered after the insert.
+    for (i, first) in repeats {
+        if let Some(Err(refusal)) = decided.outcomes.get(&first) {
+            let refusal = refusal.clone();
+            decided.outcomes.insert(i, Err(refusal));
+        }
+    }
+    Ok(decided)
+}
+
+/// Writes the new heads of the streams the batch appended to, drops the head rows locked for
+/// streams that got no event after all, and carries out tombstones (snapshots dropped; with
+/// `purge`, the events below the tombstone removed).
+async fn write_stream_heads<C: Conn + ?Sized>(
+    conn: &mut C,
+    emissions: &[Emission],
+    appends: &DecidedAppends,
+) -> Result<(), StoreError> {
+    if appends.locked.is_empty() {
+        return Ok(());
+    }
+    let at = emissions.first().map_or_else(Ts::now, |e| e.event.received_at);
+    if !appends.heads.is_empty() {
+        let heads: Value = appends
+            .heads
+            .iter()
+            .map(|((env, entity), (head, added))| {
+                serde_json::json!({"env_id": env, "entity_id": entity,
+                    "entity_type": head.entity_type, "version": head.version, "added": added,
+                    "deleted": head.deleted, "at": at.to_rfc3339()})
+            })
+            .collect();
+        conn.execute(sql!("update_stream_heads"), args![&heads])
+            .await?;
+    }
+    let locked: Value = appends
+        .locked
+        .iter()
+        .map(|(env, entity)| serde_json::json!({"env_id": env, "entity_id": entity}))
+        .collect();
+    conn.execute(sql!("drop_empty_stream_heads"), args![&locked])
+        .await?;
+    for e in emissions {
+        let event = &e.event;
+        let Some(append) = event.append.as_ref().filter(|a| a.tombstone) else {
+            continue;
+        };
+        let Some(version) = appends.version_of(event) else {
+            continue;
+        };
+        conn.execute(
+            sql!("delete_stream_snapshots"),
+            args![event.env_id.as_str(), append.entity_id.as_str(), None::<i64>],
+        )
+        .await?;
+        if event.purge_below {
+            conn.execute(
+                sql!("purge_stream_events"),
+                args![event.env_id.as_str(), append.entity_id.as_str(), version],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl<D: Db> EventStore for SqlStore<D> {
     async fn record_events(&self, emissions: &[Emission]) -> Result<Vec<EventOutcome>, StoreError> {
         let mut tx = self.db.begin().await?;
+        let appends = decide_appends(&mut *tx, emissions).await?;
         let rows: Value = emissions
             .iter()
-            .map(|e| {
+            .enumerate()
+            .filter(|(i, _)| !matches!(appends.outcomes.get(i), Some(Err(_))))
+            .map(|(i, e)| {
                 let event = &e.event;
+                let version = appends.outcomes.get(&i).and_then(|o| o.as_ref().ok());
+                let append = event.append.as_ref();
                 serde_json::json!({
                     "id": event.id, "env_id": event.env_id, "name": event.name,
                     "data": event.data.to_string(), "metadata": event.metadata.to_string(),
                     "source": event.source, "idempotency_key": event.idempotency_key,
                     "version": event.version, "received_at": event.received_at.to_rfc3339(),
+                    "entity_id": append.map(|a| a.entity_id.as_str()),
+                    "entity_type": append.map(|a| a.entity_type.as_str()),
+                    "entity_version": version,
+                    "emitted_by_run": event.emitted_by_run,
+                    "schema_hash": event.schema.hash, "schema_error": event.schema.error,
                 })
             })
             .collect();
         let stored: Vec<StoredEventRow> = tx.fetch_all(sql!("insert_events"), args![&rows]).await?;
         let seqs: HashMap<String, i64> = stored.into_iter().map(|r| (r.id, r.seq)).collect();
+        write_stream_heads(&mut *tx, emissions, &appends).await?;
 
         // Which stored events some run waits for (usually none: one round trip to know).
         let stored_events: Vec<&Emission> = emissions
@@ -409,7 +724,7 @@ impl<D: Db> EventStore for SqlStore<D> {
         let mut per_event: HashMap<&str, Effects> = HashMap::new();
         for e in &stored_events {
             let event = &e.event;
-            let mut mine = vec![received(event, e.runs.len())];
+            let mut mine = vec![received(event, e.runs.len(), appends.version_of(event))];
             mine.extend(resumed.remove(event.id.as_str()).unwrap_or_default());
             for run in &e.runs {
                 let lane = lane_of(&event.env_id, run);
@@ -457,27 +772,35 @@ impl<D: Db> EventStore for SqlStore<D> {
         // Repeated keys answer with the first event's result (read in this transaction, so an
         // earlier event of this batch counts).
         let mut outcomes = Vec::with_capacity(emissions.len());
-        for e in emissions {
+        for (i, e) in emissions.iter().enumerate() {
             let event = &e.event;
-            if seqs.contains_key(event.id.as_str()) {
+            if let Some(Err(refusal)) = appends.outcomes.get(&i) {
+                outcomes.push(EventOutcome::Refused(refusal.clone()));
+                continue;
+            }
+            if let Some(seq) = seqs.get(event.id.as_str()) {
                 outcomes.push(EventOutcome::Stored {
                     event_id: event.id.clone(),
+                    seq: *seq,
                     run_ids: e.runs.iter().map(|r| r.id.clone()).collect(),
+                    entity_version: appends.version_of(event),
                     effects: per_event.remove(event.id.as_str()).unwrap_or_default(),
                 });
                 continue;
             }
-            let first: String = tx
-                .scalar(
+            let first: FirstEventRow = tx
+                .fetch_one(
                     sql!("find_event_by_idempotency_key"),
                     args![event.env_id.as_str(), event.idempotency_key.as_deref()],
                 )
                 .await?;
-            let first = EventId::from_stored(first);
-            let run_ids = select_event_run_ids(&mut *tx, &event.env_id, &first).await?;
+            let first_id = EventId::from_stored(first.id);
+            let run_ids = select_event_run_ids(&mut *tx, &event.env_id, &first_id).await?;
             outcomes.push(EventOutcome::Duplicate {
-                event_id: first,
+                event_id: first_id,
+                seq: first.seq,
                 run_ids,
+                entity_version: first.entity_version,
             });
         }
         D::commit(tx).await?;

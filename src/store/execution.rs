@@ -402,6 +402,9 @@ impl DispatchedRunRow {
                 idempotency_key: self.ev_idempotency_key,
                 version: self.ev_version.unwrap_or(0),
                 received_at,
+                entity: None,
+                emitted_by_run: None,
+                schema: crate::store::events::SchemaStamp::default(),
             }),
             _ => None,
         };

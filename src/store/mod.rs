@@ -24,7 +24,9 @@ pub mod kv_nats;
 pub mod messages;
 pub mod push;
 pub mod runs;
+pub mod schemas;
 pub mod secrets;
+pub mod streams;
 pub(crate) mod sql;
 pub mod tenancy;
 mod writes;
@@ -147,6 +149,8 @@ pub trait Store:
     + events::EventStore
     + execution::ExecutionStore
     + control::RunControlStore
+    + streams::StreamStore
+    + schemas::SchemaStore
     + Send
     + Sync
     + 'static

@@ -103,6 +103,7 @@ impl TestServer {
             lease_ttl: config.lease_ttl,
             master_key: config.master_key.clone(),
             nats_url: config.nats_url.clone(),
+            schema_enforcement: Default::default(),
         };
         let server = server::start(options, None).await.expect("server starts");
         let key = std::fs::read_to_string(&key_file)
@@ -240,6 +241,7 @@ impl TestServer {
             lease_ttl: std::time::Duration::from_secs(90),
             master_key: None,
             nats_url: self.nats_url.clone(),
+            schema_enforcement: Default::default(),
         };
         server::start(options, None)
             .await

@@ -1,0 +1,9 @@
+-- A stream's events from version $3 on, oldest first (within [$4, $5) when given).
+SELECT seq, id, env_id, name, data, metadata, source, idempotency_key, version, received_at,
+       entity_id, entity_type, entity_version, emitted_by_run, schema_hash, schema_error
+FROM events
+WHERE env_id = $1 AND entity_id = $2 AND entity_version >= $3::bigint
+  AND ($4::timestamptz IS NULL OR received_at >= $4)
+  AND ($5::timestamptz IS NULL OR received_at < $5)
+ORDER BY entity_version
+LIMIT $6::bigint;

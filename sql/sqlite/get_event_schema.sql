@@ -1,0 +1,6 @@
+-- One version (NULL: the latest).
+SELECT event_name, version, schema_json, hash, description, created_at, updated_at
+FROM event_schemas
+WHERE env_id = ?1 AND event_name = ?2 AND (?3 IS NULL OR version = ?3)
+ORDER BY version DESC
+LIMIT 1;
