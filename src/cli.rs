@@ -76,6 +76,13 @@ pub struct BenchArgs {
     /// The database to measure: `postgres://…`, or a SQLite file path.
     #[arg(long = "db")]
     pub database_url: String,
+    /// What to measure: `steps` (durable workflow steps) or `appends` (entity-stream appends
+    /// with an expected version, and ReadStream of 1 000 events).
+    #[arg(long, default_value = "steps", value_parser = ["steps", "appends"])]
+    pub mode: String,
+    /// `--mode appends`: appends per writer (each of the C writers owns one stream).
+    #[arg(long, default_value_t = 500)]
+    pub appends_per_writer: usize,
     /// Workflows run for the throughput figure.
     #[arg(long, default_value_t = 2000)]
     pub workflows: usize,
@@ -106,6 +113,16 @@ pub struct BenchArgs {
 }
 
 impl BenchArgs {
+    pub fn append_options(&self) -> crate::bench::AppendOptions {
+        crate::bench::AppendOptions {
+            database_url: self.database_url.clone(),
+            concurrency: self.concurrency,
+            per_writer: self.appends_per_writer,
+            raw_for: std::time::Duration::from_secs(self.raw_secs.max(1)),
+            read_samples: self.latency_samples.clamp(1, 200),
+        }
+    }
+
     pub fn options(&self) -> crate::bench::BenchOptions {
         crate::bench::BenchOptions {
             database_url: self.database_url.clone(),

@@ -38,6 +38,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => {
             // RUST_LOG (e.g. `sqlx::query=debug`: every statement with its time) for profiling.
             init_logging(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()));
+            if args.mode == "appends" {
+                let report = ironflow::bench::run_appends(args.append_options()).await?;
+                println!("{}", report.summary_line());
+                if args.json {
+                    println!("{}", serde_json::to_string(&report)?);
+                }
+                return Ok(());
+            }
             let report = ironflow::bench::run(args.options()).await?;
             println!("{}", report.summary_line());
             if args.json {

@@ -732,3 +732,98 @@ async fn documented_queries_answer(backend: Backend) {
 both_backends! {
     documented_queries => documented_queries_answer;
 }
+
+fn append_event(
+    env: &EnvId,
+    entity: &str,
+    expected: ironflow::domain::stream::ExpectedVersion,
+    key: Option<&str>,
+) -> NewEvent {
+    NewEvent {
+        append: Some(ironflow::domain::stream::AppendRequest {
+            entity_id: ironflow::ids::EntityId::parse(entity).expect("entity id"),
+            entity_type: "order".into(),
+            expected,
+            tombstone: false,
+        }),
+        ..new_event(env, "order.changed", key)
+    }
+}
+
+/// One group-commit batch of appends is decided in order: each against the versions the
+/// earlier ones left, a refusal writes nothing, a key repeated in the batch answers as its
+/// first use, and the stream's head counts exactly what was stored.
+async fn a_batch_of_appends_is_decided_in_order(backend: Backend) {
+    use ironflow::domain::stream::ExpectedVersion::{Any, Exactly, NoStream};
+    let (store, url, _g) = fresh_store(backend).await;
+    let env = default_env(&store).await;
+    let batch: Vec<Emission> = [
+        append_event(&env, "o-1", NoStream, None),
+        append_event(&env, "o-1", NoStream, None), // lost to the one before it
+        append_event(&env, "o-1", Exactly(1), Some("k")),
+        append_event(&env, "o-1", Exactly(1), Some("k")), // same key: the first use's answer
+        append_event(&env, "o-2", Exactly(3), Some("refused")), // no such version
+        append_event(&env, "o-2", Exactly(3), Some("refused")), // refused the same way
+        append_event(&env, "o-2", Any, None),
+        new_event(&env, "plain.event", None),
+    ]
+    .into_iter()
+    .map(|event| Emission {
+        event,
+        runs: vec![new_run("on-order")],
+    })
+    .collect();
+    let outcomes = store.record_events(&batch).await.expect("batch");
+    let version = |o: &EventOutcome| match o {
+        EventOutcome::Stored { entity_version, .. } => Ok(*entity_version),
+        EventOutcome::Duplicate { entity_version, .. } => Err(*entity_version),
+        EventOutcome::Refused(r) => panic!("refused: {r}"),
+    };
+    assert_eq!(version(&outcomes[0]), Ok(Some(1)));
+    assert!(
+        matches!(&outcomes[1], EventOutcome::Refused(r) if r.to_string().contains("at version 1"))
+    );
+    assert_eq!(version(&outcomes[2]), Ok(Some(2)));
+    assert_eq!(version(&outcomes[3]), Err(Some(2)));
+    assert!(matches!(&outcomes[4], EventOutcome::Refused(_)));
+    assert!(matches!(&outcomes[5], EventOutcome::Refused(_)));
+    assert_eq!(version(&outcomes[6]), Ok(Some(1)));
+    assert_eq!(version(&outcomes[7]), Ok(None));
+
+    assert_eq!(raw_count(&url, "SELECT COUNT(*) FROM events").await, 4);
+    assert_eq!(
+        raw_count(&url, "SELECT COUNT(*) FROM runs").await,
+        4,
+        "refused appends start no run"
+    );
+    assert_eq!(
+        raw_count(
+            &url,
+            "SELECT COUNT(*) FROM streams WHERE entity_id = 'o-1' AND version = 2 AND event_count = 2"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        raw_count(
+            &url,
+            "SELECT COUNT(*) FROM streams WHERE entity_id = 'o-2' AND version = 1"
+        )
+        .await,
+        1
+    );
+    // A batch whose every append to a new stream was refused leaves no empty stream behind.
+    let refused = store
+        .record_event(&append_event(&env, "o-3", Exactly(5), None), &[])
+        .await
+        .expect("answered");
+    assert!(matches!(refused, EventOutcome::Refused(_)));
+    assert_eq!(
+        raw_count(&url, "SELECT COUNT(*) FROM streams WHERE entity_id = 'o-3'").await,
+        0
+    );
+}
+
+both_backends! {
+    append_batches => a_batch_of_appends_is_decided_in_order;
+}

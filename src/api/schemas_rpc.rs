@@ -259,7 +259,11 @@ async fn list_history(
         0
     };
     Ok(pb::ListSchemaHistoryResponse {
-        entries: page.entries.iter().map(|e| history_entry(e, &env)).collect(),
+        entries: page
+            .entries
+            .iter()
+            .map(|e| history_entry(e, &env))
+            .collect(),
         has_more: page.has_more,
         next_before_revision: next,
     })
@@ -277,6 +281,6 @@ async fn get_revision(
         .schema_revision(&ctx.env, &req.event_name, req.version, req.revision)
         .await?;
     Ok(pb::GetSchemaRevisionResponse {
-        entry: Some(history_entry(&r, &ctx.env.to_string())),
+        entry: Some(history_entry(&r, ctx.env.as_ref())),
     })
 }

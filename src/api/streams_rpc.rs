@@ -143,7 +143,12 @@ async fn append_event(
         entity_type: req.entity_type,
         event_name: req.event_name,
         data: map::payload_json(req.data.as_ref(), req.data_value.as_ref()),
-        metadata: Json::Object(req.metadata.as_ref().map(map::struct_to_map).unwrap_or_default()),
+        metadata: Json::Object(
+            req.metadata
+                .as_ref()
+                .map(map::struct_to_map)
+                .unwrap_or_default(),
+        ),
         expected,
         idempotency_key: Some(req.idempotency_key).filter(|k| !k.is_empty()),
         version: req.version,

@@ -7,8 +7,10 @@
 //! database, registers its functions under a fresh prefix (so repeated runs on one database
 //! never collide) and drives them with an SDK worker of concurrency `C` in a second process
 //! (or, with `--in-process-worker`, in the bench's). `--backlog N` first seeds `N` queued runs
-//! of an unserved function and history behind them.
+//! of an unserved function and history behind them. `--mode appends` measures entity-stream
+//! appends instead ([`appends`]).
 
+mod appends;
 mod backlog;
 mod counters;
 mod raw_commits;
@@ -25,6 +27,7 @@ use ironflow_sdk::Client;
 use serde_json::json;
 use tokio::sync::Notify;
 
+pub use appends::{AppendOptions, AppendReport, run as run_appends};
 pub use backlog::Backlog;
 pub use report::{BenchReport, Samples};
 pub use worker_side::{WorkerOptions, serve as serve_worker};

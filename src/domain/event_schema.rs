@@ -108,7 +108,11 @@ pub struct Violation {
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let at = if self.path.is_empty() { "/" } else { &self.path };
+        let at = if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        };
         write!(f, "data{at}: {}", self.message)
     }
 }
@@ -150,12 +154,41 @@ pub fn governing(schemas: &[SchemaDoc], version: i32) -> Option<&SchemaDoc> {
 /// object of annotations only. A heuristic over the keywords that assert something.
 pub fn asserts_anything(document: &Value) -> bool {
     const ASSERTING: &[&str] = &[
-        "type", "enum", "const", "required", "properties", "patternProperties",
-        "additionalProperties", "items", "prefixItems", "contains", "minimum", "maximum",
-        "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "minLength", "maxLength", "pattern",
-        "format", "minItems", "maxItems", "uniqueItems", "minProperties", "maxProperties",
-        "allOf", "anyOf", "oneOf", "not", "if", "$ref", "dependentRequired", "dependentSchemas",
-        "propertyNames", "unevaluatedProperties", "unevaluatedItems",
+        "type",
+        "enum",
+        "const",
+        "required",
+        "properties",
+        "patternProperties",
+        "additionalProperties",
+        "items",
+        "prefixItems",
+        "contains",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "minProperties",
+        "maxProperties",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "not",
+        "if",
+        "$ref",
+        "dependentRequired",
+        "dependentSchemas",
+        "propertyNames",
+        "unevaluatedProperties",
+        "unevaluatedItems",
     ];
     match document {
         Value::Bool(b) => !b,
@@ -209,7 +242,11 @@ impl UpcastSpec {
             None => Vec::new(),
             Some(Value::Array(a)) => a
                 .iter()
-                .map(|v| v.as_str().map(str::to_owned).ok_or("remove lists field names"))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or("remove lists field names")
+                })
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err("remove must be an array of field names".into()),
         };
@@ -391,10 +428,16 @@ mod tests {
 
     #[test]
     fn a_schema_that_is_not_json_schema_is_refused() {
-        assert!(parse_schema("{").expect_err("bad json").contains("not valid JSON"));
-        assert!(parse_schema(r#"{"type": "nonsense"}"#)
-            .expect_err("bad schema")
-            .contains("not a valid JSON Schema"));
+        assert!(
+            parse_schema("{")
+                .expect_err("bad json")
+                .contains("not valid JSON")
+        );
+        assert!(
+            parse_schema(r#"{"type": "nonsense"}"#)
+                .expect_err("bad schema")
+                .contains("not a valid JSON Schema")
+        );
         assert!(parse_schema("[1]").is_err());
         assert!(parse_schema(r#"{"type":"object","x-ironflow-enforcement":"loud"}"#).is_err());
         assert!(parse_schema(r#"{"type":"object","x-ironflow-upcast":{"frm":1}}"#).is_err());
@@ -416,7 +459,10 @@ mod tests {
     fn the_mode_comes_from_the_latest_schema_or_the_server() {
         assert_eq!(effective_mode(Enforcement::Off, None), Enforcement::Off);
         assert_eq!(
-            effective_mode(Enforcement::Warn, Some(&json!({"x-ironflow-enforcement": "reject"}))),
+            effective_mode(
+                Enforcement::Warn,
+                Some(&json!({"x-ironflow-enforcement": "reject"}))
+            ),
             Enforcement::Reject
         );
         assert_eq!(
@@ -437,7 +483,9 @@ mod tests {
     fn permissive_schemas_assert_nothing() {
         assert!(!asserts_anything(&json!({})));
         assert!(!asserts_anything(&json!(true)));
-        assert!(!asserts_anything(&json!({"title": "order", "description": "x"})));
+        assert!(!asserts_anything(
+            &json!({"title": "order", "description": "x"})
+        ));
         assert!(asserts_anything(&json!({"type": "object"})));
         assert!(asserts_anything(&json!(false)));
     }
@@ -481,7 +529,10 @@ mod tests {
         let schemas = vec![
             doc(1, json!({})),
             doc(2, json!({})),
-            doc(3, json!({"x-ironflow-upcast": {"from": 1, "set": {"v": 3}}})),
+            doc(
+                3,
+                json!({"x-ironflow-upcast": {"from": 1, "set": {"v": 3}}}),
+            ),
         ];
         let (data, steps) = upcast(&schemas, 1, 3, &json!({})).expect("upcasts");
         assert_eq!(data, json!({"v": 3}));
@@ -495,12 +546,18 @@ mod tests {
             upcast(&schemas, 3, 1, &json!({})),
             Err(UpcastError::Backwards { from: 3, to: 1 })
         );
-        assert_eq!(upcast(&schemas, 1, 9, &json!({})), Err(UpcastError::Unregistered(9)));
+        assert_eq!(
+            upcast(&schemas, 1, 9, &json!({})),
+            Err(UpcastError::Unregistered(9))
+        );
     }
 
     #[test]
     fn redacted_data_passes_through() {
-        let schemas = vec![doc(1, json!({})), doc(2, json!({"x-ironflow-upcast": {"set": {"a": 1}}}))];
+        let schemas = vec![
+            doc(1, json!({})),
+            doc(2, json!({"x-ironflow-upcast": {"set": {"a": 1}}})),
+        ];
         let redacted = json!({"$redacted": true, "sha256": "ab"});
         let (data, steps) = upcast(&schemas, 1, 2, &redacted).expect("upcasts");
         assert_eq!(data, redacted);

@@ -86,7 +86,10 @@ fn describe(expected: ExpectedVersion) -> String {
 
 /// The version an append takes on a stream whose head is `head` (`None`: no such stream), or
 /// why it is refused.
-pub fn decide_append(head: Option<&StreamHead>, append: &AppendRequest) -> Result<i64, AppendRefusal> {
+pub fn decide_append(
+    head: Option<&StreamHead>,
+    append: &AppendRequest,
+) -> Result<i64, AppendRefusal> {
     let current = head.map_or(0, |h| h.version);
     if let Some(h) = head.filter(|h| h.version > 0) {
         if h.deleted {
@@ -141,24 +144,19 @@ pub fn plan_appends<K: Clone + Eq + std::hash::Hash>(
     let mut changed: HashMap<K, (StreamHead, i64)> = HashMap::new();
     let mut outcomes = Vec::with_capacity(appends.len());
     for (key, append) in appends {
-        let head = changed
-            .get(key)
-            .map(|(h, _)| h)
-            .or_else(|| heads.get(key));
+        let head = changed.get(key).map(|(h, _)| h).or_else(|| heads.get(key));
         let outcome = decide_append(head, append);
         if let Ok(version) = outcome {
-            let entry = changed
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    (
-                        StreamHead {
-                            entity_type: append.entity_type.clone(),
-                            version: 0,
-                            deleted: false,
-                        },
-                        0,
-                    )
-                });
+            let entry = changed.entry(key.clone()).or_insert_with(|| {
+                (
+                    StreamHead {
+                        entity_type: append.entity_type.clone(),
+                        version: 0,
+                        deleted: false,
+                    },
+                    0,
+                )
+            });
             entry.0 = StreamHead {
                 entity_type: append.entity_type.clone(),
                 version,
@@ -255,21 +253,36 @@ mod tests {
     fn expected_version_parses_the_wire_values() {
         assert_eq!(ExpectedVersion::from_wire(-1), Ok(ExpectedVersion::Any));
         assert_eq!(ExpectedVersion::from_wire(0), Ok(ExpectedVersion::NoStream));
-        assert_eq!(ExpectedVersion::from_wire(7), Ok(ExpectedVersion::Exactly(7)));
+        assert_eq!(
+            ExpectedVersion::from_wire(7),
+            Ok(ExpectedVersion::Exactly(7))
+        );
         assert!(ExpectedVersion::from_wire(-2).is_err());
     }
 
     #[test]
     fn a_new_stream_starts_at_one() {
-        assert_eq!(decide_append(None, &append("o", ExpectedVersion::NoStream)), Ok(1));
-        assert_eq!(decide_append(None, &append("o", ExpectedVersion::Any)), Ok(1));
+        assert_eq!(
+            decide_append(None, &append("o", ExpectedVersion::NoStream)),
+            Ok(1)
+        );
+        assert_eq!(
+            decide_append(None, &append("o", ExpectedVersion::Any)),
+            Ok(1)
+        );
         // A head at version 0 is a stream row created and never written: the same as none.
-        assert_eq!(decide_append(Some(&head(0)), &append("o", ExpectedVersion::NoStream)), Ok(1));
+        assert_eq!(
+            decide_append(Some(&head(0)), &append("o", ExpectedVersion::NoStream)),
+            Ok(1)
+        );
     }
 
     #[test]
     fn expected_version_must_match_the_head() {
-        assert_eq!(decide_append(Some(&head(3)), &append("o", ExpectedVersion::Exactly(3))), Ok(4));
+        assert_eq!(
+            decide_append(Some(&head(3)), &append("o", ExpectedVersion::Exactly(3))),
+            Ok(4)
+        );
         assert_eq!(
             decide_append(Some(&head(3)), &append("o", ExpectedVersion::Exactly(2))),
             Err(AppendRefusal::VersionConflict {
@@ -286,13 +299,19 @@ mod tests {
             decide_append(None, &append("o", ExpectedVersion::Exactly(1))),
             Err(AppendRefusal::VersionConflict { actual: 0, .. })
         ));
-        assert_eq!(decide_append(Some(&head(3)), &append("o", ExpectedVersion::Any)), Ok(4));
+        assert_eq!(
+            decide_append(Some(&head(3)), &append("o", ExpectedVersion::Any)),
+            Ok(4)
+        );
     }
 
     #[test]
     fn the_conflict_message_states_the_actual_version() {
-        let refusal = decide_append(Some(&head(5)), &append("order-1", ExpectedVersion::Exactly(4)))
-            .expect_err("conflict");
+        let refusal = decide_append(
+            Some(&head(5)),
+            &append("order-1", ExpectedVersion::Exactly(4)),
+        )
+        .expect_err("conflict");
         assert_eq!(
             refusal.to_string(),
             "stream 'order-1' is at version 5; the append expected version 4"
@@ -326,7 +345,10 @@ mod tests {
         assert!(check_snapshot(&o, Some(&head(3)), "order", 4).is_err());
         assert!(check_snapshot(&o, Some(&head(3)), "order", 0).is_err());
         assert!(check_snapshot(&o, Some(&head(3)), "cart", 1).is_err());
-        let deleted = StreamHead { deleted: true, ..head(3) };
+        let deleted = StreamHead {
+            deleted: true,
+            ..head(3)
+        };
         assert!(check_snapshot(&o, Some(&deleted), "order", 2).is_err());
     }
 
@@ -368,7 +390,10 @@ mod tests {
         assert_eq!(plan.outcomes[3], Ok(1));
         assert!(plan.outcomes[4].is_err());
         assert_eq!(plan.outcomes[5], Ok(5));
-        assert!(matches!(plan.outcomes[6], Err(AppendRefusal::Deleted { .. })));
+        assert!(matches!(
+            plan.outcomes[6],
+            Err(AppendRefusal::Deleted { .. })
+        ));
         let (a, added) = &plan.heads[&id("a")];
         assert_eq!((a.version, a.deleted, *added), (5, true, 3));
         assert_eq!(plan.heads[&id("b")].0.version, 1);

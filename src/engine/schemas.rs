@@ -43,10 +43,12 @@ pub(crate) struct CompiledSchema {
 }
 
 type CacheKey = (EnvId, String);
+/// A name's compiled schemas and when they were read.
+type CacheEntry = (Instant, Arc<Vec<CompiledSchema>>);
 
 #[derive(Default)]
 pub(crate) struct SchemaCache {
-    entries: Mutex<HashMap<CacheKey, (Instant, Arc<Vec<CompiledSchema>>)>>,
+    entries: Mutex<HashMap<CacheKey, CacheEntry>>,
 }
 
 impl SchemaCache {
@@ -466,10 +468,7 @@ impl Engine {
                     .await?;
                 traffic.insert(record.event_name.clone(), sample);
             }
-            let (rows, truncated) = traffic
-                .get(&record.event_name)
-                .cloned()
-                .unwrap_or_default();
+            let (rows, truncated) = traffic.get(&record.event_name).cloned().unwrap_or_default();
             let c = compiled(record);
             schemas.push(SchemaCheck {
                 event_name: record.event_name.clone(),

@@ -385,7 +385,11 @@ impl Engine {
     }
 
     /// The streams a run touched (its trigger's, and those its steps appended to).
-    pub async fn run_streams(&self, env: &EnvId, run: &RunId) -> Result<Vec<EntityId>, EngineError> {
+    pub async fn run_streams(
+        &self,
+        env: &EnvId,
+        run: &RunId,
+    ) -> Result<Vec<EntityId>, EngineError> {
         if self.store().get_run(env, run).await?.is_none() {
             return Err(EngineError::not_found("run", run));
         }

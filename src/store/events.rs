@@ -19,8 +19,8 @@ use crate::domain::lifecycle::create::{RunSpec, create_run};
 use crate::domain::lifecycle::waits::{WaitFacts, satisfied, satisfies};
 use crate::domain::lifecycle::{Effects, LaneRef, StoredKind, Transition};
 use crate::domain::run::RunStatus;
-use crate::domain::time::Ts;
 use crate::domain::stream::{AppendRefusal, AppendRequest, StreamHead, plan_appends};
+use crate::domain::time::Ts;
 use crate::ids::{EntityId, EnvId, EventId, FunctionId, RunId};
 
 #[async_trait]
@@ -390,7 +390,6 @@ struct WaitedNameRow {
     event_name: String,
 }
 
-
 #[derive(sqlx::FromRow)]
 struct FirstEventRow {
     id: String,
@@ -475,7 +474,10 @@ async fn decide_appends<C: Conn + ?Sized>(
         .into_iter()
         .map(|r| {
             (
-                (EnvId::from_stored(r.env_id), EntityId::from_stored(r.entity_id)),
+                (
+                    EnvId::from_stored(r.env_id),
+                    EntityId::from_stored(r.entity_id),
+                ),
                 StreamHead {
                     entity_type: r.entity_type,
                     version: r.version,
@@ -569,7 +571,9 @@ async fn write_stream_heads<C: Conn + ?Sized>(
     if appends.locked.is_empty() {
         return Ok(());
     }
-    let at = emissions.first().map_or_else(Ts::now, |e| e.event.received_at);
+    let at = emissions
+        .first()
+        .map_or_else(Ts::now, |e| e.event.received_at);
     if !appends.heads.is_empty() {
         let heads: Value = appends
             .heads
@@ -600,7 +604,11 @@ async fn write_stream_heads<C: Conn + ?Sized>(
         };
         conn.execute(
             sql!("delete_stream_snapshots"),
-            args![event.env_id.as_str(), append.entity_id.as_str(), None::<i64>],
+            args![
+                event.env_id.as_str(),
+                append.entity_id.as_str(),
+                None::<i64>
+            ],
         )
         .await?;
         if event.purge_below {

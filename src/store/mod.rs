@@ -26,8 +26,8 @@ pub mod push;
 pub mod runs;
 pub mod schemas;
 pub mod secrets;
-pub mod streams;
 pub(crate) mod sql;
+pub mod streams;
 pub mod tenancy;
 mod writes;
 

@@ -28,8 +28,11 @@ pub trait SchemaStore: Send + Sync {
     ) -> Result<Option<SchemaRecord>, StoreError>;
 
     /// Every version of an event name's schema, oldest first.
-    async fn schemas_of(&self, env: &EnvId, event_name: &str)
-    -> Result<Vec<SchemaRecord>, StoreError>;
+    async fn schemas_of(
+        &self,
+        env: &EnvId,
+        event_name: &str,
+    ) -> Result<Vec<SchemaRecord>, StoreError>;
 
     /// Schemas by event name and version, and how many match in all.
     async fn list_schemas(
@@ -202,7 +205,16 @@ impl<D: Db> SchemaStore for SqlStore<D> {
                 D::commit(tx).await?;
                 return Ok(false);
             }
-            archive(&mut *tx, &s.env_id, old, "updated", &s.change_reason, actor, now).await?;
+            archive(
+                &mut *tx,
+                &s.env_id,
+                old,
+                "updated",
+                &s.change_reason,
+                actor,
+                now,
+            )
+            .await?;
         }
         tx.execute(
             sql!("upsert_event_schema"),

@@ -248,10 +248,7 @@ impl<D: Db> StreamStore for SqlStore<D> {
         Ok((rows.into_iter().map(|r| r.stream.into()).collect(), total))
     }
 
-    async fn create_snapshot(
-        &self,
-        s: &NewSnapshot,
-    ) -> Result<Result<(), String>, StoreError> {
+    async fn create_snapshot(&self, s: &NewSnapshot) -> Result<Result<(), String>, StoreError> {
         let mut tx = self.db.begin().await?;
         let head: Option<HeadRow> = tx
             .fetch_optional(
@@ -278,7 +275,8 @@ impl<D: Db> StreamStore for SqlStore<D> {
                 s.id.as_str(),
                 s.env_id.as_str(),
                 s.entity_id.as_str(),
-                head.as_ref().map_or(s.entity_type.as_str(), |h| h.entity_type.as_str()),
+                head.as_ref()
+                    .map_or(s.entity_type.as_str(), |h| h.entity_type.as_str()),
                 s.entity_version,
                 &s.state,
                 s.created_at
