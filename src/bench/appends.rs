@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::counters::{CpuPerStep, CpuTicks, TripsPerStep};
 use super::raw_commits;
 use super::report::Samples;
 
@@ -40,10 +41,25 @@ pub struct AppendReport {
     pub conflicts: u64,
     pub read_1000_p50_ms: f64,
     pub read_1000_p99_ms: f64,
+    /// Sent by the server over the append phase, per append.
+    pub statements_per_append: f64,
+    pub commits_per_append: f64,
+    /// Over the append phase (`server_us` includes the bench's own HTTP client: one process).
+    pub cpu: Option<CpuPerStep>,
 }
 
 impl AppendReport {
     pub fn summary_line(&self) -> String {
+        let cpu = self.cpu.map_or_else(String::new, |c| {
+            format!(
+                "; CPU per append: server and client {:.0} us, rest (database) {:.0} us; machine {:.0}% busy",
+                c.server_us, c.rest_us, c.machine_busy_pct
+            )
+        });
+        let counters = format!(
+            "\nironflow bench appends counters: {:.2} statements and {:.2} commits per append{cpu}",
+            self.statements_per_append, self.commits_per_append
+        );
         format!(
             "ironflow bench appends [{}] {} appends with expected_version, C={}: {:.0} appends/s; \
              raw single-row commits {:.0}/s (ratio {:.2}); append p50 {:.2} ms p99 {:.2} ms; \
@@ -59,7 +75,7 @@ impl AppendReport {
             self.conflicts,
             self.read_1000_p50_ms,
             self.read_1000_p99_ms,
-        )
+        ) + &counters
     }
 }
 
@@ -125,8 +141,14 @@ pub async fn run(options: AppendOptions) -> anyhow::Result<AppendReport> {
     let result = measure(&options, &caller, &prefix).await;
     server.shutdown.cancel();
     server.wait().await?;
-    let (elapsed, latencies, conflicts, reads) = result?;
+    let measured = result?;
     let appends = options.concurrency * options.per_writer;
+    let (elapsed, latencies, conflicts, reads) = (
+        measured.elapsed,
+        measured.latencies,
+        measured.conflicts,
+        measured.reads,
+    );
     let per_sec = appends as f64 / elapsed.as_secs_f64();
     Ok(AppendReport {
         backend,
@@ -141,14 +163,26 @@ pub async fn run(options: AppendOptions) -> anyhow::Result<AppendReport> {
         conflicts,
         read_1000_p50_ms: reads.percentile_ms(50.0),
         read_1000_p99_ms: reads.percentile_ms(99.0),
+        statements_per_append: measured.trips.statements,
+        commits_per_append: measured.trips.commits,
+        cpu: measured.cpu,
     })
+}
+
+struct Measured {
+    elapsed: Duration,
+    latencies: Samples,
+    conflicts: u64,
+    reads: Samples,
+    trips: TripsPerStep,
+    cpu: Option<CpuPerStep>,
 }
 
 async fn measure(
     options: &AppendOptions,
     caller: &std::sync::Arc<Caller>,
     prefix: &str,
-) -> anyhow::Result<(Duration, Samples, u64, Samples)> {
+) -> anyhow::Result<Measured> {
     // Warm up connections and caches.
     let (status, body) = caller
         .call(
@@ -159,6 +193,8 @@ async fn measure(
         .await?;
     anyhow::ensure!(status == 200, "warm-up append answered {status}: {body}");
 
+    let trips_before = crate::store::sql::RoundTrips::so_far();
+    let cpu_before = CpuTicks::read(None);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..options.concurrency {
@@ -203,6 +239,16 @@ async fn measure(
         conflicts += c;
     }
     let elapsed = started.elapsed();
+    let appends = (options.concurrency * options.per_writer) as u64;
+    let trips = TripsPerStep::between(
+        trips_before,
+        crate::store::sql::RoundTrips::so_far(),
+        appends,
+    );
+    let cpu = match (cpu_before, CpuTicks::read(None)) {
+        (Some(before), Some(after)) => Some(CpuPerStep::between(before, after, appends)),
+        _ => None,
+    };
 
     // ReadStream of 1 000 events: a stream filled to 1 000 (writer 0's, topped up if shorter).
     let entity = format!("{prefix}-read");
@@ -230,5 +276,12 @@ async fn measure(
         anyhow::ensure!(got == 1000, "ReadStream returned {got} events, not 1000");
         reads.push(sent.elapsed());
     }
-    Ok((elapsed, latencies, conflicts, reads))
+    Ok(Measured {
+        elapsed,
+        latencies,
+        conflicts,
+        reads,
+        trips,
+        cpu,
+    })
 }

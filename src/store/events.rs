@@ -424,8 +424,8 @@ struct DecidedAppends {
     /// By event id, the version each accepted append takes.
     versions: HashMap<String, i64>,
     heads: HashMap<StreamKey, (StreamHead, i64)>,
-    /// Streams whose head row this transaction locked (placeholders for new streams included).
-    locked: Vec<StreamKey>,
+    /// Placeholder heads (version 0) this transaction created for streams that got no event.
+    empty: Vec<StreamKey>,
 }
 
 impl DecidedAppends {
@@ -538,9 +538,13 @@ async fn decide_appends<C: Conn + ?Sized>(
             .map(|(_, _, k, a)| (k.clone(), *a))
             .collect::<Vec<_>>(),
     );
+    let empty = keys
+        .into_iter()
+        .filter(|k| heads.get(k).is_some_and(|h| h.version == 0) && !plan.heads.contains_key(k))
+        .collect();
     let mut decided = DecidedAppends {
         heads: plan.heads,
-        locked: keys,
+        empty,
         ..DecidedAppends::default()
     };
     for ((i, event, _, _), outcome) in to_plan.into_iter().zip(plan.outcomes) {
@@ -560,7 +564,7 @@ async fn decide_appends<C: Conn + ?Sized>(
     Ok(decided)
 }
 
-/// Writes the new heads of the streams the batch appended to, drops the head rows locked for
+/// Writes the new heads of the streams the batch appended to, drops the placeholder heads of
 /// streams that got no event after all, and carries out tombstones (snapshots dropped; with
 /// `purge`, the events below the tombstone removed).
 async fn write_stream_heads<C: Conn + ?Sized>(
@@ -568,9 +572,6 @@ async fn write_stream_heads<C: Conn + ?Sized>(
     emissions: &[Emission],
     appends: &DecidedAppends,
 ) -> Result<(), StoreError> {
-    if appends.locked.is_empty() {
-        return Ok(());
-    }
     let at = emissions
         .first()
         .map_or_else(Ts::now, |e| e.event.received_at);
@@ -587,13 +588,15 @@ async fn write_stream_heads<C: Conn + ?Sized>(
         conn.execute(sql!("update_stream_heads"), args![&heads])
             .await?;
     }
-    let locked: Value = appends
-        .locked
-        .iter()
-        .map(|(env, entity)| serde_json::json!({"env_id": env, "entity_id": entity}))
-        .collect();
-    conn.execute(sql!("drop_empty_stream_heads"), args![&locked])
-        .await?;
+    if !appends.empty.is_empty() {
+        let empty: Value = appends
+            .empty
+            .iter()
+            .map(|(env, entity)| serde_json::json!({"env_id": env, "entity_id": entity}))
+            .collect();
+        conn.execute(sql!("drop_empty_stream_heads"), args![&empty])
+            .await?;
+    }
     for e in emissions {
         let event = &e.event;
         let Some(append) = event.append.as_ref().filter(|a| a.tombstone) else {

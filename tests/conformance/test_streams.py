@@ -28,6 +28,7 @@ from ironflow.rpc.v1 import (
 )
 
 from ifconf import Server, register, struct
+from workerkit import WorkerKit
 
 
 def eid(prefix: str = "order") -> str:
@@ -341,3 +342,28 @@ def test_the_sql_views_show_streams_and_their_events(server: Server, rpc: Ironfl
     last_two = sql_rows(server, f"SELECT entity_version, name FROM ironflow_stream_events "
                                 f"WHERE entity_id = '{order}' ORDER BY entity_version DESC LIMIT 2")
     assert last_two == [("3", "order.v2"), ("2", "order.v1")]
+
+
+def test_a_worker_runs_the_function_an_append_triggered_and_an_append_satisfies_a_wait(wk: WorkerKit) -> None:
+    wk.worker("three", "wait")
+    rpc = wk.server.rpc()
+    try:
+        order = eid()
+        out = append(rpc, order, wk.event("three"), {"n": 1}, expected=0)
+        runs = wk.runs_of("three")
+        assert len(runs) == 1 and runs[0]["event_id"] == out.event_id
+        done = wk.wait_status(runs[0]["id"], "completed")
+        assert done["output"] == {"a": 2, "b": 20, "c": 27}, done
+        entry = rpc.streams.get_history(GetEntityHistoryRequest(entity_id=order)).entries[0]
+        assert [r.status for r in entry.runs] == ["completed"]
+        assert [s.name for s in entry.runs[0].steps] == ["s1", "s2", "s3"]
+        assert all(s.status == "completed" for s in entry.runs[0].steps)
+
+        # A run waiting for an event is resumed by an entity event of that name.
+        rid = wk.start_run("wait", {"id": order})
+        wk.wait_step(rid, "reply", "waiting")
+        append(rpc, order, wk.event("reply"), {"id": order, "ok": True})
+        finished = wk.wait_status(rid, "completed")
+        assert finished["output"]["reply"] == {"id": order, "ok": True}, finished
+    finally:
+        rpc.close()
