@@ -114,23 +114,7 @@ pub async fn run(options: AppendOptions) -> anyhow::Result<AppendReport> {
     };
     let raw =
         raw_commits::measure(&options.database_url, options.concurrency, options.raw_for).await?;
-    let server = crate::server::start(
-        crate::server::ServeOptions {
-            bind: std::net::IpAddr::from([127, 0, 0, 1]),
-            port: 0,
-            database_url: options.database_url.clone(),
-            dev: true,
-            bootstrap_key_file: None,
-            max_payload_bytes: 1 << 20,
-            lease_ttl: Duration::from_secs(90),
-            master_key: None,
-            nats_url: None,
-            schema_enforcement: Default::default(),
-        },
-        None,
-    )
-    .await
-    .context("starting the in-process server")?;
+    let server = super::start_server(&options.database_url).await?;
     let caller = std::sync::Arc::new(Caller {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(options.concurrency * 2)

@@ -92,6 +92,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The server a bench measures: in this process, development mode, loopback, a free port.
+async fn start_server(database_url: &str) -> anyhow::Result<crate::server::Server> {
+    crate::server::start(
+        crate::server::ServeOptions {
+            bind: std::net::IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            database_url: database_url.to_owned(),
+            dev: true,
+            bootstrap_key_file: None,
+            max_payload_bytes: 1 << 20,
+            lease_ttl: Duration::from_secs(90),
+            master_key: None,
+            nats_url: None,
+            schema_enforcement: Default::default(),
+        },
+        None,
+    )
+    .await
+    .context("starting the in-process server")
+}
+
 pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(
         options.workflows > 0 && options.steps > 0 && options.concurrency > 0,
@@ -106,23 +127,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let raw =
         raw_commits::measure(&options.database_url, options.concurrency, options.raw_for).await?;
 
-    let server = crate::server::start(
-        crate::server::ServeOptions {
-            bind: std::net::IpAddr::from([127, 0, 0, 1]),
-            port: 0,
-            database_url: options.database_url.clone(),
-            dev: true,
-            bootstrap_key_file: None,
-            max_payload_bytes: 1 << 20,
-            lease_ttl: Duration::from_secs(90),
-            master_key: None,
-            nats_url: None,
-            schema_enforcement: Default::default(),
-        },
-        None,
-    )
-    .await
-    .context("starting the in-process server")?;
+    let server = start_server(&options.database_url).await?;
     let base = format!("http://{}", server.local_addr);
     let workload = Workload {
         prefix: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
