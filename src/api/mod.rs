@@ -31,7 +31,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Method;
 use axum::middleware;
-use axum::routing::{MethodRouter, delete, get, patch, post, put};
+use axum::routing::{MethodRouter, any, delete, get, patch, post, put};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::engine::Engine;
@@ -353,6 +353,13 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             "/ironflow.v1.EventSchemaService/{method}",
             Key,
             post(connect::event_schema_service),
+        ),
+        // Last, so every served service above takes precedence (static segments win).
+        route(
+            Method::POST,
+            "/{service}/{method}",
+            KeyInHandler,
+            any(system::unknown_service),
         ),
         route(
             Method::POST,

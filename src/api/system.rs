@@ -63,11 +63,45 @@ pub async fn capabilities(
 ) -> Json<serde_json::Value> {
     Json(json!({
         "transports": ["rest", "connect"],
-        "features": ["events", "functions", "runs", "history", "idempotency", "cel_filters", "wildcard_triggers"],
+        "features": ["events", "functions", "runs", "history", "idempotency", "cel_filters", "wildcard_triggers",
+                     "time_travel", "run_control", "entity_streams", "event_schemas"],
         "version": env!("CARGO_PKG_VERSION"),
         "auth_required": !state.auth.dev_mode(),
         "backend": state.engine.backend().as_str(),
     }))
+}
+
+/// A Connect call to a service this server does not serve (`/<package>.<Name>Service/<Method>`):
+/// after authentication, Connect's `unimplemented`, which the SDKs read as "this server is too
+/// old for that call". Any other two-segment path is an ordinary 404.
+pub async fn unknown_service(
+    State(state): State<AppState>,
+    method: axum::http::Method,
+    headers: axum::http::HeaderMap,
+    uri: Uri,
+) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    let service = path.split('/').next().unwrap_or_default();
+    let is_service = service.contains('.')
+        && service
+            .rsplit('.')
+            .next()
+            .is_some_and(|name| name.ends_with("Service"));
+    if method != axum::http::Method::POST || !is_service {
+        return not_found(uri).await.into_response();
+    }
+    if let Err(e) = state.auth.authenticate(&headers, None, None).await {
+        return e.into_response();
+    }
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        super::error::Code::Unimplemented,
+        format!(
+            "{path} is not served by this server (ironflow {})",
+            env!("CARGO_PKG_VERSION")
+        ),
+    )
+    .into_response()
 }
 
 pub async fn not_found(uri: Uri) -> ApiError {

@@ -1,0 +1,27 @@
+"""Wire hygiene the SDK's version-skew handling relies on: a Connect service this server does not serve
+answers `unimplemented` (after authentication), never `not_found`; other unknown paths stay 404."""
+
+from __future__ import annotations
+
+import pytest
+from ironflow.rpc import IronflowRPC, IronflowRPCError
+from ironflow.rpc.v1 import ListProjectionsRequest
+
+from ifconf import Server
+
+
+def test_an_unserved_service_answers_unimplemented_after_authentication(server: Server, rpc: IronflowRPC) -> None:
+    with pytest.raises(IronflowRPCError) as exc:
+        rpc.projections.list(ListProjectionsRequest())
+    assert exc.value.code == "unimplemented", exc.value
+
+    anonymous = server.request("POST", "/ironflow.v1.ProjectionService/ListProjections", json_body={}, auth=False)
+    assert anonymous.status == 401 and anonymous.json()["code"] == "unauthenticated", anonymous
+    keyed = server.request("POST", "/ironflow.v1.ProjectionService/ListProjections", json_body={})
+    assert keyed.status == 501 and keyed.json()["code"] == "unimplemented", keyed
+    assert "not served" in keyed.json()["message"]
+
+    for path in ("/foo/bar", "/api/nothing"):
+        r = server.request("POST", path, json_body={})
+        assert r.status == 404 and r.json()["code"] == "not_found", (path, r)
+    assert server.request("GET", "/ironflow.v1.ProjectionService/ListProjections").status == 404
