@@ -318,12 +318,13 @@ async fn info(
 ) -> Result<pb::InfoResponse, ApiError> {
     ctx.require(Permission::Read)?;
     let counts = state.engine.env_counts(&ctx.env).await?;
+    let workers = state.engine.connected_workers(&ctx.env).await?;
     Ok(pb::InfoResponse {
         version: env!("CARGO_PKG_VERSION").into(),
         go_version: String::new(),
         started_at: Some(map::timestamp(state.engine.started_at())),
         function_count: i32::try_from(counts.functions).unwrap_or(i32::MAX),
         active_runs: i32::try_from(counts.active_runs).unwrap_or(i32::MAX),
-        connected_workers: 0,
+        connected_workers: i32::try_from(workers).unwrap_or(i32::MAX),
     })
 }

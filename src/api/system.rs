@@ -73,7 +73,8 @@ pub async fn capabilities(
 
 /// A Connect call to a service this server does not serve (`/<package>.<Name>Service/<Method>`):
 /// after authentication, Connect's `unimplemented`, which the SDKs read as "this server is too
-/// old for that call". Any other two-segment path is an ordinary 404.
+/// old for that call". Any other two-segment path is an ordinary 404 (a POST once the key is
+/// checked, like every keyed route).
 pub async fn unknown_service(
     State(state): State<AppState>,
     method: axum::http::Method,
@@ -87,11 +88,14 @@ pub async fn unknown_service(
             .rsplit('.')
             .next()
             .is_some_and(|name| name.ends_with("Service"));
-    if method != axum::http::Method::POST || !is_service {
+    if method != axum::http::Method::POST {
         return not_found(uri).await.into_response();
     }
     if let Err(e) = state.auth.authenticate(&headers, None, None).await {
         return e.into_response();
+    }
+    if !is_service {
+        return not_found(uri).await.into_response();
     }
     ApiError::new(
         StatusCode::NOT_IMPLEMENTED,

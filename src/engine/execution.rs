@@ -89,6 +89,18 @@ impl Engine {
         Ok(self.store().list_workers(env).await?)
     }
 
+    /// Workers heard from (registration, heartbeat, poll) within the lease TTL: the ones whose
+    /// jobs would not yet be handed to another worker.
+    pub async fn connected_workers(&self, env: &EnvId) -> Result<usize, EngineError> {
+        let since = Ts::now().minus(self.options().lease_ttl);
+        Ok(self
+            .list_workers(env)
+            .await?
+            .iter()
+            .filter(|w| w.last_heartbeat_at >= since)
+            .count())
+    }
+
     /// Claims up to `available` jobs, holding the request up to `wait` until work arrives.
     pub async fn poll(
         &self,

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 from ironflow.rpc import IronflowRPC, IronflowRPCError
-from ironflow.rpc.v1 import ListProjectionsRequest
+from ironflow.rpc.v1 import InfoRequest, ListProjectionsRequest
 
 from ifconf import Server
+from workerkit import LEASE_TTL_S, WorkerKit
 
 
 def test_an_unserved_service_answers_unimplemented_after_authentication(server: Server, rpc: IronflowRPC) -> None:
@@ -25,3 +26,16 @@ def test_an_unserved_service_answers_unimplemented_after_authentication(server: 
         r = server.request("POST", path, json_body={})
         assert r.status == 404 and r.json()["code"] == "not_found", (path, r)
     assert server.request("GET", "/ironflow.v1.ProjectionService/ListProjections").status == 404
+
+
+def test_info_counts_the_workers_heard_from_within_the_lease(wk: WorkerKit) -> None:
+    def connected() -> int:
+        with wk.server.rpc() as rpc:
+            return rpc._ironflow_service.info(InfoRequest()).connected_workers  # noqa: SLF001
+
+    worker = wk.worker("three")
+    assert connected() >= 1, "a registered, heartbeating worker is connected"
+    worker.kill()
+    # Every worker of earlier tests is dead too: once the lease TTL passes without a heartbeat, none is.
+    wk.until(lambda: connected() == 0, "no worker connected after the lease TTL",
+             deadline_s=LEASE_TTL_S * 3 + 10)
