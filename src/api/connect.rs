@@ -157,6 +157,34 @@ where
     }
 }
 
+/// A unary call of any service: the body decoded once (codec, gzip, size), `call` run on it
+/// within the client's `connect-timeout-ms`.
+async fn unary_call<Fut>(
+    state: &AppState,
+    headers: &HeaderMap,
+    method: &str,
+    body: Bytes,
+    call: impl FnOnce(Unary) -> Fut,
+) -> Response
+where
+    Fut: Future<Output = Response>,
+{
+    match prepare(headers, body, state.max_request_bytes) {
+        Ok(unary) => within_deadline(headers, method, call(unary)).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The answer to a method a known service does not have: Connect's `unimplemented`.
+pub fn unknown_method(service: &str, method: &str) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        Code::Unimplemented,
+        format!("unknown method ironflow.v1.{service}/{method}"),
+    )
+    .into_response()
+}
+
 /// `POST /ironflow.v1.IronflowService/{method}`.
 pub async fn ironflow_service(
     State(state): State<AppState>,
@@ -165,13 +193,11 @@ pub async fn ironflow_service(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Response {
-    match prepare(&headers, body, state.max_request_bytes) {
-        Ok(unary) => {
-            let call = ironflow_rpc::dispatch(&state, &ctx, &method, &unary);
-            within_deadline(&headers, &method, call).await
-        }
-        Err(e) => e.into_response(),
-    }
+    let (s, c, m) = (&state, &ctx, method.as_str());
+    unary_call(s, &headers, m, body, move |u| async move {
+        ironflow_rpc::dispatch(s, c, m, &u).await
+    })
+    .await
 }
 
 /// `POST /ironflow.v1.TimeTravelService/{method}`.
@@ -182,13 +208,11 @@ pub async fn time_travel_service(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Response {
-    match prepare(&headers, body, state.max_request_bytes) {
-        Ok(unary) => {
-            let call = run_control_rpc::time_travel(&state, &ctx, &method, &unary);
-            within_deadline(&headers, &method, call).await
-        }
-        Err(e) => e.into_response(),
-    }
+    let (s, c, m) = (&state, &ctx, method.as_str());
+    unary_call(s, &headers, m, body, move |u| async move {
+        run_control_rpc::time_travel(s, c, m, &u).await
+    })
+    .await
 }
 
 /// `POST /ironflow.v1.EntityStreamService/{method}`.
@@ -199,14 +223,12 @@ pub async fn entity_stream_service(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Response {
-    match prepare(&headers, body, state.max_request_bytes) {
-        Ok(unary) => {
-            let caller = super::streams_rpc::Caller::from_headers(&headers);
-            let call = super::streams_rpc::dispatch(&state, &ctx, &caller, &method, &unary);
-            within_deadline(&headers, &method, call).await
-        }
-        Err(e) => e.into_response(),
-    }
+    let caller = super::streams_rpc::Caller::from_headers(&headers);
+    let (s, c, m, who) = (&state, &ctx, method.as_str(), &caller);
+    unary_call(s, &headers, m, body, move |u| async move {
+        super::streams_rpc::dispatch(s, c, who, m, &u).await
+    })
+    .await
 }
 
 /// `POST /ironflow.v1.EventSchemaService/{method}`.
@@ -217,13 +239,11 @@ pub async fn event_schema_service(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Response {
-    match prepare(&headers, body, state.max_request_bytes) {
-        Ok(unary) => {
-            let call = super::schemas_rpc::dispatch(&state, &ctx, &method, &unary);
-            within_deadline(&headers, &method, call).await
-        }
-        Err(e) => e.into_response(),
-    }
+    let (s, c, m) = (&state, &ctx, method.as_str());
+    unary_call(s, &headers, m, body, move |u| async move {
+        super::schemas_rpc::dispatch(s, c, m, &u).await
+    })
+    .await
 }
 
 /// A call cut off at the client's `connect-timeout-ms`, if it sent one.

@@ -1,8 +1,7 @@
 //! `ironflow.v1.IronflowService` over Connect: thin handlers that parse, authorize, call the
 //! engine and map the result.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use crate::ids::{EventId, FunctionId, RunId};
 use crate::proto::v1 as pb;
@@ -11,7 +10,7 @@ use crate::tenancy::Permission;
 use super::AppState;
 use super::auth::RequestContext;
 use super::connect::{Unary, respond};
-use super::error::{ApiError, Code};
+use super::error::ApiError;
 use super::function_versions_rpc as versions;
 use super::proto_map as map;
 use super::run_control_rpc as control;
@@ -58,12 +57,7 @@ pub async fn dispatch(
         "TriggerBatch" => respond(unary, |r| control::trigger_batch(state, ctx, r)).await,
         "Health" => respond(unary, |r| health(state, r)).await,
         "Info" => respond(unary, |r| info(state, ctx, r)).await,
-        m => ApiError::new(
-            StatusCode::NOT_FOUND,
-            Code::Unimplemented,
-            format!("unknown method ironflow.v1.IronflowService/{m}"),
-        )
-        .into_response(),
+        m => super::connect::unknown_method("IronflowService", m),
     }
 }
 

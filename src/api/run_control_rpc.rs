@@ -3,8 +3,7 @@
 //! `ironflow.v1.TimeTravelService`: thin handlers that parse, authorize, call the engine and
 //! map the result.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::Value as Json;
 
 use crate::domain::lifecycle::control::StepEdit;
@@ -18,7 +17,7 @@ use crate::tenancy::Permission;
 use super::AppState;
 use super::auth::RequestContext;
 use super::connect::{Unary, respond};
-use super::error::{ApiError, Code};
+use super::error::ApiError;
 use super::proto_map as map;
 
 fn run_id(value: &str, field: &str) -> Result<RunId, ApiError> {
@@ -336,12 +335,7 @@ pub(super) async fn time_travel(
         "GetRunStateAt" => respond(unary, |r| get_run_state_at(state, ctx, r)).await,
         "GetRunTimeline" => respond(unary, |r| get_run_timeline(state, ctx, r)).await,
         "GetStepOutputAt" => respond(unary, |r| get_step_output_at(state, ctx, r)).await,
-        m => ApiError::new(
-            StatusCode::NOT_FOUND,
-            Code::Unimplemented,
-            format!("unknown method ironflow.v1.TimeTravelService/{m}"),
-        )
-        .into_response(),
+        m => super::connect::unknown_method("TimeTravelService", m),
     }
 }
 

@@ -1,8 +1,7 @@
 //! `ironflow.v1.EventSchemaService`: thin handlers for registering, reading, deleting and
 //! upcasting event schemas, their archived revisions, and the enforcement report.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use crate::engine::RegisterSchema;
 use crate::proto::v1 as pb;
@@ -12,7 +11,7 @@ use crate::tenancy::Permission;
 use super::AppState;
 use super::auth::RequestContext;
 use super::connect::{Unary, respond};
-use super::error::{ApiError, Code};
+use super::error::ApiError;
 use super::proto_map as map;
 
 pub(super) async fn dispatch(
@@ -30,12 +29,7 @@ pub(super) async fn dispatch(
         "CheckEnforcement" => respond(unary, |r| check_enforcement(state, ctx, r)).await,
         "ListSchemaHistory" => respond(unary, |r| list_history(state, ctx, r)).await,
         "GetSchemaRevision" => respond(unary, |r| get_revision(state, ctx, r)).await,
-        m => ApiError::new(
-            StatusCode::NOT_FOUND,
-            Code::Unimplemented,
-            format!("unknown method ironflow.v1.EventSchemaService/{m}"),
-        )
-        .into_response(),
+        m => super::connect::unknown_method("EventSchemaService", m),
     }
 }
 

@@ -1,8 +1,8 @@
 //! `ironflow.v1.EntityStreamService`: thin handlers that parse, authorize, call the engine and
 //! map the result (appends, reads, listings, entity history, snapshots, deletion).
 
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde_json::Value as Json;
 
 use crate::domain::stream::{Direction, ExpectedVersion};
@@ -16,7 +16,7 @@ use crate::tenancy::Permission;
 use super::AppState;
 use super::auth::RequestContext;
 use super::connect::{Unary, respond};
-use super::error::{ApiError, Code};
+use super::error::ApiError;
 use super::proto_map as map;
 
 /// Who is calling, beyond the key: the run whose step sends the request, if it says so.
@@ -58,12 +58,7 @@ pub(super) async fn dispatch(
         "CreateSnapshot" => respond(unary, |r| create_snapshot(state, ctx, r)).await,
         "GetSnapshot" => respond(unary, |r| get_snapshot(state, ctx, r)).await,
         "DeleteStream" => respond(unary, |r| delete_stream(state, ctx, r)).await,
-        m => ApiError::new(
-            StatusCode::NOT_FOUND,
-            Code::Unimplemented,
-            format!("unknown method ironflow.v1.EntityStreamService/{m}"),
-        )
-        .into_response(),
+        m => super::connect::unknown_method("EntityStreamService", m),
     }
 }
 

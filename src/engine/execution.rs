@@ -89,8 +89,8 @@ impl Engine {
         Ok(self.store().list_workers(env).await?)
     }
 
-    /// Workers heard from (registration, heartbeat, poll) within the lease TTL: the ones whose
-    /// jobs would not yet be handed to another worker.
+    /// Workers heard from (registration or heartbeat, on either transport) within the lease TTL:
+    /// the ones whose jobs would not yet be handed to another worker.
     pub async fn connected_workers(&self, env: &EnvId) -> Result<usize, EngineError> {
         let since = Ts::now().minus(self.options().lease_ttl);
         Ok(self

@@ -227,13 +227,18 @@ impl Engine {
     }
 }
 
-/// Page sizes: a missing or zero limit means the default; larger ones are capped.
+/// Page sizes: a missing or zero limit means the default (50); larger ones are capped at 1000.
 pub(crate) fn page_limit(requested: Option<i64>) -> Result<i64, EngineError> {
-    match requested {
-        None | Some(0) => Ok(50),
-        Some(n) if n < 0 => Err(EngineError::InvalidArgument(format!(
-            "limit must be between 1 and 1000 (got {n})"
+    page_size(requested.unwrap_or(0), 50, 1000)
+}
+
+/// A page size with its own default (for 0) and cap; a negative one is refused.
+pub(crate) fn page_size(limit: i64, default: i64, max: i64) -> Result<i64, EngineError> {
+    match limit {
+        0 => Ok(default),
+        n if n < 0 => Err(EngineError::InvalidArgument(format!(
+            "limit must be between 1 and {max} (got {n})"
         ))),
-        Some(n) => Ok(n.min(1000)),
+        n => Ok(n.min(max)),
     }
 }

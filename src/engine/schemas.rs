@@ -20,7 +20,7 @@ use crate::ids::EnvId;
 use crate::store::events::SchemaStamp;
 use crate::store::schemas::{NewSchema, SchemaRecord, SchemaRevision, SchemaTraffic};
 
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, page_size};
 
 /// How long a node trusts its compiled copy of a name's schemas. A change made on this node
 /// applies at once; one made on another node applies here within this time.
@@ -34,17 +34,35 @@ const TRAFFIC_SCAN_CAP: i64 = 10_000;
 /// Schemas reported per `CheckEnforcement` call at most (`total_schemas` says how many match).
 const REPORT_CAP: usize = 100;
 
-/// A registered schema, compiled.
-#[derive(Clone)]
-pub(crate) struct CompiledSchema {
-    doc: SchemaDoc,
-    validator: Option<Arc<jsonschema::Validator>>,
-    compile_error: Option<String>,
+/// An event name's registered schemas and each one compiled, side by side (`validators[i]`
+/// is `docs[i]` compiled, or why it does not compile).
+#[derive(Default)]
+pub(crate) struct NameSchemas {
+    docs: Vec<SchemaDoc>,
+    validators: Vec<Result<Arc<jsonschema::Validator>, String>>,
+}
+
+impl NameSchemas {
+    fn from_records(records: &[SchemaRecord]) -> Self {
+        let (docs, validators) = records.iter().map(compile_record).unzip();
+        Self { docs, validators }
+    }
+
+    /// The name's enforcement mode: its latest schema's annotation, else the server's.
+    fn mode(&self, server: Enforcement) -> Enforcement {
+        let latest = self.docs.iter().max_by_key(|d| d.version);
+        effective_mode(server, latest.map(|d| &d.document))
+    }
+
+    fn validator(&self, version: i32) -> Option<&Result<Arc<jsonschema::Validator>, String>> {
+        let i = self.docs.iter().position(|d| d.version == version)?;
+        self.validators.get(i)
+    }
 }
 
 type CacheKey = (EnvId, String);
 /// A name's compiled schemas and when they were read.
-type CacheEntry = (Instant, Arc<Vec<CompiledSchema>>);
+type CacheEntry = (Instant, Arc<NameSchemas>);
 
 #[derive(Default)]
 pub(crate) struct SchemaCache {
@@ -52,7 +70,7 @@ pub(crate) struct SchemaCache {
 }
 
 impl SchemaCache {
-    fn get(&self, key: &CacheKey) -> Option<Arc<Vec<CompiledSchema>>> {
+    fn get(&self, key: &CacheKey) -> Option<Arc<NameSchemas>> {
         let entries = self.entries.lock().ok()?;
         entries
             .get(key)
@@ -60,7 +78,7 @@ impl SchemaCache {
             .map(|(_, s)| s.clone())
     }
 
-    fn put(&self, key: CacheKey, schemas: Arc<Vec<CompiledSchema>>) {
+    fn put(&self, key: CacheKey, schemas: Arc<NameSchemas>) {
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= CACHE_NAMES {
                 entries.clear();
@@ -76,21 +94,18 @@ impl SchemaCache {
     }
 }
 
-fn compiled(record: &SchemaRecord) -> CompiledSchema {
+/// A stored schema parsed and compiled (or why it does not compile).
+fn compile_record(
+    record: &SchemaRecord,
+) -> (SchemaDoc, Result<Arc<jsonschema::Validator>, String>) {
     let document: Value = serde_json::from_str(&record.schema_json).unwrap_or(Value::Null);
-    let (validator, compile_error) = match event_schema::compile(&document) {
-        Ok(v) => (Some(Arc::new(v)), None),
-        Err(e) => (None, Some(e)),
+    let validator = event_schema::compile(&document).map(Arc::new);
+    let doc = SchemaDoc {
+        version: record.version,
+        document,
+        hash: record.hash.clone(),
     };
-    CompiledSchema {
-        doc: SchemaDoc {
-            version: record.version,
-            document,
-            hash: record.hash.clone(),
-        },
-        validator,
-        compile_error,
-    }
+    (doc, validator)
 }
 
 /// A schema as `RegisterSchema` carries it.
@@ -149,13 +164,13 @@ impl Engine {
         &self,
         env: &EnvId,
         name: &str,
-    ) -> Result<Arc<Vec<CompiledSchema>>, EngineError> {
+    ) -> Result<Arc<NameSchemas>, EngineError> {
         let key = (env.clone(), name.to_owned());
         if let Some(hit) = self.inner.schemas.get(&key) {
             return Ok(hit);
         }
         let records = self.store().schemas_of(env, name).await?;
-        let schemas = Arc::new(records.iter().map(compiled).collect::<Vec<_>>());
+        let schemas = Arc::new(NameSchemas::from_records(&records));
         self.inner.schemas.put(key, schemas.clone());
         Ok(schemas)
     }
@@ -170,28 +185,21 @@ impl Engine {
         data: &Value,
     ) -> Result<(SchemaStamp, i32), EngineError> {
         let schemas = self.compiled_schemas(env, name).await?;
-        let latest = schemas.iter().max_by_key(|s| s.doc.version);
-        let mode = effective_mode(
-            self.options().schema_enforcement,
-            latest.map(|s| &s.doc.document),
-        );
-        if schemas.is_empty() || mode == Enforcement::Off {
+        let mode = schemas.mode(self.options().schema_enforcement);
+        if schemas.docs.is_empty() || mode == Enforcement::Off {
             return Ok((SchemaStamp::default(), version));
         }
-        let docs: Vec<SchemaDoc> = schemas.iter().map(|s| s.doc.clone()).collect();
-        let Some(doc) = governing(&docs, version) else {
-            let registered: Vec<String> = docs.iter().map(|d| d.version.to_string()).collect();
+        let Some(doc) = governing(&schemas.docs, version) else {
+            let registered: Vec<String> =
+                schemas.docs.iter().map(|d| d.version.to_string()).collect();
             let reason = format!(
                 "event '{name}' version {version} has no registered schema (registered: {})",
                 registered.join(", ")
             );
             return self.violation(mode, None, version, reason);
         };
-        let Some(compiled) = schemas.iter().find(|s| s.doc.version == doc.version) else {
-            return Ok((SchemaStamp::default(), version));
-        };
         // A stored schema that does not compile is inert (CheckEnforcement reports it).
-        let Some(validator) = &compiled.validator else {
+        let Some(Ok(validator)) = schemas.validator(doc.version) else {
             return Ok((SchemaStamp::default(), doc.version));
         };
         match check(validator, data) {
@@ -297,15 +305,15 @@ impl Engine {
         limit: i32,
         offset: i32,
     ) -> Result<(Vec<SchemaRecord>, i64), EngineError> {
-        if offset < 0 || limit < 0 {
+        if offset < 0 {
             return Err(EngineError::InvalidArgument(
-                "limit and offset must not be negative".into(),
+                "offset must not be negative".into(),
             ));
         }
-        let limit = if limit == 0 { 50 } else { limit.min(500) };
+        let limit = page_size(i64::from(limit), 50, 500)?;
         Ok(self
             .store()
-            .list_schemas(env, name, i64::from(limit), i64::from(offset))
+            .list_schemas(env, name, limit, i64::from(offset))
             .await?)
     }
 
@@ -352,12 +360,12 @@ impl Engine {
                 "version is required (a positive number)".into(),
             ));
         }
-        if limit < 0 || before_revision < 0 {
+        if before_revision < 0 {
             return Err(EngineError::InvalidArgument(
-                "limit and before_revision must not be negative".into(),
+                "before_revision must not be negative".into(),
             ));
         }
-        let limit = if limit == 0 { 50 } else { limit.min(200) };
+        let limit = page_size(i64::from(limit), 50, 200)?;
         let mut entries = self
             .store()
             .schema_history(
@@ -365,7 +373,7 @@ impl Engine {
                 name,
                 version,
                 (before_revision > 0).then_some(before_revision),
-                i64::from(limit) + 1,
+                limit + 1,
             )
             .await?;
         let has_more = entries.len() > usize::try_from(limit).unwrap_or(usize::MAX);
@@ -403,16 +411,16 @@ impl Engine {
     ) -> Result<(Value, Vec<UpcastStep>), EngineError> {
         event_name(name)?;
         let schemas = self.compiled_schemas(env, name).await?;
-        if schemas.is_empty() {
+        let docs = &schemas.docs;
+        if docs.is_empty() {
             return Err(EngineError::not_found("schema", name));
         }
-        let docs: Vec<SchemaDoc> = schemas.iter().map(|s| s.doc.clone()).collect();
         let from = schema_version(from, "from_version")?;
         let to = match to {
             0 => docs.iter().map(|d| d.version).max().unwrap_or(1),
             v => schema_version(v, "to_version")?,
         };
-        event_schema::upcast(&docs, from, to, data).map_err(|e| {
+        event_schema::upcast(docs, from, to, data).map_err(|e| {
             EngineError::InvalidArgument(format!("cannot upcast '{name}' from {from} to {to}: {e}"))
         })
     }
@@ -469,27 +477,23 @@ impl Engine {
                 traffic.insert(record.event_name.clone(), sample);
             }
             let (rows, truncated) = traffic.get(&record.event_name).cloned().unwrap_or_default();
-            let c = compiled(record);
+            let (doc, validator) = compile_record(record);
             schemas.push(SchemaCheck {
                 event_name: record.event_name.clone(),
                 version: record.version,
                 schema_hash: record.hash.clone(),
-                asserts: c.validator.is_some() && asserts_anything(&c.doc.document),
-                compile_error: c.compile_error,
+                asserts: validator.is_ok() && asserts_anything(&doc.document),
+                compile_error: validator.err(),
                 traffic: rows,
                 traffic_truncated: truncated,
             });
         }
         // The mode a name is under: its latest schema's annotation, else the server's.
         let mode = match name {
-            Some(n) => {
-                let compiled = self.compiled_schemas(env, n).await?;
-                let latest = compiled.iter().max_by_key(|s| s.doc.version);
-                effective_mode(
-                    self.options().schema_enforcement,
-                    latest.map(|s| &s.doc.document),
-                )
-            }
+            Some(n) => self
+                .compiled_schemas(env, n)
+                .await?
+                .mode(self.options().schema_enforcement),
             None => self.options().schema_enforcement,
         };
         Ok(EnforcementReport {

@@ -16,7 +16,7 @@ use crate::store::runs::{RunRecord, StepRecord};
 use crate::store::streams::{NewSnapshot, Snapshot, StreamInfo, StreamQuery, StreamRange};
 
 use super::events::check_idempotency_key;
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, page_size};
 
 /// The longest entity type accepted.
 pub const MAX_ENTITY_TYPE: usize = 128;
@@ -89,16 +89,6 @@ fn entity_type(value: &str) -> Result<String, EngineError> {
         )));
     }
     Ok(value.to_owned())
-}
-
-fn page_size(limit: i32, default: i64, max: i64) -> Result<i64, EngineError> {
-    match limit {
-        0 => Ok(default),
-        l if l < 0 => Err(EngineError::InvalidArgument(format!(
-            "limit {l} must not be negative"
-        ))),
-        l => Ok(i64::from(l).min(max)),
-    }
 }
 
 impl Engine {
@@ -253,7 +243,7 @@ impl Engine {
             direction,
             since: None,
             until: None,
-            limit: page_size(limit, 100, MAX_READ)?,
+            limit: page_size(i64::from(limit), 100, MAX_READ)?,
         };
         let events = self.store().read_stream(env, entity, &range).await?;
         let total = self
@@ -276,7 +266,7 @@ impl Engine {
                 "offset must not be negative".into(),
             ));
         }
-        query.limit = page_size(limit, 50, 500)?;
+        query.limit = page_size(i64::from(limit), 50, 500)?;
         query.offset = i64::from(offset);
         Ok(self.store().list_streams(env, &query).await?)
     }
@@ -295,7 +285,7 @@ impl Engine {
             ));
         }
         let info = self.stream_info(env, entity).await?;
-        let limit = page_size(limit, 50, 200)?;
+        let limit = page_size(i64::from(limit), 50, 200)?;
         range.limit = limit + 1;
         let mut events = self.store().read_stream(env, entity, &range).await?;
         let more = events.len() > usize::try_from(limit).unwrap_or(usize::MAX);
