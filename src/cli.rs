@@ -189,6 +189,10 @@ pub struct ServeArgs {
     /// `"x-ironflow-enforcement"`.
     #[arg(long, env = "IRONFLOW_EVENT_SCHEMA_ENFORCEMENT", default_value = "off")]
     pub event_schema_enforcement: String,
+    /// Seconds a projection runner's lease lasts without a renewal; the runner renews every
+    /// third of it, and a standby runner takes over this long after the holder died.
+    #[arg(long, env = "IRONFLOW_PROJECTION_LEASE_TTL_SECS", default_value_t = 15)]
+    pub projection_lease_ttl_secs: u64,
     /// AES-256 key for secrets at rest: 32 bytes as 64 hex characters or base64.
     #[arg(long, env = "IRONFLOW_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
@@ -251,6 +255,9 @@ impl ServeArgs {
                 &self.event_schema_enforcement,
             )
             .map_err(|e| anyhow::anyhow!("--event-schema-enforcement: {e}"))?,
+            projection_lease_ttl: std::time::Duration::from_secs(
+                self.projection_lease_ttl_secs.max(1),
+            ),
         })
     }
 }

@@ -32,6 +32,8 @@ pub struct ServeOptions {
     pub nats_url: Option<String>,
     /// `--event-schema-enforcement`: off, warn or reject, for names whose schema sets no mode.
     pub schema_enforcement: crate::domain::event_schema::Enforcement,
+    /// How long a projection runner's lease lasts without a renewal.
+    pub projection_lease_ttl: std::time::Duration,
 }
 
 /// A running server: its address, and a token that stops it.
@@ -104,6 +106,7 @@ pub async fn start_with_push(
             kv,
             fanout,
             schema_enforcement: options.schema_enforcement,
+            projection_lease_ttl: options.projection_lease_ttl,
         },
     );
     engine

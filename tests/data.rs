@@ -247,6 +247,7 @@ async fn wrong_master_key_fails_loudly(backend: Backend) {
         master_key: Some(MasterKey::parse(key).expect("key")),
         nats_url: None,
         schema_enforcement: Default::default(),
+        projection_lease_ttl: std::time::Duration::from_secs(15),
     };
     let server = ironflow::server::start(options(KEY_A), None)
         .await

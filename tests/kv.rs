@@ -384,6 +384,7 @@ async fn unreachable_nats_fails_the_start() {
         master_key: None,
         nats_url: Some(format!("nats://127.0.0.1:{port}")),
         schema_enforcement: Default::default(),
+        projection_lease_ttl: std::time::Duration::from_secs(15),
     };
     let Err(e) = ironflow::server::start(options, None).await else {
         panic!("started without NATS");

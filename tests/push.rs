@@ -120,6 +120,7 @@ impl Node {
             master_key: None,
             nats_url,
             schema_enforcement: Default::default(),
+            projection_lease_ttl: std::time::Duration::from_secs(15),
         };
         let server = ironflow::server::start_with_push(options, push, None)
             .await

@@ -21,6 +21,7 @@ pub async fn start_server(
         master_key: None,
         nats_url: None,
         schema_enforcement: Default::default(),
+        projection_lease_ttl: std::time::Duration::from_secs(15),
     };
     Ok((ironflow::server::start(options, None).await?, db))
 }

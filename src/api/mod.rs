@@ -12,6 +12,7 @@ mod extract;
 mod function_versions_rpc;
 mod ironflow_rpc;
 mod kv;
+mod projections_rpc;
 mod proto_map;
 mod pubsub_rpc;
 mod rest;
@@ -353,6 +354,30 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             "/ironflow.v1.EventSchemaService/{method}",
             Key,
             post(connect::event_schema_service),
+        ),
+        route(
+            Method::POST,
+            "/ironflow.v1.ProjectionService/{method}",
+            Key,
+            post(projections_rpc::projection_service),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/projections/{name}",
+            Key,
+            delete(projections_rpc::delete_projection),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/projections/{name}/partitions",
+            Key,
+            get(projections_rpc::list_partitions),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/projections/{name}/status",
+            Key,
+            get(projections_rpc::projection_status),
         ),
         // Last, so every served service above takes precedence (static segments win).
         route(

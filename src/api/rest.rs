@@ -82,6 +82,7 @@ pub async fn emit_event(
     let result = state.engine.emit(&ctx.env, request).await?;
     Ok(Json(json!({
         "event_id": result.event_id,
+        "seq": result.seq,
         "run_ids": result.run_ids,
         "duplicate": result.duplicate,
     }))
@@ -477,6 +478,7 @@ fn parse_time(field: &str, value: Option<String>) -> Result<Option<Ts>, ApiError
 #[derive(Serialize)]
 struct EventJson<'a> {
     id: &'a EventId,
+    seq: i64,
     name: &'a str,
     data: &'a Value,
     metadata: &'a Value,
@@ -506,6 +508,7 @@ fn event_json(e: &EventRecord, runs: Option<&[RunId]>) -> Value {
     let at = e.received_at.to_rfc3339();
     serde_json::to_value(EventJson {
         id: &e.id,
+        seq: e.seq,
         name: &e.name,
         data: &e.data,
         metadata: &e.metadata,

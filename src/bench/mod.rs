@@ -106,6 +106,7 @@ async fn start_server(database_url: &str) -> anyhow::Result<crate::server::Serve
             master_key: None,
             nats_url: None,
             schema_enforcement: Default::default(),
+            projection_lease_ttl: std::time::Duration::from_secs(15),
         },
         None,
     )

@@ -46,6 +46,11 @@ pub enum HistoryKind {
     /// An event schema registered or replaced (`payload.status`: created, updated).
     SchemaRegistered,
     SchemaDeleted,
+    /// A projection registered, changed, paused, resumed, rebuilt or deleted
+    /// (`payload.change_type`).
+    ProjectionChanged,
+    /// A projection stopped on an event that kept failing (`payload.error`).
+    ProjectionFailed,
     WorkerRegistered,
     ConfigUpdated,
     ConfigDeleted,
@@ -89,6 +94,8 @@ impl HistoryKind {
             Self::StreamDeleted => "stream.deleted",
             Self::SchemaRegistered => "schema.registered",
             Self::SchemaDeleted => "schema.deleted",
+            Self::ProjectionChanged => "projection.changed",
+            Self::ProjectionFailed => "projection.failed",
             Self::WorkerRegistered => "worker.registered",
             Self::ConfigUpdated => "config.updated",
             Self::ConfigDeleted => "config.deleted",

@@ -13,6 +13,7 @@ pub mod job_wire;
 pub mod kv;
 pub mod lifecycle;
 pub mod pattern;
+pub mod projection;
 pub mod redaction;
 pub mod run;
 pub mod secret;

@@ -31,6 +31,9 @@ pub struct Bus {
     groups: Arc<Notify>,
     /// A KV value was written (here or on another node): watchers read their buckets again.
     kv: Arc<Notify>,
+    /// Events were stored or a projection's cursor moved (here or on another node): projection
+    /// feeds and catch-up waiters look again.
+    projections: Arc<Notify>,
 }
 
 impl Default for Bus {
@@ -47,6 +50,7 @@ impl Default for Bus {
             runs,
             groups: Arc::new(Notify::new()),
             kv: Arc::new(Notify::new()),
+            projections: Arc::new(Notify::new()),
         }
     }
 }
@@ -68,6 +72,13 @@ impl Bus {
         }
         // Any commit may have appended to the history.
         self.history.notify_waiters();
+        if effects
+            .stored
+            .iter()
+            .any(|(kind, _)| *kind == crate::store::StoredKind::Event)
+        {
+            self.projections.notify_waiters();
+        }
         if let Some(at) = effects.scheduled {
             self.update_plan(|news| {
                 news.earliest = Some(news.earliest.map_or(at, |e| e.min(at)));
@@ -112,6 +123,12 @@ impl Bus {
                 let _ = self.runs.send(RunId::from_stored(ANY_RUN.to_owned()));
             }
             Wakeup::KvChanged => self.kv_changed(),
+            Wakeup::ProjectionsChanged => self.projections_changed(),
+            // Projection feeds read the durable copy themselves.
+            Wakeup::Stored {
+                kind: crate::store::StoredKind::Event,
+                ..
+            } => self.projections_changed(),
             // Needs a read of the durable copy; the engine relays these (see `relay_stored`).
             Wakeup::Stored { .. } => {}
         }
@@ -163,6 +180,17 @@ impl Bus {
     /// A handle to await [`kv_changed`](Self::kv_changed); enable it before reading.
     pub fn kv_changes(&self) -> Arc<Notify> {
         self.kv.clone()
+    }
+
+    /// Events were stored or a projection's cursor moved.
+    pub fn projections_changed(&self) {
+        self.projections.notify_waiters();
+    }
+
+    /// A handle to await [`projections_changed`](Self::projections_changed); enable it before
+    /// reading.
+    pub fn projection_changes(&self) -> Arc<Notify> {
+        self.projections.clone()
     }
 
     pub fn work_ready(&self) {

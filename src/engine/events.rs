@@ -31,6 +31,9 @@ pub struct EmitEvent {
 pub struct EmitResult {
     pub event_id: EventId,
     pub run_ids: Vec<RunId>,
+    /// The event's global sequence number (the first event's, for a repeated key): what a
+    /// read-your-writes wait (`WaitProjectionCatchup.min_seq`) waits for.
+    pub seq: i64,
     /// True when the idempotency key was seen before and nothing new was stored.
     pub duplicate: bool,
 }
@@ -123,17 +126,25 @@ impl Engine {
         };
         match self.store_event(env, event, target).await? {
             EventOutcome::Stored {
-                event_id, run_ids, ..
+                event_id,
+                run_ids,
+                seq,
+                ..
             } => Ok(EmitResult {
                 event_id,
                 run_ids,
+                seq,
                 duplicate: false,
             }),
             EventOutcome::Duplicate {
-                event_id, run_ids, ..
+                event_id,
+                run_ids,
+                seq,
+                ..
             } => Ok(EmitResult {
                 event_id,
                 run_ids,
+                seq,
                 duplicate: true,
             }),
             EventOutcome::Refused(refusal) => Err(super::streams::refused(refusal)),

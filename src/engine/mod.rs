@@ -14,6 +14,7 @@ mod fanout;
 mod functions;
 mod groups;
 mod kv;
+mod projections;
 mod pubsub;
 mod push;
 mod runs;
@@ -39,6 +40,10 @@ pub use fanout::NatsFanout;
 pub use functions::{FunctionHistoryPage, FunctionPage, RegisterFunction};
 pub use groups::GroupMember;
 pub use kv::KvBackend;
+pub use projections::{
+    FeedItem, MAX_CATCHUP_STREAM_WAIT, MAX_CATCHUP_WAIT, ProjectedEvent, ProjectionFeed,
+    ProjectionReport, ProjectionState, RegisterProjection, RunnerCommit,
+};
 pub use pubsub::Published;
 pub use push::{
     BREAKERS_BUCKET, PUSH_ERROR_CODE, PushOptions, breaker_document, breaker_mirror_key,
@@ -72,6 +77,9 @@ pub struct EngineOptions {
     /// What happens to an event that does not match its registered schema, unless the schema
     /// names its own mode (`--event-schema-enforcement`).
     pub schema_enforcement: crate::domain::event_schema::Enforcement,
+    /// How long a projection runner's lease lasts without a renewal (the runner renews at a
+    /// third of it).
+    pub projection_lease_ttl: std::time::Duration,
 }
 
 impl Default for EngineOptions {
@@ -84,6 +92,7 @@ impl Default for EngineOptions {
             kv: KvBackend::Database,
             fanout: None,
             schema_enforcement: crate::domain::event_schema::Enforcement::Off,
+            projection_lease_ttl: std::time::Duration::from_secs(15),
         }
     }
 }
@@ -191,6 +200,7 @@ impl Engine {
                 let relay = engine.clone();
                 let sink: crate::store::WakeupSink = std::sync::Arc::new(move |w| match w {
                     crate::store::Wakeup::Stored { kind, seq } => {
+                        relay.bus().wake(crate::store::Wakeup::Stored { kind, seq });
                         let relay = relay.clone();
                         tokio::spawn(async move { relay.relay_stored(kind, seq).await });
                     }

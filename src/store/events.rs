@@ -19,7 +19,9 @@ use crate::domain::lifecycle::create::{RunSpec, create_run};
 use crate::domain::lifecycle::waits::{WaitFacts, satisfied, satisfies};
 use crate::domain::lifecycle::{Effects, LaneRef, StoredKind, Transition};
 use crate::domain::run::RunStatus;
-use crate::domain::stream::{AppendRefusal, AppendRequest, StreamHead, plan_appends};
+use crate::domain::stream::{
+    AppendRefusal, AppendRequest, StreamHead, plan_appends, stream_lock_keys,
+};
 use crate::domain::time::Ts;
 use crate::ids::{EntityId, EnvId, EventId, FunctionId, RunId};
 
@@ -455,6 +457,12 @@ async fn decide_appends<C: Conn + ?Sized>(
         .collect();
     keys.sort();
     keys.dedup();
+    let order: Value = stream_lock_keys(&keys)
+        .into_iter()
+        .map(Value::from)
+        .collect();
+    conn.execute(sql!("lock_stream_order"), args![&order])
+        .await?;
     let at = appending[0].1.received_at;
     let lock_rows: Value = keys
         .iter()

@@ -22,6 +22,7 @@ pub mod history;
 pub mod kv;
 pub mod kv_nats;
 pub mod messages;
+pub mod projections;
 pub mod push;
 pub mod runs;
 pub mod schemas;
@@ -151,6 +152,7 @@ pub trait Store:
     + control::RunControlStore
     + streams::StreamStore
     + schemas::SchemaStore
+    + projections::ProjectionStore
     + Send
     + Sync
     + 'static
@@ -248,6 +250,11 @@ pub fn kv_notify_payload(node: &str) -> String {
     format!("{node}|k")
 }
 
+/// The NOTIFY payload of a projection cursor move: catch-up waiters on other nodes look again.
+pub fn projection_notify_payload(node: &str) -> String {
+    format!("{node}|p")
+}
+
 /// Parses a payload from another node; our own payloads (already delivered locally) → empty.
 pub fn parse_notify_payload(payload: &str, own_node: &str) -> Vec<Wakeup> {
     let Some((node, body)) = payload.split_once('|') else {
@@ -261,6 +268,7 @@ pub fn parse_notify_payload(payload: &str, own_node: &str) -> Vec<Wakeup> {
             None if token == "w" => Some(Wakeup::WorkReady),
             None if token == "R" => Some(Wakeup::RunsChanged),
             None if token == "k" => Some(Wakeup::KvChanged),
+            None if token == "p" => Some(Wakeup::ProjectionsChanged),
             Some(("r", run)) => Some(Wakeup::RunFinished(RunId::from_stored(run.to_owned()))),
             Some(("t", seq)) => seq.parse().ok().map(|seq| Wakeup::Stored {
                 kind: StoredKind::Topic,
@@ -284,6 +292,8 @@ pub enum Wakeup {
     RunsChanged,
     /// A KV value was written: watchers read their buckets after their last revision.
     KvChanged,
+    /// A projection's cursor moved: catch-up waiters look again.
+    ProjectionsChanged,
     /// A topic message (`messages.seq`) or an event (`events.seq`) to fan out live.
     Stored {
         kind: StoredKind,

@@ -104,6 +104,7 @@ impl TestServer {
             master_key: config.master_key.clone(),
             nats_url: config.nats_url.clone(),
             schema_enforcement: Default::default(),
+            projection_lease_ttl: std::time::Duration::from_secs(15),
         };
         let server = server::start(options, None).await.expect("server starts");
         let key = std::fs::read_to_string(&key_file)
@@ -242,6 +243,7 @@ impl TestServer {
             master_key: None,
             nats_url: self.nats_url.clone(),
             schema_enforcement: Default::default(),
+            projection_lease_ttl: std::time::Duration::from_secs(15),
         };
         server::start(options, None)
             .await

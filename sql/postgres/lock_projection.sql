@@ -1,0 +1,5 @@
+-- One projection, locked for the rest of the transaction (leases, cursor moves).
+SELECT env_id, name, kind, definition, revision, status, error_message, cursor_seq, cursor_event_id, cursor_event_at, redeliveries, delivered_seq, lease_token, lease_epoch, lease_expires_at, generation, rebuild, created_at, updated_at
+FROM projections
+WHERE env_id = $1 AND name = $2
+FOR UPDATE;

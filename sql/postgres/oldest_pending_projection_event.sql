@@ -1,0 +1,6 @@
+-- The first event a projection follows after its cursor: how long it has waited.
+SELECT seq, received_at
+FROM events
+WHERE env_id = $1 AND name IN (SELECT jsonb_array_elements_text($2::jsonb)) AND seq > $3
+ORDER BY seq
+LIMIT 1;
