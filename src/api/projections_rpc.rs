@@ -16,8 +16,8 @@ use crate::domain::projection::{
     ProjectionStatus, Registration,
 };
 use crate::engine::{
-    FeedItem, MAX_CATCHUP_STREAM_WAIT, MAX_CATCHUP_WAIT, ProjectedEvent, ProjectionReport,
-    RegisterProjection, RunnerCommit,
+    CreateSqlProjection, FeedItem, MAX_CATCHUP_STREAM_WAIT, MAX_CATCHUP_WAIT, ProjectedEvent,
+    ProjectionReport, RebuildRequest, RegisterProjection, RunnerCommit,
 };
 use crate::proto::v1 as pb;
 use crate::store::projections::{Position, ProjectionQuery, ProjectionRecord, RevisionRecord};
@@ -78,6 +78,11 @@ async fn dispatch(state: &AppState, ctx: &RequestContext, method: &str, unary: &
         "WaitForEvent" => respond(unary, |r| wait_for_event(state, ctx, r)).await,
         "ListProjectionHistory" => respond(unary, |r| list_history(state, ctx, r)).await,
         "GetProjectionRevision" => respond(unary, |r| get_revision(state, ctx, r)).await,
+        "CreateSQLProjection" => respond(unary, |r| create_sql(state, ctx, r)).await,
+        "QuerySQLProjection" => respond(unary, |r| query_sql(state, ctx, r)).await,
+        "RebuildProjection" => respond(unary, |r| rebuild(state, ctx, r)).await,
+        "GetRebuildJob" => respond(unary, |r| get_rebuild_job(state, ctx, r)).await,
+        "CancelRebuild" => respond(unary, |r| cancel_rebuild(state, ctx, r)).await,
         m => super::connect::unknown_method("ProjectionService", m),
     }
 }
@@ -202,9 +207,9 @@ fn info(p: &ProjectionRecord) -> pb::ProjectionInfo {
         sql_definition: d.table_sql.clone().unwrap_or_default(),
         event_handlers: handlers,
         description: d.description.clone(),
-        rebuild_target_seq: None,
-        rebuild_start_cursor: None,
-        rebuild_started_at: None,
+        rebuild_target_seq: running_rebuild(p).and_then(|j| j["target_seq"].as_i64()),
+        rebuild_start_cursor: running_rebuild(p).and_then(|j| j["start_seq"].as_i64()),
+        rebuild_started_at: running_rebuild(p).and_then(started_at),
         version_full: p.revision,
     }
 }
@@ -529,10 +534,194 @@ fn status_message(report: &ProjectionReport) -> pb::GetProjectionStatusResponse 
         lag: report.lag_events,
         error_message,
         updated_at: Some(map::timestamp(p.updated_at)),
-        rebuild_target_seq: 0,
-        rebuild_start_cursor: 0,
-        rebuild_started_at: None,
+        rebuild_target_seq: running_rebuild(p)
+            .and_then(|j| j["target_seq"].as_i64())
+            .unwrap_or(0),
+        rebuild_start_cursor: running_rebuild(p)
+            .and_then(|j| j["start_seq"].as_i64())
+            .unwrap_or(0),
+        rebuild_started_at: running_rebuild(p).and_then(started_at),
     }
+}
+
+/// The projection's rebuild job while it runs.
+fn running_rebuild(p: &ProjectionRecord) -> Option<&Json> {
+    p.rebuild.as_ref().filter(|j| j["status"] == "running")
+}
+
+fn started_at(job: &Json) -> Option<pbjson_types::Timestamp> {
+    job["started_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| pbjson_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+        })
+}
+
+fn rebuild_job(name: &str, job: &Json) -> pb::RebuildJob {
+    let processed = job["events_processed"].as_i64().unwrap_or(0);
+    let total = job["total_events"].as_i64().unwrap_or(0);
+    let progress = if total > 0 {
+        (processed as f64 / total as f64).min(1.0)
+    } else if job["status"] == "running" {
+        0.0
+    } else {
+        1.0
+    };
+    let started = started_at(job);
+    let estimated_remaining = match (&started, job["status"].as_str()) {
+        (Some(t), Some("running")) if processed > 0 && total > processed => {
+            let elapsed = (chrono::Utc::now().timestamp() - t.seconds).max(0) as f64;
+            let remaining = elapsed / processed as f64 * (total - processed) as f64;
+            Some(duration(Duration::from_secs_f64(remaining.max(0.0))))
+        }
+        _ => None,
+    };
+    let text = |k: &str| job[k].as_str().unwrap_or_default().to_owned();
+    pb::RebuildJob {
+        job_id: text("job_id"),
+        projection_name: name.to_owned(),
+        status: text("status"),
+        events_processed: processed,
+        total_events: total,
+        progress,
+        started_at: started,
+        estimated_remaining,
+        error: text("error"),
+        from_event_id: text("from_event_id"),
+        to_event_id: text("to_event_id"),
+        partition: text("partition"),
+        dry_run: job["dry_run"].as_bool().unwrap_or(false),
+    }
+}
+
+async fn create_sql(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::CreateSqlProjectionRequest,
+) -> Result<pb::CreateSqlProjectionResponse, ApiError> {
+    ctx.require(Permission::Write)?;
+    let (registered, _table) = state
+        .engine
+        .create_sql_projection(
+            &ctx.env,
+            CreateSqlProjection {
+                name: req.name,
+                table_sql: req.table_sql,
+                event_handlers: req.event_handlers.into_iter().collect(),
+                events: req.events,
+                description: req.description,
+                actor: ctx.actor("created"),
+            },
+        )
+        .await?;
+    let status = match registered.registration {
+        Registration::Created => "created",
+        _ => "exists",
+    };
+    Ok(pb::CreateSqlProjectionResponse {
+        name: registered.record.name,
+        status: status.to_owned(),
+    })
+}
+
+fn text_of(value: &Json) -> String {
+    match value {
+        Json::Null => String::new(),
+        Json::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+async fn query_sql(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::QuerySqlProjectionRequest,
+) -> Result<pb::QuerySqlProjectionResponse, ApiError> {
+    ctx.require(Permission::Read)?;
+    let page = state
+        .engine
+        .query_sql_projection(
+            &ctx.env,
+            name_of(&req.name)?,
+            &req.r#where,
+            &req.order_by,
+            i64::from(req.limit),
+            i64::from(req.offset),
+        )
+        .await?;
+    let rows = page
+        .rows
+        .iter()
+        .map(|row| {
+            let cells: Vec<&Json> = page
+                .columns
+                .iter()
+                .map(|c| row.get(c).unwrap_or(&Json::Null))
+                .collect();
+            pb::QuerySqlRow {
+                values: cells.iter().map(|v| text_of(v)).collect(),
+                typed_values: cells.iter().map(|v| map::json_to_value(v)).collect(),
+            }
+        })
+        .collect();
+    Ok(pb::QuerySqlProjectionResponse {
+        columns: page.columns,
+        rows,
+        total_count: i32::try_from(page.total).unwrap_or(i32::MAX),
+    })
+}
+
+async fn rebuild(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::RebuildProjectionRequest,
+) -> Result<pb::RebuildProjectionResponse, ApiError> {
+    ctx.require(Permission::Write)?;
+    let name = name_of(&req.name)?;
+    let job = state
+        .engine
+        .rebuild_projection(
+            &ctx.env,
+            name,
+            RebuildRequest {
+                partition: req.partition,
+                from_event_id: req.from_event_id,
+                to_event_id: req.to_event_id,
+                dry_run: req.dry_run,
+            },
+        )
+        .await?;
+    Ok(pb::RebuildProjectionResponse {
+        job: Some(rebuild_job(name, &job)),
+    })
+}
+
+async fn get_rebuild_job(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::GetRebuildJobRequest,
+) -> Result<pb::GetRebuildJobResponse, ApiError> {
+    ctx.require(Permission::Read)?;
+    let name = name_of(&req.name)?;
+    let job = state.engine.rebuild_job(&ctx.env, name).await?;
+    Ok(pb::GetRebuildJobResponse {
+        job: Some(rebuild_job(name, &job)),
+    })
+}
+
+async fn cancel_rebuild(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::CancelRebuildRequest,
+) -> Result<pb::CancelRebuildResponse, ApiError> {
+    ctx.require(Permission::Write)?;
+    let status = state
+        .engine
+        .cancel_rebuild(&ctx.env, name_of(&req.name)?)
+        .await?;
+    Ok(pb::CancelRebuildResponse { status })
 }
 
 async fn status(
@@ -898,6 +1087,8 @@ pub async fn projection_status(
             "transaction_started_at": h.since.map(|t| t.to_rfc3339()),
             "message": report.holdback_message(),
         })),
+        "table": state.engine.sql_projection_table(p),
+        "rebuild": p.rebuild,
         "lease_epoch": p.lease_epoch,
         "lease_expires_at": p.lease.as_ref().map(|l| l.expires_at.to_rfc3339()),
         "revision": p.revision,

@@ -18,6 +18,7 @@ pub mod redaction;
 pub mod run;
 pub mod secret;
 pub mod signature;
+pub mod sql_projection;
 pub mod storable;
 pub mod stream;
 pub mod time;

@@ -19,6 +19,7 @@ mod pubsub;
 mod push;
 mod runs;
 mod schemas;
+mod sql_projections;
 mod streams;
 mod sync;
 mod system;
@@ -51,6 +52,7 @@ pub use push::{
 };
 pub use runs::{RunPage, RunPageQuery};
 pub use schemas::{EnforcementReport, RegisterSchema, SchemaCheck, SchemaHistoryPage};
+pub use sql_projections::{CreateSqlProjection, RebuildRequest, SqlRows};
 pub use streams::{AppendEvent, Appended, EntityHistoryEntry, EntityHistoryPage};
 pub use sync::{INVOKED_EVENT, MAX_SYNC_WAIT, SyncOutcome};
 pub use watch::{ConfigWatch, ConfigWatchEvent, KvWatch, KvWatchEvent};
@@ -228,7 +230,11 @@ impl Engine {
             let engine = self.clone();
             tokio::spawn(async move { engine.run_statistics_upkeep().await })
         };
-        let mut tasks = vec![listener, timers, tailer, push, upkeep];
+        let sql_projections = {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.run_sql_projections().await })
+        };
+        let mut tasks = vec![listener, timers, tailer, push, upkeep, sql_projections];
         tasks.extend(self.spawn_committers());
         if let Some(fanout) = self.inner.fanout.clone() {
             tasks.push(tokio::spawn(fanout.run(self.clone())));

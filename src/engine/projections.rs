@@ -308,7 +308,18 @@ impl Engine {
             actor,
             event_id: crate::ids::EventId::generate().to_string(),
         };
-        if self.store().delete_projection(env, name, &change).await? {
+        let Some(projection) = self.store().get_projection(env, name).await? else {
+            return Err(EngineError::NotFound {
+                kind: "projection",
+                id: name.to_owned(),
+            });
+        };
+        let drop = self.sql_drop_statements(&projection);
+        if self
+            .store()
+            .delete_projection(env, name, &change, &drop)
+            .await?
+        {
             self.bus().projections_changed();
             Ok(())
         } else {

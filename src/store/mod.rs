@@ -28,6 +28,7 @@ pub mod runs;
 pub mod schemas;
 pub mod secrets;
 pub(crate) mod sql;
+pub mod sql_projections;
 pub mod streams;
 pub mod tenancy;
 mod writes;
@@ -153,6 +154,7 @@ pub trait Store:
     + streams::StreamStore
     + schemas::SchemaStore
     + projections::ProjectionStore
+    + sql_projections::SqlProjectionStore
     + Send
     + Sync
     + 'static

@@ -45,13 +45,25 @@ pub trait ProjectionStore: Send + Sync {
         query: &ProjectionQuery,
     ) -> Result<(Vec<ProjectionRecord>, i64), StoreError>;
 
-    /// Removes a projection and its states; false when there was none.
+    /// Removes a projection and its states (and runs `drop_tables`, a SQL projection's); false
+    /// when there was none.
     async fn delete_projection(
         &self,
         env: &EnvId,
         name: &str,
         change: &Change,
+        drop_tables: &[String],
     ) -> Result<bool, StoreError>;
+
+    /// A runner-applied projection starts again from `cursor_seq` in a fresh state generation,
+    /// its lease fenced, with `job` as its rebuild.
+    async fn restart_projection(
+        &self,
+        env: &EnvId,
+        name: &str,
+        cursor_seq: i64,
+        job: &Value,
+    ) -> Result<(), StoreError>;
 
     /// Grants the runner lease when it is free or expired (`None`: another runner holds it).
     async fn acquire_projection_lease(
@@ -235,6 +247,8 @@ pub struct ProjectionRecord {
     pub lease: Option<HeldLease>,
     pub lease_epoch: i64,
     pub generation: i64,
+    /// The running or last rebuild job, as recorded (JSON).
+    pub rebuild: Option<Value>,
     pub created_at: Ts,
     pub updated_at: Ts,
 }
@@ -289,7 +303,7 @@ pub struct RevisionRecord {
 }
 
 #[derive(sqlx::FromRow)]
-struct ProjectionRow {
+pub(super) struct ProjectionRow {
     env_id: String,
     name: String,
     #[allow(dead_code)]
@@ -307,14 +321,13 @@ struct ProjectionRow {
     lease_epoch: i64,
     lease_expires_at: Option<Ts>,
     generation: i64,
-    #[allow(dead_code)]
     rebuild: Option<String>,
     created_at: Ts,
     updated_at: Ts,
 }
 
 impl ProjectionRow {
-    fn into_record(self) -> Result<ProjectionRecord, StoreError> {
+    pub(super) fn into_record(self) -> Result<ProjectionRecord, StoreError> {
         let definition: Definition = serde_json::from_str(&self.definition).map_err(|e| {
             StoreError::Internal(format!("projection {} definition: {e}", self.name))
         })?;
@@ -339,6 +352,10 @@ impl ProjectionRow {
             lease,
             lease_epoch: self.lease_epoch,
             generation: self.generation,
+            rebuild: self
+                .rebuild
+                .as_deref()
+                .and_then(|r| serde_json::from_str(r).ok()),
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -447,7 +464,8 @@ fn history_entry(env: &EnvId, kind: HistoryKind, name: &str, payload: Value) -> 
     }
 }
 
-async fn archive<C: Conn + ?Sized>(
+/// Archives a definition change and returns its revision number.
+pub(super) async fn archive_change<C: Conn + ?Sized>(
     conn: &mut C,
     env: &EnvId,
     name: &str,
@@ -549,7 +567,7 @@ impl<D: Db> ProjectionStore for SqlStore<D> {
         match &registration {
             Registration::Created => {
                 let revision =
-                    archive(&mut *tx, env, name, None, "registered", change, now).await?;
+                    archive_change(&mut *tx, env, name, None, "registered", change, now).await?;
                 tx.execute(
                     sql!("insert_projection"),
                     args![
@@ -566,7 +584,7 @@ impl<D: Db> ProjectionStore for SqlStore<D> {
             Registration::Updated { .. } => {
                 let previous = current.as_ref().map(|c| &c.definition);
                 let revision =
-                    archive(&mut *tx, env, name, previous, "updated", change, now).await?;
+                    archive_change(&mut *tx, env, name, previous, "updated", change, now).await?;
                 tx.execute(
                     sql!("update_projection_definition"),
                     args![env.as_str(), name, text.as_str(), revision, now],
@@ -652,6 +670,7 @@ impl<D: Db> ProjectionStore for SqlStore<D> {
         env: &EnvId,
         name: &str,
         change: &Change,
+        drop_tables: &[String],
     ) -> Result<bool, StoreError> {
         let now = Ts::now();
         let mut tx = self.db.begin().await?;
@@ -661,7 +680,7 @@ impl<D: Db> ProjectionStore for SqlStore<D> {
         let Some(current) = current.map(ProjectionRow::into_record).transpose()? else {
             return Ok(false);
         };
-        archive(
+        archive_change(
             &mut *tx,
             env,
             name,
@@ -675,6 +694,11 @@ impl<D: Db> ProjectionStore for SqlStore<D> {
             .await?;
         tx.execute(sql!("delete_projection"), args![env.as_str(), name])
             .await?;
+        for statement in drop_tables {
+            tx.execute_composed(statement, Vec::new())
+                .await
+                .map_err(StoreError::from)?;
+        }
         let entry = history_entry(
             env,
             HistoryKind::ProjectionChanged,
@@ -685,6 +709,37 @@ impl<D: Db> ProjectionStore for SqlStore<D> {
         write_history(&mut *tx, std::slice::from_ref(&entry), now).await?;
         D::commit(tx).await?;
         Ok(true)
+    }
+
+    async fn restart_projection(
+        &self,
+        env: &EnvId,
+        name: &str,
+        cursor_seq: i64,
+        job: &Value,
+    ) -> Result<(), StoreError> {
+        let now = Ts::now();
+        let text = job.to_string();
+        let mut tx = self.db.begin().await?;
+        tx.execute(
+            sql!("restart_projection"),
+            args![env.as_str(), name, cursor_seq, text.as_str(), now],
+        )
+        .await?;
+        tx.execute(
+            sql!("delete_old_projection_states"),
+            args![env.as_str(), name],
+        )
+        .await?;
+        let entry = history_entry(
+            env,
+            HistoryKind::ProjectionChanged,
+            name,
+            json!({"change_type": "rebuild", "cursor_seq": cursor_seq, "job": job}),
+        );
+        write_history(&mut *tx, std::slice::from_ref(&entry), now).await?;
+        D::commit(tx).await?;
+        Ok(())
     }
 
     async fn acquire_projection_lease(

@@ -224,6 +224,22 @@ pub trait Conn: Send {
     }
 
     /// Exactly one row's first column.
+    /// A statement the server composed at run time (a SQL projection's table, handler or query,
+    /// re-rendered from its checked syntax tree; values are bound, never spliced). The raw
+    /// database error is kept, so a handler's failure can be told apart by its SQLSTATE.
+    async fn execute_composed(&mut self, sql: &str, args: Vec<Arg<'_>>)
+    -> Result<u64, sqlx::Error>;
+
+    /// A composed query whose one column is a JSON document per row.
+    async fn fetch_composed_json(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Vec<Value>, StoreError>;
+
+    /// A composed query of one integer (a count).
+    async fn composed_count(&mut self, sql: &str) -> Result<i64, StoreError>;
+
     async fn scalar<T: Scalar>(&mut self, sql: Sql, args: Vec<Arg<'_>>) -> Result<T, StoreError> {
         self.scalar_optional(sql, args)
             .await?
@@ -375,6 +391,39 @@ impl Conn for sqlx::PgConnection {
         let query = bind_all(sqlx::query_scalar::<_, T>(sql.postgres), args);
         Ok(query.fetch_optional(self).await?)
     }
+    async fn execute_composed(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg<'_>>,
+    ) -> Result<u64, sqlx::Error> {
+        let query = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), args);
+        Ok(query.execute(self).await?.rows_affected())
+    }
+
+    async fn fetch_composed_json(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Vec<Value>, StoreError> {
+        let query = bind_all(
+            sqlx::query_scalar::<_, sqlx::types::Json<Value>>(sqlx::AssertSqlSafe(sql.to_owned())),
+            args,
+        );
+        Ok(query
+            .fetch_all(self)
+            .await?
+            .into_iter()
+            .map(|j| j.0)
+            .collect())
+    }
+
+    async fn composed_count(&mut self, sql: &str) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_one(self)
+                .await?,
+        )
+    }
 }
 
 #[async_trait]
@@ -424,6 +473,39 @@ impl Conn for sqlx::SqliteConnection {
     ) -> Result<Option<T>, StoreError> {
         let query = bind_all(sqlx::query_scalar::<_, T>(sql.sqlite), args);
         Ok(query.fetch_optional(self).await?)
+    }
+    async fn execute_composed(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg<'_>>,
+    ) -> Result<u64, sqlx::Error> {
+        let query = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), args);
+        Ok(query.execute(self).await?.rows_affected())
+    }
+
+    async fn fetch_composed_json(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg<'_>>,
+    ) -> Result<Vec<Value>, StoreError> {
+        let query = bind_all(
+            sqlx::query_scalar::<_, sqlx::types::Json<Value>>(sqlx::AssertSqlSafe(sql.to_owned())),
+            args,
+        );
+        Ok(query
+            .fetch_all(self)
+            .await?
+            .into_iter()
+            .map(|j| j.0)
+            .collect())
+    }
+
+    async fn composed_count(&mut self, sql: &str) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+                .fetch_one(self)
+                .await?,
+        )
     }
 }
 

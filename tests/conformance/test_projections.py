@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,11 +20,15 @@ import pytest
 from ironflow.rpc import IronflowRPC, IronflowRPCError
 from ironflow.rpc.v1 import (
     AppendEventRequest,
+    CreateSQLProjectionRequest,
     GetProjectionRequest,
+    GetRebuildJobRequest,
     GetProjectionStatusRequest,
     ListProjectionHistoryRequest,
     ListProjectionsRequest,
     PauseProjectionRequest,
+    QuerySQLProjectionRequest,
+    RebuildProjectionRequest,
     RegisterProjectionRequest,
     ResumeProjectionRequest,
     WaitForEventRequest,
@@ -346,3 +351,168 @@ def _env_of(kit: Kit) -> str:
     out = subprocess.run(["psql", kit.server.db_url, "-X", "-Atc", "SELECT env_id FROM events LIMIT 1"],
                          capture_output=True, text=True, timeout=30, check=True)
     return out.stdout.strip()
+
+
+def plain_sql(server: Server, query: str) -> list[list[str]]:
+    """Rows of `query` run with the database's own client on the server's database."""
+    if server.backend == "sqlite":
+        path = server.workdir / ".ironflow" / "ironflow.db"
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        try:
+            return [[str(c) for c in row] for row in con.execute(query)]
+        finally:
+            con.close()
+    assert server.db_url
+    out = subprocess.run(["psql", server.db_url, "-X", "-At", "-F", "|", "-c", query],
+                         capture_output=True, text=True, timeout=60, check=True)
+    return [line.split("|") for line in out.stdout.splitlines() if line]
+
+
+def totals_definition(kit: Kit) -> dict[str, Any]:
+    t = f"{kit.prefix}_totals"
+    return dict(
+        name=kit.name("totals"),
+        table_sql=f"CREATE TABLE {t} (customer TEXT NOT NULL PRIMARY KEY, total NUMERIC(12,2) NOT NULL DEFAULT 0, "
+                  "orders INTEGER NOT NULL DEFAULT 0, vip BOOLEAN)",
+        event_handlers={
+            f"{kit.prefix}.order": f"INSERT INTO {t} (customer, total, orders, vip) VALUES "
+                                   f"(:data.customer, :data.amount, 1, :data.vip) ON CONFLICT (customer) DO UPDATE "
+                                   f"SET total = {t}.total + excluded.total, orders = {t}.orders + 1",
+            f"{kit.prefix}.refund": f"UPDATE {t} SET total = total - :data.amount WHERE customer = :data.customer",
+        },
+        description="order totals per customer",
+    )
+
+
+def query_rows(rpc: IronflowRPC, name: str, **kw: Any) -> tuple[list[str], list[list[Any]], int]:
+    resp = rpc.projections.query_sql(QuerySQLProjectionRequest(name=name, **kw))
+    return list(resp.columns), [[v.to_python() for v in r.typed_values] for r in resp.rows], resp.total_count
+
+
+def test_a_sql_projection_is_kept_by_the_server_and_queried_through_the_api_and_plain_sql(kit: Kit) -> None:
+    name = kit.name("totals")
+    with kit.server.rpc() as rpc:
+        created = rpc.projections.create_sql(CreateSQLProjectionRequest(**totals_definition(kit)))
+        assert created.status == "created"
+        again = rpc.projections.create_sql(CreateSQLProjectionRequest(**totals_definition(kit)))
+        assert again.status == "exists"
+        expected: dict[str, float] = {}
+        last = None
+        for i in range(60):
+            customer = f"c{i % 3}"
+            amount = round(10 + i * 1.25, 2)
+            expected[customer] = round(expected.get(customer, 0) + amount, 2)
+            last = kit.emit("order", {"customer": customer, "amount": amount, "vip": i % 2 == 0})
+        for customer in ("c0", "c1"):
+            expected[customer] = round(expected[customer] - 5, 2)
+            last = kit.emit("refund", {"customer": customer, "amount": 5})
+        assert last is not None
+        done = rpc.projections.wait_catchup(WaitProjectionCatchupRequest(
+            name=name, min_seq=last["seq"], timeout=Duration(seconds=30)))
+        assert done.caught_up and done.mode == "sql", done
+
+        columns, rows, total = query_rows(rpc, name, where="orders > 0", order_by="customer")
+        assert columns == ["customer", "total", "orders", "vip"] and total == 3
+        assert [r[0] for r in rows] == ["c0", "c1", "c2"]
+        # NUMERIC comes back as text (no precision lost), integers as numbers.
+        assert {r[0]: float(r[1]) for r in rows} == expected
+        assert all(isinstance(r[1], str) for r in rows) and [r[2] for r in rows] == [20, 20, 20]
+        _, top, _ = query_rows(rpc, name, where="total > 0", order_by="total DESC", limit=1)
+        assert top[0][0] == max(expected, key=lambda c: expected[c])
+        _, paged, total = query_rows(rpc, name, order_by="customer", limit=1, offset=2)
+        assert [r[0] for r in paged] == ["c2"] and total == 3
+
+        # The same table, read with the database's own client.
+        table = kit.status("totals")["table"]
+        plain = plain_sql(kit.server, f"SELECT customer, total FROM {table} ORDER BY customer")
+        assert {c: float(t) for c, t in plain} == expected
+
+        # Bad queries: a clear 400 naming the problem, nothing run.
+        for where, order_by, needle in (("1=1; DROP TABLE events", "", "one expression"),
+                                        ("customer IN (SELECT id FROM events)", "", "subqueries"),
+                                        ("secret > 1", "", "not a column"),
+                                        ("", "pg_sleep(1)", "not allowed")):
+            with pytest.raises(IronflowRPCError) as err:
+                rpc.projections.query_sql(QuerySQLProjectionRequest(name=name, where=where, order_by=order_by))
+            assert err.value.code == "invalid_argument" and needle in str(err.value), err.value
+        assert plain_sql(kit.server, f"SELECT count(*) FROM {table}") == [["3"]]
+
+        # A rebuild replays into a shadow table and swaps it in: the same rows.
+        before = query_rows(rpc, name, order_by="customer")
+        job = rpc.projections.rebuild(RebuildProjectionRequest(name=name)).job
+        assert job.status == "running" and job.total_events == 62
+        finished = kit.until(lambda: (j := rpc.projections.get_rebuild_job(GetRebuildJobRequest(name=name)).job)
+                             .status == "completed" and j, "the rebuild finishing")
+        assert finished.events_processed == 62 and finished.progress == 1.0
+        assert query_rows(rpc, name, order_by="customer") == before
+        # A dry run replays without touching the table.
+        dry = rpc.projections.rebuild(RebuildProjectionRequest(name=name, dry_run=True)).job
+        assert dry.dry_run
+        kit.until(lambda: rpc.projections.get_rebuild_job(GetRebuildJobRequest(name=name)).job.status == "completed",
+                  "the dry run finishing")
+        assert query_rows(rpc, name, order_by="customer") == before
+        assert kit.status("totals")["rebuild"]["dry_run"] is True
+
+        deleted = kit.server.request("DELETE", f"/api/v1/projections/{name}")
+        assert deleted.status == 200
+        with pytest.raises(Exception):
+            plain_sql(kit.server, f"SELECT count(*) FROM {table}")
+
+
+def test_sql_projection_definitions_are_confined_to_their_own_table(kit: Kit) -> None:
+    good = totals_definition(kit)
+    t = f"{kit.prefix}_totals"
+    order = f"{kit.prefix}.order"
+    with kit.server.rpc() as rpc:
+        for change, needle in (
+            (dict(table_sql="DROP TABLE events"), "CREATE TABLE"),
+            (dict(table_sql=f"CREATE TABLE public.{t} (a INT)"), "plain table name"),
+            (dict(table_sql=f"CREATE TABLE {t} (a INT REFERENCES runs(seq))"), "not allowed"),
+            (dict(event_handlers={order: "DELETE FROM events"}), "only change the projection's table"),
+            (dict(event_handlers={order: f"INSERT INTO {t} (customer) SELECT id FROM events"}), "VALUES only"),
+            (dict(event_handlers={order: f"UPDATE {t} SET total = (SELECT count(*) FROM runs)"}), "subqueries"),
+            (dict(event_handlers={order: f"UPDATE {t} SET orders = 1; DROP TABLE events"}), "one statement"),
+            (dict(event_handlers={order: f"INSERT INTO {t} (customer) VALUES ($1)"}), "named parameters"),
+            (dict(events=[order, "other"]), "no handler"),
+        ):
+            with pytest.raises(IronflowRPCError) as err:
+                rpc.projections.create_sql(CreateSQLProjectionRequest(**{**good, **change}))
+            assert err.value.code == "invalid_argument" and needle in str(err.value), (change, err.value)
+        assert rpc.projections.list(ListProjectionsRequest(mode="sql")).total_count == 0 or all(
+            p.name != kit.name("totals") for p in rpc.projections.list(ListProjectionsRequest(mode="sql")).projections)
+        # A handler the data breaks (NOT NULL): the projection stops in error, saying which event.
+        rpc.projections.create_sql(CreateSQLProjectionRequest(**good))
+        bad = kit.emit("order", {"amount": 3})  # no customer: the primary key gets NULL
+        status = kit.until(lambda: (s := rpc.projections.get_status(GetProjectionStatusRequest(name=kit.name("totals"))))
+                           .status == "error" and s, "the projection stopping in error")
+        assert bad["id"] in status.error_message and "NOT NULL" in status.error_message, status.error_message
+        with pytest.raises(IronflowRPCError) as err:
+            rpc.projections.query_sql(QuerySQLProjectionRequest(name=kit.name("nope")))
+        assert err.value.code == "not_found"
+
+
+def test_rebuilding_a_managed_projection_replays_it_to_the_same_state(kit: Kit) -> None:
+    name = kit.name("ledger")
+    kit.runner("ledger")
+    kit.until(lambda: kit.status("ledger").get("lease_epoch", 0) >= 1, "the runner's lease")
+    with kit.server.rpc() as rpc:
+        last = None
+        for i in range(20):
+            last = kit.emit("entry", {"i": i})
+        assert last is not None
+        assert rpc.projections.wait_catchup(WaitProjectionCatchupRequest(
+            name=name, min_seq=last["seq"], timeout=Duration(seconds=30))).caught_up
+        before = state_of(rpc, name)
+        assert len(before["ids"]) == 20
+        job = rpc.projections.rebuild(RebuildProjectionRequest(name=name)).job
+        assert job.status == "running" and job.total_events == 20
+        with pytest.raises(IronflowRPCError) as twice:
+            rpc.projections.rebuild(RebuildProjectionRequest(name=name))
+        assert twice.value.code == "failed_precondition"
+        kit.until(lambda: rpc.projections.get_rebuild_job(GetRebuildJobRequest(name=name)).job.status == "completed",
+                  "the runner replaying the projection")
+        assert state_of(rpc, name) == before
+        assert kit.status("ledger")["lease_epoch"] >= 3  # fenced, then taken again
+        with pytest.raises(IronflowRPCError) as dry:
+            rpc.projections.rebuild(RebuildProjectionRequest(name=name, dry_run=True))
+        assert dry.value.code == "invalid_argument"
