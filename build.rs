@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/ironflow/v1/entity_stream.proto",
         "proto/ironflow/v1/event_schema.proto",
         "proto/ironflow/v1/projection.proto",
+        "proto/ironflow/v1/query.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -36,6 +36,9 @@ pub enum Command {
     Functions(FunctionsArgs),
     /// A run's history as a timeline, or (with --at) its state at an instant.
     History(HistoryArgs),
+    /// A read-only SQL query over the history views of the environment (`ExecuteSQL`),
+    /// printed as a table.
+    Sql(SqlArgs),
     /// A terminal debugger for one run: its timeline beside its state at the cursor; edit a
     /// step in $EDITOR, pause, resume, follow it live; --replay plays it forward; --dap speaks
     /// the Debug Adapter Protocol on stdio (VS Code).
@@ -76,10 +79,14 @@ pub struct BenchArgs {
     /// The database to measure: `postgres://…`, or a SQLite file path.
     #[arg(long = "db")]
     pub database_url: String,
-    /// What to measure: `steps` (durable workflow steps) or `appends` (entity-stream appends
-    /// with an expected version, and ReadStream of 1 000 events).
-    #[arg(long, default_value = "steps", value_parser = ["steps", "appends"])]
+    /// What to measure: `steps` (durable workflow steps), `appends` (entity-stream appends
+    /// with an expected version, and ReadStream of 1 000 events) or `sql-projection` (a SQL
+    /// projection applying appended events, and append-to-visible latency under load).
+    #[arg(long, default_value = "steps", value_parser = ["steps", "appends", "sql-projection"])]
     pub mode: String,
+    /// `--mode sql-projection`: appended events in the backlog the projection applies.
+    #[arg(long, default_value_t = 100_000)]
+    pub events: usize,
     /// `--mode appends`: appends per writer (each of the C writers owns one stream).
     #[arg(long, default_value_t = 500)]
     pub appends_per_writer: usize,
@@ -120,6 +127,15 @@ impl BenchArgs {
             per_writer: self.appends_per_writer,
             raw_for: std::time::Duration::from_secs(self.raw_secs.max(1)),
             read_samples: self.latency_samples.clamp(1, 200),
+        }
+    }
+
+    pub fn projection_options(&self) -> crate::bench::ProjectionBenchOptions {
+        crate::bench::ProjectionBenchOptions {
+            database_url: self.database_url.clone(),
+            concurrency: self.concurrency,
+            events: self.events,
+            probes: self.latency_samples.max(1),
         }
     }
 
@@ -416,6 +432,20 @@ pub struct HistoryArgs {
     /// Show the run's state at this instant (RFC 3339) instead of the timeline.
     #[arg(long)]
     pub at: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// One SELECT over the documented views (`ironflow_runs`, `ironflow_events`, …).
+    pub query: String,
+    /// Stop the query after this many milliseconds (at most 30 000).
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: i64,
+    /// Return at most this many rows (at most 10 000).
+    #[arg(long, default_value_t = 1000)]
+    pub max_rows: i64,
 }
 
 #[derive(Debug, Args)]

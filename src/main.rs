@@ -38,6 +38,14 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => {
             // RUST_LOG (e.g. `sqlx::query=debug`: every statement with its time) for profiling.
             init_logging(&std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()));
+            if args.mode == "sql-projection" {
+                let report = ironflow::bench::run_sql_projection(args.projection_options()).await?;
+                println!("{}", report.summary_line());
+                if args.json {
+                    println!("{}", serde_json::to_string(&report)?);
+                }
+                return Ok(());
+            }
             if args.mode == "appends" {
                 let report = ironflow::bench::run_appends(args.append_options()).await?;
                 println!("{}", report.summary_line());
@@ -71,6 +79,17 @@ async fn main() -> anyhow::Result<()> {
             let client = client(&args.connection)?;
             let out =
                 ironflow::client::commands::history(&client, &args.run, args.at.as_deref()).await;
+            print_output(out, args.connection.json)?;
+        }
+        Command::Sql(args) => {
+            let client = client(&args.connection)?;
+            let out = ironflow::client::commands::sql(
+                &client,
+                &args.query,
+                args.timeout_ms,
+                args.max_rows,
+            )
+            .await;
             print_output(out, args.connection.json)?;
         }
         Command::Inspect(args) => {

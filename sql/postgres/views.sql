@@ -56,3 +56,21 @@ FROM events ev
 JOIN environments env ON env.id = ev.env_id
 JOIN projects p ON p.id = env.project_id
 WHERE ev.entity_id IS NOT NULL;
+
+-- One row per projection: its kind, status, cursor and lease.
+CREATE OR REPLACE VIEW ironflow_projections AS
+SELECT pr.name, pr.kind, pr.status, pr.error_message, pr.cursor_seq, pr.cursor_event_id,
+       pr.cursor_event_at, pr.revision, pr.lease_epoch, pr.lease_expires_at, pr.created_at,
+       pr.updated_at, env.name AS environment, p.name AS project, pr.env_id
+FROM projections pr
+JOIN environments env ON env.id = pr.env_id
+JOIN projects p ON p.id = env.project_id;
+
+-- The saved state of each partition of managed projections (the generation readers see).
+CREATE OR REPLACE VIEW ironflow_projection_states AS
+SELECT s.name AS projection, s.partition_key AS partition, s.state, s.last_event_seq,
+       s.last_event_id, s.updated_at, env.name AS environment, p.name AS project, s.env_id
+FROM projection_states s
+JOIN projections pr ON pr.env_id = s.env_id AND pr.name = s.name AND pr.generation = s.generation
+JOIN environments env ON env.id = s.env_id
+JOIN projects p ON p.id = env.project_id;

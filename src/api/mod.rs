@@ -10,6 +10,7 @@ mod data;
 pub mod error;
 mod extract;
 mod function_versions_rpc;
+mod history_sql_rpc;
 mod ironflow_rpc;
 mod kv;
 mod projections_rpc;
@@ -360,6 +361,12 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             "/ironflow.v1.ProjectionService/{method}",
             Key,
             post(projections_rpc::projection_service),
+        ),
+        route(
+            Method::POST,
+            "/ironflow.v1.QueryService/{method}",
+            Key,
+            post(history_sql_rpc::query_service),
         ),
         route(
             Method::DELETE,

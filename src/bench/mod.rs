@@ -8,11 +8,13 @@
 //! never collide) and drives them with an SDK worker of concurrency `C` in a second process
 //! (or, with `--in-process-worker`, in the bench's). `--backlog N` first seeds `N` queued runs
 //! of an unserved function and history behind them. `--mode appends` measures entity-stream
-//! appends instead ([`appends`]).
+//! appends instead ([`appends`]); `--mode sql-projection` a SQL projection's apply rate and
+//! append-to-visible latency ([`projection`]).
 
 mod appends;
 mod backlog;
 mod counters;
+mod projection;
 mod raw_commits;
 mod report;
 mod worker_side;
@@ -29,6 +31,7 @@ use tokio::sync::Notify;
 
 pub use appends::{AppendOptions, AppendReport, run as run_appends};
 pub use backlog::Backlog;
+pub use projection::{ProjectionBenchOptions, ProjectionReport, run as run_sql_projection};
 pub use report::{BenchReport, Samples};
 pub use worker_side::{WorkerOptions, serve as serve_worker};
 pub use workload::Workload;

@@ -444,3 +444,43 @@ pub async fn history(client: &Client, run: &str, at: Option<&str>) -> Result<Out
         }
     }
 }
+
+/// `ironflow sql "…"`: the rows of a history query as a table (NULL shown as empty).
+pub async fn sql(
+    client: &Client,
+    query: &str,
+    timeout_ms: i64,
+    max_rows: i64,
+) -> Result<Output, ClientError> {
+    let body = client
+        .call(
+            "QueryService",
+            "ExecuteSQL",
+            &json!({"query": query, "timeoutMs": timeout_ms, "maxRows": max_rows}),
+        )
+        .await?;
+    let columns: Vec<String> = body["columns"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|v| v.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let header: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let mut table = Table::new(&header);
+    let rows = body["rows"].as_array().cloned().unwrap_or_default();
+    for row in &rows {
+        let values = row["values"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .map(|x| x.as_str().unwrap_or_default().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        table.row(values);
+    }
+    let text = format!("{}({} rows)", table.render(), rows.len());
+    Ok(Output::new(text, body))
+}

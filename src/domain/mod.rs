@@ -8,6 +8,7 @@ pub mod function;
 pub mod function_history;
 pub mod group;
 pub mod history;
+pub mod history_sql;
 pub mod job;
 pub mod job_wire;
 pub mod kv;

@@ -13,6 +13,7 @@ mod execution;
 mod fanout;
 mod functions;
 mod groups;
+mod history_sql;
 mod kv;
 mod projections;
 mod pubsub;
@@ -40,6 +41,7 @@ pub use execution::{PollOutcome, WorkerHello};
 pub use fanout::NatsFanout;
 pub use functions::{FunctionHistoryPage, FunctionPage, RegisterFunction};
 pub use groups::GroupMember;
+pub use history_sql::{HistoryRows, MAX_QUERY_ROWS, MAX_QUERY_TIMEOUT_MS};
 pub use kv::KvBackend;
 pub use projections::{
     FeedItem, MAX_CATCHUP_STREAM_WAIT, MAX_CATCHUP_WAIT, ProjectedEvent, ProjectionFeed,

@@ -19,6 +19,7 @@ pub mod execution;
 pub mod functions;
 pub mod groups;
 pub mod history;
+pub mod history_sql;
 pub mod kv;
 pub mod kv_nats;
 pub mod messages;
@@ -155,6 +156,7 @@ pub trait Store:
     + schemas::SchemaStore
     + projections::ProjectionStore
     + sql_projections::SqlProjectionStore
+    + history_sql::HistoryQueryStore
     + Send
     + Sync
     + 'static

@@ -240,6 +240,17 @@ pub trait Conn: Send {
     /// A composed query of one integer (a count).
     async fn composed_count(&mut self, sql: &str) -> Result<i64, StoreError>;
 
+    /// Runs a checked history query read-only, cut off after `timeout_ms`, at most `max_rows`
+    /// rows, every value as text (`None` for NULL). A query the database refuses (its own
+    /// mistake, or the timeout) is `Ok(Err(..))`, with the database's message for the
+    /// query's mistakes (syntax, unknown column, bad value: about the caller's text).
+    async fn read_only_rows(
+        &mut self,
+        sql: &str,
+        timeout_ms: i64,
+        max_rows: i64,
+    ) -> Result<Result<TextRows, QueryRefusal>, StoreError>;
+
     async fn scalar<T: Scalar>(&mut self, sql: Sql, args: Vec<Arg<'_>>) -> Result<T, StoreError> {
         self.scalar_optional(sql, args)
             .await?
@@ -349,6 +360,66 @@ where
     query
 }
 
+/// Rows of a history query: the column names and each row's values as text.
+#[derive(Debug, Clone, Default)]
+pub struct TextRows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Option<String>>>,
+}
+
+/// Why the database refused a history query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueryRefusal {
+    Timeout,
+    Invalid(String),
+}
+
+/// A refusal that is about the caller's query (its syntax, names or values), by SQLSTATE class
+/// (Postgres) or SQLite's generic error: its message describes their text, not the server.
+fn query_refusal(err: &sqlx::Error) -> Option<QueryRefusal> {
+    let sqlx::Error::Database(db) = err else {
+        return None;
+    };
+    let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+    if code == "57014" {
+        return Some(QueryRefusal::Timeout);
+    }
+    let about_the_query =
+        code.starts_with("42") || code.starts_with("22") || code == "1" || code == "25006";
+    about_the_query.then(|| QueryRefusal::Invalid(db.message().to_owned()))
+}
+
+async fn pg_columns(conn: &mut sqlx::PgConnection, sql: &str) -> Result<Vec<String>, sqlx::Error> {
+    use sqlx::{Column as _, Executor as _};
+    let described = conn
+        .describe(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(
+            sql.to_owned(),
+        )))
+        .await?;
+    Ok(described
+        .columns()
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect())
+}
+
+async fn sqlite_columns(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    use sqlx::{Column as _, Executor as _};
+    let described = conn
+        .describe(sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(
+            sql.to_owned(),
+        )))
+        .await?;
+    Ok(described
+        .columns()
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect())
+}
+
 #[async_trait]
 impl Conn for sqlx::PgConnection {
     async fn execute(&mut self, sql: Sql, args: Vec<Arg<'_>>) -> Result<u64, StoreError> {
@@ -423,6 +494,64 @@ impl Conn for sqlx::PgConnection {
                 .fetch_one(self)
                 .await?,
         )
+    }
+
+    async fn read_only_rows(
+        &mut self,
+        sql: &str,
+        timeout_ms: i64,
+        max_rows: i64,
+    ) -> Result<Result<TextRows, QueryRefusal>, StoreError> {
+        // A sqlx transaction: rolled back even if this future is dropped half-way.
+        let mut tx = sqlx::Connection::begin(&mut *self).await?;
+        let run = async {
+            sqlx::query("SET TRANSACTION READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SET LOCAL statement_timeout = {}",
+                timeout_ms.max(1)
+            )))
+            .execute(&mut *tx)
+            .await?;
+            let columns = pg_columns(&mut tx, sql).await?;
+            // One JSON array per row, in column order (json_each keeps a json object's order).
+            let wrapped = format!(
+                "SELECT (SELECT json_agg(j.value ORDER BY j.n) FROM json_each(row_to_json(q)) \
+                 WITH ORDINALITY AS j(key, value, n))::text FROM ({sql}) q LIMIT {max_rows}"
+            );
+            let rows: Vec<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(wrapped))
+                .fetch_all(&mut *tx)
+                .await?;
+            Ok::<_, sqlx::Error>((columns, rows))
+        }
+        .await;
+        let _ = tx.rollback().await;
+        match run {
+            Ok((columns, rows)) => {
+                let rows = rows
+                    .into_iter()
+                    .map(|r| {
+                        let values: Vec<Value> = r
+                            .and_then(|t| serde_json::from_str(&t).ok())
+                            .unwrap_or_default();
+                        values
+                            .into_iter()
+                            .map(|v| match v {
+                                Value::Null => None,
+                                Value::String(s) => Some(s),
+                                other => Some(other.to_string()),
+                            })
+                            .collect()
+                    })
+                    .collect();
+                Ok(Ok(TextRows { columns, rows }))
+            }
+            Err(err) => match query_refusal(&err) {
+                Some(refusal) => Ok(Err(refusal)),
+                None => Err(err.into()),
+            },
+        }
     }
 }
 
@@ -506,6 +635,54 @@ impl Conn for sqlx::SqliteConnection {
                 .fetch_one(self)
                 .await?,
         )
+    }
+
+    async fn read_only_rows(
+        &mut self,
+        sql: &str,
+        _timeout_ms: i64,
+        max_rows: i64,
+    ) -> Result<Result<TextRows, QueryRefusal>, StoreError> {
+        use sqlx::{Row as _, TypeInfo as _, ValueRef as _};
+        // The reader pool's connections are read-only; the caller bounds the time.
+        let run = async {
+            let columns = sqlite_columns(self, sql).await?;
+            let wrapped = format!("SELECT * FROM ({sql}) LIMIT {max_rows}");
+            let rows = sqlx::query(sqlx::AssertSqlSafe(wrapped))
+                .fetch_all(&mut *self)
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let mut values = Vec::with_capacity(columns.len());
+                for i in 0..row.len() {
+                    let raw = row.try_get_raw(i)?;
+                    let value = if raw.is_null() {
+                        None
+                    } else {
+                        match raw.type_info().name() {
+                            "INTEGER" => row.try_get::<i64, _>(i).ok().map(|v| v.to_string()),
+                            "REAL" => row.try_get::<f64, _>(i).ok().map(|v| v.to_string()),
+                            "BLOB" => row
+                                .try_get::<Vec<u8>, _>(i)
+                                .ok()
+                                .map(|b| String::from_utf8_lossy(&b).into_owned()),
+                            _ => row.try_get::<String, _>(i).ok(),
+                        }
+                    };
+                    values.push(value);
+                }
+                out.push(values);
+            }
+            Ok::<_, sqlx::Error>((columns, out))
+        }
+        .await;
+        match run {
+            Ok((columns, rows)) => Ok(Ok(TextRows { columns, rows })),
+            Err(err) => match query_refusal(&err) {
+                Some(refusal) => Ok(Err(refusal)),
+                None => Err(err.into()),
+            },
+        }
     }
 }
 

@@ -6,6 +6,10 @@ Scenarios (each one projection named `{P}-{scenario}`):
 - `counters`: managed, partitioned by stream (`$entity_id`), follows `{P}.order`; each partition's
   state counts its events and lists their ids, so a test can see an event applied twice.
 - `ledger`: managed, one global partition, follows `{P}.entry`; the state lists the ids in order.
+- `tally`: managed, partitioned by `data.customer`, follows `{P}.sale`; each partition counts its
+  events and sums `data.amount` (state of constant size: the runner benchmark uses it).
+- `gated`: managed, follows `{P}.job`; an event with `data.poison` fails its handler until the
+  file `fixed` exists next to --effects (the test creates it: "the bug is fixed").
 - `external`: external, follows `{P}.order`; each handled event appends one JSON line
   `{"id", "seq", "pid"}` to --effects (O_APPEND, survives SIGKILL).
 """
@@ -45,6 +49,18 @@ def ledger(state: dict[str, Any], event: Any, ctx: Any) -> dict[str, Any]:
     return {"ids": [*state.get("ids", []), event.id], "last_seq": event.seq}
 
 
+def tally(state: dict[str, Any], event: Any, ctx: Any) -> dict[str, Any]:
+    _slow()
+    return {"count": int(state.get("count", 0)) + 1,
+            "amount": float(state.get("amount", 0)) + float(event.data.get("amount", 0))}
+
+
+def gated(state: dict[str, Any], event: Any, ctx: Any) -> dict[str, Any]:
+    if isinstance(event.data, dict) and event.data.get("poison") and not (EFFECTS.parent / "fixed").exists():
+        raise RuntimeError(f"cannot handle {event.id} yet")
+    return {"ids": [*state.get("ids", []), event.id]}
+
+
 def external(event: Any, ctx: Any) -> None:
     _slow()
     fd = os.open(EFFECTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -62,6 +78,14 @@ def build(prefix: str) -> dict[str, Any]:
         ),
         "ledger": create_projection(
             name=f"{prefix}-ledger", events=[f"{prefix}.entry"], handler=ledger,
+            initial_state=lambda: {"ids": []},
+        ),
+        "tally": create_projection(
+            name=f"{prefix}-tally", events=[f"{prefix}.sale"], handler=tally,
+            initial_state=lambda: {"count": 0, "amount": 0.0}, partition_key="customer",
+        ),
+        "gated": create_projection(
+            name=f"{prefix}-gated", events=[f"{prefix}.job"], handler=gated,
             initial_state=lambda: {"ids": []},
         ),
         "external": create_projection(

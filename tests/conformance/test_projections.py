@@ -21,6 +21,7 @@ from ironflow.rpc import IronflowRPC, IronflowRPCError
 from ironflow.rpc.v1 import (
     AppendEventRequest,
     CreateSQLProjectionRequest,
+    ExecuteSQLRequest,
     GetProjectionRequest,
     GetRebuildJobRequest,
     GetProjectionStatusRequest,
@@ -516,3 +517,35 @@ def test_rebuilding_a_managed_projection_replays_it_to_the_same_state(kit: Kit) 
         with pytest.raises(IronflowRPCError) as dry:
             rpc.projections.rebuild(RebuildProjectionRequest(name=name, dry_run=True))
         assert dry.value.code == "invalid_argument"
+
+
+def test_a_runner_that_keeps_failing_stops_the_projection_until_it_is_resumed(kit: Kit) -> None:
+    name = kit.name("gated")
+    kit.runner("gated")
+    kit.until(lambda: kit.status("gated").get("lease_epoch", 0) >= 1, "the runner's lease")
+    with kit.server.rpc() as rpc:
+        ok = kit.emit("job", {"i": 1})
+        assert rpc.projections.wait_catchup(WaitProjectionCatchupRequest(
+            name=name, min_seq=ok["seq"], timeout=Duration(seconds=20))).caught_up
+        poison = kit.emit("job", {"poison": True})
+        after = kit.emit("job", {"i": 2})
+        status = kit.until(lambda: (s := rpc.projections.get_status(GetProjectionStatusRequest(name=name)))
+                           .status == "error" and s, "the projection stopping in error", deadline_s=90)
+        assert "keeps failing" in status.error_message and status.last_event_seq == ok["seq"], status
+        # ... and the history says so.
+        failed = rpc.query.execute_sql(ExecuteSQLRequest(
+            query=f"SELECT count(*) FROM ironflow_history WHERE kind = 'projection.failed' "
+                  f"AND payload LIKE '%{name}%'" if kit.server.backend == "sqlite" else
+                  f"SELECT count(*) FROM ironflow_history WHERE kind = 'projection.failed' "
+                  f"AND payload->>'projection' = '{name}'"))
+        assert failed.rows[0].values == ["1"], failed
+        # Fixed and resumed: it continues from the cursor, every event once, in order.
+        (kit.effects.parent / "fixed").write_text("yes")
+        assert rpc.projections.resume(ResumeProjectionRequest(name=name)).status == "active"
+        assert rpc.projections.wait_catchup(WaitProjectionCatchupRequest(
+            name=name, min_seq=after["seq"], timeout=Duration(seconds=30))).caught_up
+        assert state_of(rpc, name)["ids"] == [ok["id"], poison["id"], after["id"]]
+        # The streamed wait: DONE at once when already caught up.
+        frames = list(rpc.projections.wait_catchup_stream(WaitProjectionCatchupRequest(
+            name=name, min_seq=after["seq"], timeout=Duration(seconds=5))))
+        assert frames and frames[-1].caught_up and frames[-1].kind == 3, frames
