@@ -74,3 +74,23 @@ FROM projection_states s
 JOIN projections pr ON pr.env_id = s.env_id AND pr.name = s.name AND pr.generation = s.generation
 JOIN environments env ON env.id = s.env_id
 JOIN projects p ON p.id = env.project_id;
+
+-- History queries (ExecuteSQL) run as this role: it reads the documented views and nothing else
+-- (no tables, no superuser functions), on top of the server's own checks. Making it needs
+-- CREATEROLE; without that (or when several servers of one cluster race to make it) the
+-- queries run as the server's role, still checked and narrowed to their environment.
+DO $$
+BEGIN
+    BEGIN
+        CREATE ROLE ironflow_history_reader NOLOGIN;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
+    GRANT SELECT ON ironflow_events, ironflow_runs, ironflow_steps, ironflow_history,
+        ironflow_streams, ironflow_stream_events, ironflow_projections, ironflow_projection_states
+        TO ironflow_history_reader;
+    IF NOT pg_has_role(current_user, 'ironflow_history_reader', 'MEMBER') THEN
+        EXECUTE format('GRANT ironflow_history_reader TO %I', current_user);
+    END IF;
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE 'ironflow: history queries run without their own role: %', SQLERRM;
+END $$;

@@ -283,12 +283,18 @@ mod tests {
         )
         .expect("allowed");
         assert!(
-            q.contains("(SELECT * FROM ironflow_runs WHERE env_id = 'env-1') AS r"),
+            q.contains("(SELECT * FROM ironflow_runs WHERE env_id = 'env-1') r"),
             "{q}"
         );
         assert!(
-            q.contains("(SELECT * FROM ironflow_events WHERE env_id = 'env-1') AS e"),
+            q.contains("(SELECT * FROM ironflow_events WHERE env_id = 'env-1') e"),
             "{q}"
+        );
+        let unaliased = narrow_query("SELECT count(*) FROM ironflow_runs", "env-1", &relations())
+            .expect("allowed");
+        assert!(
+            unaliased.contains("WHERE env_id = 'env-1') AS ironflow_runs"),
+            "{unaliased}"
         );
         let nested = narrow_query(
             "WITH failed AS (SELECT * FROM ironflow_runs WHERE status = 'failed') SELECT count(*) FROM failed",

@@ -514,6 +514,18 @@ impl Conn for sqlx::PgConnection {
             )))
             .execute(&mut *tx)
             .await?;
+            // The role that may read the views and nothing else, where the database has it.
+            let reader_role: bool = sqlx::query_scalar(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ironflow_history_reader') \
+                 THEN pg_has_role(current_user, 'ironflow_history_reader', 'MEMBER') ELSE false END",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            if reader_role {
+                sqlx::query("SET LOCAL ROLE ironflow_history_reader")
+                    .execute(&mut *tx)
+                    .await?;
+            }
             let columns = pg_columns(&mut tx, sql).await?;
             // One JSON array per row, in column order (json_each keeps a json object's order).
             let wrapped = format!(
