@@ -83,10 +83,22 @@ const FUNCTIONS: &[&str] = &[
     "typeof",
 ];
 
+/// What the database allows beyond the checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    /// `WITH RECURSIVE` (only where the database itself cuts a query off at its timeout).
+    pub recursive: bool,
+}
+
 /// Checks a query and returns it with every view reference replaced by that view narrowed to
-/// `env_id`. `relations` are the names of every table and view the database has: a CTE may not
-/// take one of them (a reference outside the CTE's scope would reach the real table).
-pub fn narrow_query(sql: &str, env_id: &str, relations: &[String]) -> Result<String, String> {
+/// `env_id`. `relations` are the names of every relation the database has: a WITH query may not
+/// take one of them, and each WITH name counts only in its own query.
+pub fn narrow_query(
+    sql: &str,
+    env_id: &str,
+    relations: &[String],
+    limits: QueryLimits,
+) -> Result<String, String> {
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .map_err(|e| format!("query is not valid SQL: {e}"))?;
     let mut statement = match statements.len() {
@@ -100,8 +112,10 @@ pub fn narrow_query(sql: &str, env_id: &str, relations: &[String]) -> Result<Str
         );
     }
     let mut check = Check {
+        scopes: Vec::new(),
         ctes: BTreeSet::new(),
         relations,
+        limits,
     };
     if let ControlFlow::Break(e) = statement.visit(&mut check) {
         return Err(e);
@@ -115,8 +129,17 @@ pub fn narrow_query(sql: &str, env_id: &str, relations: &[String]) -> Result<Str
 }
 
 struct Check<'a> {
+    /// The WITH names of each query being visited, innermost last.
+    scopes: Vec<Vec<String>>,
+    /// Every WITH name seen (none may be a view's, so narrowing never mistakes one).
     ctes: BTreeSet<String>,
     relations: &'a [String],
+    limits: QueryLimits,
+}
+
+/// Names SQLite resolves to built-in table-valued functions.
+fn builtin_table_name(name: &str) -> bool {
+    name.starts_with("pragma_") || name.starts_with("sqlite_") || name.starts_with("json_")
 }
 
 fn single(name: &ObjectName) -> Option<&Ident> {
@@ -155,19 +178,34 @@ impl Visitor for Check<'_> {
         if !query.locks.is_empty() || query.for_clause.is_some() {
             return ControlFlow::Break("locking clauses (FOR UPDATE …) are not allowed".into());
         }
+        let mut names = Vec::new();
         if let Some(with) = &query.with {
+            if with.recursive && !self.limits.recursive {
+                return ControlFlow::Break(
+                    "WITH RECURSIVE is not allowed on this backend (nothing could stop it at the timeout)"
+                        .into(),
+                );
+            }
             for cte in &with.cte_tables {
                 let name = cte.alias.name.value.to_ascii_lowercase();
                 if VIEWS.contains(&name.as_str())
+                    || builtin_table_name(&name)
                     || self.relations.iter().any(|r| r.eq_ignore_ascii_case(&name))
                 {
                     return ControlFlow::Break(format!(
-                        "a WITH query may not be named '{name}': a table or view has that name"
+                        "a WITH query may not be named '{name}': a table, view or built-in has that name"
                     ));
                 }
-                self.ctes.insert(name);
+                self.ctes.insert(name.clone());
+                names.push(name);
             }
         }
+        self.scopes.push(names);
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _query: &Query) -> ControlFlow<String> {
+        self.scopes.pop();
         ControlFlow::Continue(())
     }
 
@@ -190,7 +228,8 @@ impl Visitor for Check<'_> {
             ));
         };
         let name = ident.value.to_ascii_lowercase();
-        if VIEWS.contains(&name.as_str()) || self.ctes.contains(&name) {
+        let in_scope = self.scopes.iter().flatten().any(|c| c == &name);
+        if VIEWS.contains(&name.as_str()) || in_scope {
             ControlFlow::Continue(())
         } else {
             ControlFlow::Break(format!(
@@ -267,6 +306,8 @@ impl VisitorMut for Narrow<'_> {
 mod tests {
     use super::*;
 
+    const LIMITS: QueryLimits = QueryLimits { recursive: true };
+
     fn relations() -> Vec<String> {
         ["events", "runs", "jobs", "ironflow_runs"]
             .iter()
@@ -280,6 +321,7 @@ mod tests {
             "SELECT r.status, count(*) FROM ironflow_runs r JOIN ironflow_events e ON e.event_id = r.event_id GROUP BY r.status",
             "env-1",
             &relations(),
+            LIMITS,
         )
         .expect("allowed");
         assert!(
@@ -290,8 +332,13 @@ mod tests {
             q.contains("(SELECT * FROM ironflow_events WHERE env_id = 'env-1') e"),
             "{q}"
         );
-        let unaliased = narrow_query("SELECT count(*) FROM ironflow_runs", "env-1", &relations())
-            .expect("allowed");
+        let unaliased = narrow_query(
+            "SELECT count(*) FROM ironflow_runs",
+            "env-1",
+            &relations(),
+            LIMITS,
+        )
+        .expect("allowed");
         assert!(
             unaliased.contains("WHERE env_id = 'env-1') AS ironflow_runs"),
             "{unaliased}"
@@ -300,6 +347,7 @@ mod tests {
             "WITH failed AS (SELECT * FROM ironflow_runs WHERE status = 'failed') SELECT count(*) FROM failed",
             "env-1",
             &relations(),
+            LIMITS,
         )
         .expect("allowed");
         assert!(nested.contains("env_id = 'env-1'"), "{nested}");
@@ -327,8 +375,12 @@ mod tests {
                 "no parameters",
             ),
         ] {
-            let err = narrow_query(bad, "env-1", &relations()).expect_err(bad);
+            let err = narrow_query(bad, "env-1", &relations(), LIMITS).expect_err(bad);
             assert!(err.contains(needle), "{bad}: {err}");
         }
+        let recursive = "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t) SELECT 1";
+        let err = narrow_query(recursive, "e", &[], QueryLimits { recursive: false })
+            .expect_err("recursive");
+        assert!(err.contains("RECURSIVE"), "{err}");
     }
 }

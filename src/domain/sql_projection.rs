@@ -25,8 +25,8 @@ const FUNCTIONS: &[&str] = &[
     "abs", "coalesce", "nullif", "lower", "upper", "length", "round", "trim", "ltrim", "rtrim",
     "replace", "substr",
 ];
-/// Functions a column DEFAULT may call besides those.
-const DEFAULT_FUNCTIONS: &[&str] = &["now", "current_timestamp"];
+/// Functions a column DEFAULT may call besides those (`now()` is not SQLite's).
+const DEFAULT_FUNCTIONS: &[&str] = &["current_timestamp"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -135,6 +135,67 @@ fn single_name(name: &ObjectName, what: &str) -> Result<String, String> {
     }
 }
 
+/// Column types a projection table may declare: plain scalar types both backends store.
+const TYPES: &[&str] = &[
+    "text",
+    "varchar",
+    "character varying",
+    "char",
+    "character",
+    "integer",
+    "int",
+    "int2",
+    "int4",
+    "int8",
+    "bigint",
+    "smallint",
+    "numeric",
+    "decimal",
+    "real",
+    "double precision",
+    "float",
+    "float4",
+    "float8",
+    "boolean",
+    "bool",
+    "timestamp",
+    "timestamptz",
+    "date",
+    "time",
+    "json",
+    "jsonb",
+    "uuid",
+    "bytea",
+];
+
+fn check_type(column: &str, data_type: &DataType) -> Result<(), String> {
+    let text = data_type.to_string().to_ascii_lowercase();
+    let base = text
+        .split('(')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(" with time zone")
+        .trim_end_matches(" without time zone")
+        .trim();
+    if TYPES.contains(&base) {
+        Ok(())
+    } else {
+        Err(format!(
+            "table_sql: column '{column}' has type {text}; use one of {}",
+            TYPES.join(", ")
+        ))
+    }
+}
+
+/// A column or constraint name: the same rule as a table name.
+fn check_identifier(what: &str, name: &str) -> Result<(), String> {
+    check_table_name(name).map_err(|_| {
+        format!(
+            "{what} '{name}' must be lowercase letters, digits and '_', starting with a letter or '_'"
+        )
+    })
+}
+
 fn check_table_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= MAX_TABLE_NAME
@@ -175,13 +236,42 @@ pub fn parse_table(table_sql: &str) -> Result<TableSpec, String> {
     if create.columns.is_empty() {
         return Err("table_sql: the table needs at least one column".into());
     }
+    // Only the name, the columns and the constraints: anything else the statement says
+    // (INHERITS, PARTITION OF / BY, WITH options, TABLESPACE, …) is refused.
+    let reduced = format!(
+        "CREATE TABLE {} ({})",
+        create.name,
+        create
+            .columns
+            .iter()
+            .map(ToString::to_string)
+            .chain(create.constraints.iter().map(ToString::to_string))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let reparsed = parse_one(&reduced, "table_sql")?;
+    let mut original = statement.clone();
+    if let Statement::CreateTable(o) = &mut original {
+        o.if_not_exists = false;
+    }
+    if reparsed.to_string() != original.to_string() {
+        return Err(
+            "table_sql: a projection table is its columns and constraints only (no INHERITS, PARTITION, WITH, TABLESPACE or other clauses)"
+                .into(),
+        );
+    }
     let mut columns: Vec<Column> = Vec::new();
     for c in &create.columns {
         let name = c.name.value.clone();
+        check_identifier("column name", &name)?;
+        check_type(&name, &c.data_type)?;
         if columns.iter().any(|x| x.name == name) {
             return Err(format!("table_sql: column '{name}' is declared twice"));
         }
         for option in &c.options {
+            if let Some(constraint) = &option.name {
+                check_identifier("constraint name", &constraint.value)?;
+            }
             match &option.option {
                 ColumnOption::Null
                 | ColumnOption::NotNull
@@ -212,6 +302,15 @@ pub fn parse_table(table_sql: &str) -> Result<TableSpec, String> {
         });
     }
     for constraint in &create.constraints {
+        let name = match constraint {
+            TableConstraint::PrimaryKey(c) => c.name.as_ref(),
+            TableConstraint::Unique(c) => c.name.as_ref(),
+            TableConstraint::Check(c) => c.name.as_ref(),
+            _ => None,
+        };
+        if let Some(name) = name {
+            check_identifier("constraint name", &name.value)?;
+        }
         match constraint {
             TableConstraint::PrimaryKey(_) | TableConstraint::Unique(_) => {}
             TableConstraint::Check(check) => {
@@ -968,11 +1067,14 @@ pub fn query_sql(
         .1
         .as_ref()
         .map_or_else(String::new, |o| format!(" ORDER BY {o}"));
+    // Column names follow the identifier rule (checked with the table); quoted all the same.
+    let quoted = |c: &Column| Ident::with_quote('"', c.name.clone()).to_string();
+    let literal = |c: &Column| format!("'{}'", c.name.replace('\'', "''"));
     let column = |c: &Column| {
         if c.decimal {
-            format!("CAST(\"{0}\" AS TEXT) AS \"{0}\"", c.name)
+            format!("CAST({0} AS TEXT) AS {0}", quoted(c))
         } else {
-            format!("\"{}\"", c.name)
+            quoted(c)
         }
     };
     let page = match backend {
@@ -989,9 +1091,9 @@ pub fn query_sql(
             spec.columns
                 .iter()
                 .map(|c| if c.decimal {
-                    format!("'{0}', CAST(\"{0}\" AS TEXT)", c.name)
+                    format!("{}, CAST({} AS TEXT)", literal(c), quoted(c))
                 } else {
-                    format!("'{0}', \"{0}\"", c.name)
+                    format!("{}, {}", literal(c), quoted(c))
                 })
                 .collect::<Vec<_>>()
                 .join(", ")
@@ -1005,7 +1107,7 @@ pub fn query_sql(
 mod tests {
     use super::*;
 
-    const TABLE: &str = "CREATE TABLE order_totals (customer TEXT PRIMARY KEY, total NUMERIC(12,2) NOT NULL DEFAULT 0, orders INTEGER NOT NULL DEFAULT 0, updated TIMESTAMPTZ DEFAULT now())";
+    const TABLE: &str = "CREATE TABLE order_totals (customer TEXT PRIMARY KEY, total NUMERIC(12,2) NOT NULL DEFAULT 0, orders INTEGER NOT NULL DEFAULT 0, updated TIMESTAMPTZ DEFAULT CURRENT_TIMESTAMP, CONSTRAINT positive CHECK (orders >= 0))";
 
     fn spec() -> TableSpec {
         parse_table(TABLE).expect("a valid table")
@@ -1040,6 +1142,26 @@ mod tests {
             ),
             ("CREATE TABLE \"X y\" (a INT)", "table name"),
             ("CREATE TEMPORARY TABLE x (a INT)", "TEMPORARY"),
+            (
+                "CREATE TABLE x (a INT) INHERITS (api_keys)",
+                "columns and constraints only",
+            ),
+            (
+                "CREATE TABLE x (a INT) PARTITION BY RANGE (a)",
+                "columns and constraints only",
+            ),
+            ("CREATE TABLE x (\"a\"\", b\" INT)", "column name"),
+            ("CREATE TABLE x (\"Total\" INT)", "column name"),
+            ("CREATE TABLE x (a regclass)", "use one of"),
+            ("CREATE TABLE x (a SERIAL)", "use one of"),
+            (
+                "CREATE TABLE x (a TIMESTAMPTZ DEFAULT now())",
+                "not allowed",
+            ),
+            (
+                "CREATE TABLE x (a INT CONSTRAINT \"x y\" CHECK (a > 0))",
+                "constraint name",
+            ),
         ] {
             let err = parse_table(bad).expect_err(bad);
             assert!(err.contains(needle), "{bad}: {err}");

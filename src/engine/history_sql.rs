@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use super::{Engine, EngineError};
-use crate::domain::history_sql::narrow_query;
+use crate::domain::history_sql::{QueryLimits, narrow_query};
 use crate::ids::EnvId;
 use crate::store::sql::{QueryRefusal, TextRows};
 
@@ -52,8 +52,12 @@ impl Engine {
         )?;
         let max_rows = bounded(max_rows, DEFAULT_QUERY_ROWS, MAX_QUERY_ROWS, "max_rows")?;
         let relations = self.store().relation_names().await?;
-        let narrowed =
-            narrow_query(query, env.as_str(), &relations).map_err(EngineError::InvalidArgument)?;
+        // Only Postgres stops a statement at its timeout; SQLite's would run on to its end.
+        let limits = QueryLimits {
+            recursive: self.store().backend() == crate::store::Backend::Postgres,
+        };
+        let narrowed = narrow_query(query, env.as_str(), &relations, limits)
+            .map_err(EngineError::InvalidArgument)?;
         let limit = u64::try_from(timeout_ms).unwrap_or(0);
         // The database's own timeout cuts Postgres off; this one bounds SQLite (and the wait).
         let run = self

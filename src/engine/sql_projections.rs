@@ -25,8 +25,20 @@ use crate::store::sql_projections::{NewSqlProjection, RebuildStep, SqlBatch};
 const APPLY_BATCH: i64 = 500;
 /// Failed attempts at one cursor before the projection is put in error.
 const MAX_FAILURES: u32 = 3;
-/// How often the applier looks again while some projection is held back or rebuilding.
+/// How often the applier looks again while some projection is held back.
 const RECHECK: Duration = Duration::from_millis(500);
+/// Rebuild steps per pass over the projections (each at most `APPLY_BATCH` events).
+const REBUILD_STEPS_PER_PASS: usize = 20;
+
+/// What a pass over the SQL projections leaves to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Pass {
+    Idle,
+    /// Some projection is held back by an open transaction: look again soon.
+    HeldBack,
+    /// A rebuild has more steps: go on at once.
+    MoreWork,
+}
 
 /// `CreateSQLProjection` as the caller gives it.
 #[derive(Debug, Clone)]
@@ -195,10 +207,19 @@ impl Engine {
             query_clauses(&spec, where_clause, order_by).map_err(EngineError::InvalidArgument)?;
         let (place, backend) = self.sql_place(env);
         let (page, count) = query_sql(&spec, &place, backend, &clauses);
-        let (rows, total) = self
+        let (rows, total) = match self
             .store()
             .query_sql_projection(&page, &count, limit, offset)
-            .await?;
+            .await
+        {
+            Ok(answer) => answer,
+            Err(crate::store::StoreError::Invalid(_)) => {
+                return Err(EngineError::InvalidArgument(
+                    "the query failed: the database refused the filter or the ordering (a value of the wrong type, a division by zero, …)".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok(SqlRows {
             columns: spec.columns.iter().map(|c| c.name.clone()).collect(),
             rows,
@@ -214,17 +235,17 @@ impl Engine {
             let notified = changes.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let busy = match self.apply_sql_projections(&mut failures).await {
-                Ok(busy) => busy,
+            let pass = match self.apply_sql_projections(&mut failures).await {
+                Ok(pass) => pass,
                 Err(e) => {
-                    tracing::warn!(error = %e, "SQL projections: applying failed; trying again");
-                    true
+                    tracing::warn!(error = %e, "SQL projections: reading them failed; trying again");
+                    Pass::HeldBack
                 }
             };
-            let wait = if busy {
-                RECHECK
-            } else {
-                Duration::from_secs(30)
+            let wait = match pass {
+                Pass::MoreWork => Duration::ZERO,
+                Pass::HeldBack => RECHECK,
+                Pass::Idle => Duration::from_secs(30),
             };
             tokio::select! {
                 () = &mut notified => {}
@@ -234,28 +255,41 @@ impl Engine {
         }
     }
 
-    /// One pass over the due projections; true when some are held back or rebuilding (look
-    /// again soon).
+    /// One pass over the due projections. A failing one is logged and retried on the next pass;
+    /// it never holds the others up.
     async fn apply_sql_projections(
         &self,
         failures: &mut HashMap<(String, String, i64), u32>,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<Pass, EngineError> {
         let due = self.store().sql_projections_due().await?;
-        let mut busy = false;
+        let mut pass = Pass::Idle;
         for projection in due {
             if projection.status.delivers() {
-                busy |= self.catch_up_sql(&projection, failures).await?;
+                match self.catch_up_sql(&projection, failures).await {
+                    Ok(true) => pass = pass.max(Pass::HeldBack),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(projection = %projection.name, error = %e, "SQL projection: applying failed; trying again");
+                        pass = pass.max(Pass::HeldBack);
+                    }
+                }
             }
             if projection
                 .rebuild
                 .as_ref()
                 .is_some_and(|r| r["status"] == "running")
             {
-                self.rebuild_sql(&projection).await?;
-                busy = true;
+                match self.rebuild_sql(&projection).await {
+                    Ok(true) => pass = Pass::MoreWork,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(projection = %projection.name, error = %e, "SQL projection rebuild: a step failed; trying again");
+                        pass = pass.max(Pass::HeldBack);
+                    }
+                }
             }
         }
-        Ok(busy)
+        Ok(pass)
     }
 
     async fn catch_up_sql(
@@ -331,9 +365,10 @@ impl Engine {
         Ok(held.held > 0)
     }
 
-    async fn rebuild_sql(&self, projection: &ProjectionRecord) -> Result<(), EngineError> {
+    /// Carries a rebuild forward by a few steps; true when it has more to do.
+    async fn rebuild_sql(&self, projection: &ProjectionRecord) -> Result<bool, EngineError> {
         let Some(job) = projection.rebuild.clone() else {
-            return Ok(());
+            return Ok(false);
         };
         let (spec, handlers) = compiled(&projection.definition)?;
         let (place, backend) = self.sql_place(&projection.env_id);
@@ -354,7 +389,7 @@ impl Engine {
                 format!("ALTER TABLE {shadow} RENAME TO \"{leaf}\""),
             ]
         };
-        let mut step = RebuildStep {
+        let step = RebuildStep {
             env_id: projection.env_id.clone(),
             name: projection.name.clone(),
             events: projection.definition.events.clone(),
@@ -362,7 +397,7 @@ impl Engine {
                 .iter()
                 .map(|(e, h)| (e.clone(), h.render(&spec, &place, backend, true)))
                 .collect(),
-            from_seq: job["position"].as_i64().unwrap_or(0),
+            job_id: job["job_id"].as_str().unwrap_or_default().to_owned(),
             to_seq: job["to_seq"].as_i64(),
             limit: APPLY_BATCH,
             finish,
@@ -370,44 +405,16 @@ impl Engine {
                 .then(|| (place.schema.clone(), spec.table.clone())),
             dry_run,
         };
-        let mut job = job;
-        loop {
-            // A cancel (or a new job) since: stop here.
-            let current = self
-                .store()
-                .get_projection(&projection.env_id, &projection.name)
-                .await?
-                .and_then(|p| p.rebuild);
-            if current.as_ref().map(|c| (&c["job_id"], &c["status"]))
-                != Some((&job["job_id"], &json!("running")))
-            {
-                return Ok(());
-            }
+        // A bounded share of the pass, so the other projections keep up meanwhile.
+        for _ in 0..REBUILD_STEPS_PER_PASS {
             match self.store().rebuild_sql_step(&step).await? {
-                Ok(progress) => {
-                    let processed =
-                        job["events_processed"].as_i64().unwrap_or(0) + progress.replayed as i64;
-                    job["events_processed"] = json!(processed);
-                    job["position"] = json!(progress.position);
-                    if progress.finished {
-                        job["status"] = json!("completed");
-                        job["finished_at"] = json!(Ts::now().to_rfc3339());
-                        self.store()
-                            .set_projection_rebuild(
-                                &projection.env_id,
-                                &projection.name,
-                                Some(&job),
-                            )
-                            .await?;
-                        self.bus().projections_changed();
-                        return Ok(());
-                    }
-                    self.store()
-                        .set_projection_rebuild(&projection.env_id, &projection.name, Some(&job))
-                        .await?;
-                    step.from_seq = progress.position;
+                Ok(progress) if progress.finished => {
+                    self.bus().projections_changed();
+                    return Ok(false);
                 }
+                Ok(_) => {}
                 Err(failure) => {
+                    let mut job = job;
                     job["status"] = json!("failed");
                     job["error"] = json!(failure.to_string());
                     self.store()
@@ -416,10 +423,11 @@ impl Engine {
                     self.store()
                         .set_projection_rebuild(&projection.env_id, &projection.name, Some(&job))
                         .await?;
-                    return Ok(());
+                    return Ok(false);
                 }
             }
         }
+        Ok(true)
     }
 
     /// `RebuildProjection`: SQL projections replay into a shadow table that is swapped in when

@@ -384,9 +384,23 @@ fn query_refusal(err: &sqlx::Error) -> Option<QueryRefusal> {
     if code == "57014" {
         return Some(QueryRefusal::Timeout);
     }
-    let about_the_query =
-        code.starts_with("42") || code.starts_with("22") || code == "1" || code == "25006";
+    let about_the_query = code.starts_with("42")
+        || code.starts_with("22")
+        || code.starts_with("54")
+        || code == "21000"
+        || code == "0A000"
+        || code == "1"
+        || code == "25006";
     about_the_query.then(|| QueryRefusal::Invalid(db.message().to_owned()))
+}
+
+/// A composed query's failure that its caller's text caused (a bad value in a filter, division by
+/// zero) is `Invalid` (the caller's 400), not the server's 500.
+fn composed_error(err: sqlx::Error) -> StoreError {
+    match query_refusal(&err) {
+        Some(_) => StoreError::Invalid(err.to_string()),
+        None => err.into(),
+    }
 }
 
 async fn pg_columns(conn: &mut sqlx::PgConnection, sql: &str) -> Result<Vec<String>, sqlx::Error> {
@@ -482,18 +496,18 @@ impl Conn for sqlx::PgConnection {
         );
         Ok(query
             .fetch_all(self)
-            .await?
+            .await
+            .map_err(composed_error)?
             .into_iter()
             .map(|j| j.0)
             .collect())
     }
 
     async fn composed_count(&mut self, sql: &str) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
-                .fetch_one(self)
-                .await?,
-        )
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(self)
+            .await
+            .map_err(composed_error)
     }
 
     async fn read_only_rows(
@@ -635,18 +649,18 @@ impl Conn for sqlx::SqliteConnection {
         );
         Ok(query
             .fetch_all(self)
-            .await?
+            .await
+            .map_err(composed_error)?
             .into_iter()
             .map(|j| j.0)
             .collect())
     }
 
     async fn composed_count(&mut self, sql: &str) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
-                .fetch_one(self)
-                .await?,
-        )
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(self)
+            .await
+            .map_err(composed_error)
     }
 
     async fn read_only_rows(

@@ -39,8 +39,10 @@ pub trait SqlProjectionStore: Send + Sync {
         batch: &SqlBatch,
     ) -> Result<Result<Applied, HandlerFailure>, StoreError>;
 
-    /// One rebuild step: replays events after `from` up to the live cursor into the shadow
-    /// table; when it has caught up, swaps the shadow in (or drops it, for a dry run).
+    /// One rebuild step: replays the events after the job's position up to the live cursor into
+    /// the shadow table and records the new position in the same transaction; when it has
+    /// caught up, swaps the shadow in (or drops it, for a dry run) and marks the job completed.
+    /// A job no longer running (cancelled, replaced) makes no step.
     async fn rebuild_sql_step(
         &self,
         step: &RebuildStep,
@@ -119,8 +121,9 @@ pub struct RebuildStep {
     pub events: Vec<String>,
     /// Handlers rendered against the shadow table.
     pub handlers: std::collections::BTreeMap<String, RenderedStatement>,
-    /// The last event replayed so far.
-    pub from_seq: i64,
+    /// The job this step belongs to: its position and counts are read and written with the
+    /// step, under the projection's row lock, so a step is never replayed twice.
+    pub job_id: String,
     /// Replay no event after this one (`to_event_id`), if given.
     pub to_seq: Option<i64>,
     pub limit: i64,
@@ -274,14 +277,29 @@ impl<D: Db> SqlProjectionStore for SqlStore<D> {
             Registration::Created => {
                 for statement in &p.create {
                     if let Err(err) = tx.execute_composed(statement, Vec::new()).await {
-                        let store = StoreError::from(err);
-                        return match store {
-                            StoreError::Internal(_) | StoreError::Conflict(_) => Ok(Err(format!(
+                        let exists = match &err {
+                            sqlx::Error::Database(db) => {
+                                db.code().as_deref() == Some("42P07")
+                                    || db.message().contains("already exists")
+                            }
+                            _ => false,
+                        };
+                        if exists {
+                            return Ok(Err(format!(
                                 "the table of projection '{}' could not be created: a table of that name exists in the environment's projection schema",
                                 p.name
-                            ))),
-                            other => Err(other),
-                        };
+                            )));
+                        }
+                        let reason = refusal(&err);
+                        let store = StoreError::from(err);
+                        if store.is_retryable() {
+                            return Err(store);
+                        }
+                        tracing::warn!(error = %store, "creating a SQL projection's table");
+                        return Ok(Err(format!(
+                            "the table of projection '{}' could not be created: {reason}",
+                            p.name
+                        )));
                     }
                 }
                 let text = serde_json::to_string(&p.definition)
@@ -426,10 +444,22 @@ impl<D: Db> SqlProjectionStore for SqlStore<D> {
         let Some(row) = row.map(|r| r.into_record()).transpose()? else {
             return Ok(Ok(RebuildProgress {
                 replayed: 0,
-                position: step.from_seq,
+                position: 0,
                 finished: true,
             }));
         };
+        let Some(mut job) = row
+            .rebuild
+            .clone()
+            .filter(|j| j["job_id"] == step.job_id.as_str() && j["status"] == "running")
+        else {
+            return Ok(Ok(RebuildProgress {
+                replayed: 0,
+                position: 0,
+                finished: true,
+            }));
+        };
+        let from_seq = job["position"].as_i64().unwrap_or(0);
         let up_to = step
             .to_seq
             .map_or(row.cursor_seq, |t| t.min(row.cursor_seq));
@@ -437,13 +467,7 @@ impl<D: Db> SqlProjectionStore for SqlStore<D> {
         let rows: Vec<EventRow> = tx
             .fetch_all(
                 sql!("projection_events_up_to"),
-                args![
-                    step.env_id.as_str(),
-                    &names,
-                    step.from_seq,
-                    up_to,
-                    step.limit
-                ],
+                args![step.env_id.as_str(), &names, from_seq, up_to, step.limit],
             )
             .await?;
         let events: Vec<EventRecord> = rows.into_iter().map(EventRecord::from).collect();
@@ -451,7 +475,7 @@ impl<D: Db> SqlProjectionStore for SqlStore<D> {
         if let Err(failure) = run_handlers(&mut *tx, backend, &step.handlers, &events).await? {
             return Ok(Err(failure));
         }
-        let position = events.last().map_or(step.from_seq, |e| e.seq);
+        let position = events.last().map_or(from_seq, |e| e.seq);
         let finished = (events.len() as i64) < step.limit;
         if finished {
             for statement in &step.finish {
@@ -468,8 +492,12 @@ impl<D: Db> SqlProjectionStore for SqlStore<D> {
                     .await?;
                 for index in indexes {
                     if let Some(renamed) = index.strip_prefix(&format!("{table}__rebuild")) {
+                        let quote = |n: &str| format!("\"{}\"", n.replace('"', "\"\""));
                         let statement = format!(
-                            "ALTER INDEX \"{schema}\".\"{index}\" RENAME TO \"{table}{renamed}\""
+                            "ALTER INDEX {}.{} RENAME TO {}",
+                            quote(schema),
+                            quote(&index),
+                            quote(&format!("{table}{renamed}"))
                         );
                         tx.execute_composed(&statement, Vec::new())
                             .await
@@ -494,6 +522,19 @@ impl<D: Db> SqlProjectionStore for SqlStore<D> {
                 .await?;
             }
         }
+        let processed = job["events_processed"].as_i64().unwrap_or(0) + events.len() as i64;
+        job["events_processed"] = json!(processed);
+        job["position"] = json!(position);
+        if finished {
+            job["status"] = json!("completed");
+            job["finished_at"] = json!(now.to_rfc3339());
+        }
+        let text = job.to_string();
+        tx.execute(
+            sql!("set_projection_rebuild"),
+            args![step.env_id.as_str(), step.name.as_str(), text.as_str(), now],
+        )
+        .await?;
         D::commit(tx).await?;
         Ok(Ok(RebuildProgress {
             replayed: events.len(),

@@ -59,9 +59,9 @@ def test_a_query_reads_the_views_of_its_own_environment_only(server: Server, rpc
     assert rows == [["3"]]
 
     # The row cap and NULLs (as empty text).
-    _, rows = execute(rpc, "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 50) "
-                           "SELECT n, NULL AS empty_value FROM t", max_rows=10)
-    assert [r[0] for r in rows] == [str(n) for n in range(1, 11)] and rows[0][1] == ""
+    _, rows = execute(rpc, f"SELECT event_id, NULL AS empty_value FROM ironflow_events WHERE name = '{name}'",
+                      max_rows=2)
+    assert len(rows) == 2 and rows[0][1] == ""
 
     # The CLI prints it as a table.
     out = subprocess.run([ifconf.ironflow_bin(), "sql", "--server", server.url, "--api-key", server.api_key,
@@ -85,11 +85,13 @@ def test_anything_but_reading_the_views_is_refused(server: Server, rpc: Ironflow
     with pytest.raises(IronflowRPCError) as err:
         rpc.query.execute_sql(ExecuteSQLRequest(query="SELECT 1", max_rows=100_000))
     assert err.value.code == "invalid_argument" and "max_rows" in str(err.value)
-    # A query that runs past its timeout is stopped and says so.
+    # A query that runs past its timeout is stopped and says so (Postgres cuts it off; on SQLite,
+    # where nothing could stop it, WITH RECURSIVE is refused).
     with pytest.raises(IronflowRPCError) as slow:
         rpc.query.execute_sql(ExecuteSQLRequest(
             query="WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 3000000) "
                   "SELECT count(*) FROM t", timeout_ms=50))
-    assert slow.value.code == "invalid_argument" and "timeout" in str(slow.value), slow.value
+    needle = "timeout" if server.backend == "postgres" else "RECURSIVE"
+    assert slow.value.code == "invalid_argument" and needle in str(slow.value), slow.value
     # The server is still answering.
     assert execute(rpc, "SELECT 1 AS one")[1] == [["1"]]

@@ -469,6 +469,8 @@ def test_sql_projection_definitions_are_confined_to_their_own_table(kit: Kit) ->
             (dict(table_sql="DROP TABLE events"), "CREATE TABLE"),
             (dict(table_sql=f"CREATE TABLE public.{t} (a INT)"), "plain table name"),
             (dict(table_sql=f"CREATE TABLE {t} (a INT REFERENCES runs(seq))"), "not allowed"),
+            (dict(table_sql=f"CREATE TABLE {t} (customer TEXT) INHERITS (api_keys)"), "columns and constraints only"),
+            (dict(table_sql=f'CREATE TABLE {t} ("a"", b" INT)'), "column name"),
             (dict(event_handlers={order: "DELETE FROM events"}), "only change the projection's table"),
             (dict(event_handlers={order: f"INSERT INTO {t} (customer) SELECT id FROM events"}), "VALUES only"),
             (dict(event_handlers={order: f"UPDATE {t} SET total = (SELECT count(*) FROM runs)"}), "subqueries"),
