@@ -291,7 +291,6 @@ async fn register(
                     table_sql: None,
                     event_handlers: None,
                 },
-                change_reason: req.change_reason.clone(),
                 actor: ctx.actor(&req.change_reason),
             },
         )
@@ -737,24 +736,29 @@ async fn status(
     Ok(status_message(&report))
 }
 
+/// Pause or resume: the status the projection now has.
+async fn set_status(
+    state: &AppState,
+    ctx: &RequestContext,
+    name: &str,
+    status: ProjectionStatus,
+    reason: &str,
+) -> Result<String, ApiError> {
+    ctx.require(Permission::Write)?;
+    let status = state
+        .engine
+        .set_projection_status(&ctx.env, name_of(name)?, status, ctx.actor(reason))
+        .await?;
+    Ok(status.as_str().to_owned())
+}
+
 async fn pause(
     state: &AppState,
     ctx: &RequestContext,
     req: pb::PauseProjectionRequest,
 ) -> Result<pb::PauseProjectionResponse, ApiError> {
-    ctx.require(Permission::Write)?;
-    let status = state
-        .engine
-        .set_projection_status(
-            &ctx.env,
-            name_of(&req.name)?,
-            ProjectionStatus::Paused,
-            ctx.actor("paused"),
-        )
-        .await?;
-    Ok(pb::PauseProjectionResponse {
-        status: status.as_str().to_owned(),
-    })
+    let status = set_status(state, ctx, &req.name, ProjectionStatus::Paused, "paused").await?;
+    Ok(pb::PauseProjectionResponse { status })
 }
 
 async fn resume(
@@ -762,19 +766,8 @@ async fn resume(
     ctx: &RequestContext,
     req: pb::ResumeProjectionRequest,
 ) -> Result<pb::ResumeProjectionResponse, ApiError> {
-    ctx.require(Permission::Write)?;
-    let status = state
-        .engine
-        .set_projection_status(
-            &ctx.env,
-            name_of(&req.name)?,
-            ProjectionStatus::Active,
-            ctx.actor("resumed"),
-        )
-        .await?;
-    Ok(pb::ResumeProjectionResponse {
-        status: status.as_str().to_owned(),
-    })
+    let status = set_status(state, ctx, &req.name, ProjectionStatus::Active, "resumed").await?;
+    Ok(pb::ResumeProjectionResponse { status })
 }
 
 fn min_seq(value: u64) -> Result<i64, ApiError> {

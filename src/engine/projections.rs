@@ -37,7 +37,7 @@ const MAX_BATCH: i64 = 1000;
 pub struct RegisterProjection {
     pub name: String,
     pub definition: Definition,
-    pub change_reason: String,
+    /// Who registers it; its reason is the registration's `change_reason`.
     pub actor: Actor,
 }
 
@@ -126,39 +126,12 @@ impl ProjectionFeed {
             let notified = changes.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let record = self
-                .engine
-                .store()
-                .check_projection_lease(&self.env, &self.name, self.lease.as_ref())
-                .await?
-                .map_err(refused)?;
-            self.definition = record.definition.clone();
+            let (delivers, events) = self.take().await?;
+            if !events.is_empty() {
+                return Ok(FeedItem::Events(events));
+            }
             let mut recheck = HEARTBEAT;
-            if record.status.delivers() {
-                let events = self
-                    .engine
-                    .store()
-                    .projection_events(
-                        &self.env,
-                        &self.definition.events,
-                        self.position,
-                        self.batch,
-                    )
-                    .await?;
-                if let Some(last) = events.last() {
-                    self.position = last.seq;
-                    self.engine
-                        .store()
-                        .note_projection_delivered(&self.env, &self.name, last.seq)
-                        .await?;
-                    let key = self.definition.partition_key.clone();
-                    return Ok(FeedItem::Events(
-                        events
-                            .into_iter()
-                            .map(|event| project(&key, event))
-                            .collect(),
-                    ));
-                }
+            if delivers {
                 let held = self
                     .engine
                     .store()
@@ -185,21 +158,28 @@ impl ProjectionFeed {
 
     /// The events available now (at most one batch), without waiting: the poll form.
     pub async fn poll(&mut self) -> Result<Vec<ProjectedEvent>, EngineError> {
+        Ok(self.take().await?.1)
+    }
+
+    /// Under the lease: whether the projection delivers now and, if so, the next batch past the
+    /// feed's position (noted as delivered, the position moved past it).
+    async fn take(&mut self) -> Result<(bool, Vec<ProjectedEvent>), EngineError> {
         let record = self
             .engine
             .store()
             .check_projection_lease(&self.env, &self.name, self.lease.as_ref())
             .await?
             .map_err(refused)?;
+        self.definition = record.definition;
         if !record.status.delivers() {
-            return Ok(Vec::new());
+            return Ok((false, Vec::new()));
         }
         let events = self
             .engine
             .store()
             .projection_events(
                 &self.env,
-                &record.definition.events,
+                &self.definition.events,
                 self.position,
                 self.batch,
             )
@@ -211,8 +191,8 @@ impl ProjectionFeed {
                 .note_projection_delivered(&self.env, &self.name, last.seq)
                 .await?;
         }
-        let key = record.definition.partition_key;
-        Ok(events.into_iter().map(|e| project(&key, e)).collect())
+        let key = &self.definition.partition_key;
+        Ok((true, events.into_iter().map(|e| project(key, e)).collect()))
     }
 }
 
@@ -256,11 +236,7 @@ impl Engine {
         definition.events =
             check_events(&definition.events).map_err(EngineError::InvalidArgument)?;
         definition.partition_key = definition.partition_key.trim().to_owned();
-        let change = Change {
-            actor: request.actor,
-            change_reason: request.change_reason,
-            event_id: crate::ids::EventId::generate().to_string(),
-        };
+        let change = Change::by(request.actor);
         let store = self.store();
         let registered = match store
             .register_projection(env, &request.name, &definition, &change)
@@ -303,11 +279,7 @@ impl Engine {
         name: &str,
         actor: Actor,
     ) -> Result<(), EngineError> {
-        let change = Change {
-            change_reason: actor.reason.clone(),
-            actor,
-            event_id: crate::ids::EventId::generate().to_string(),
-        };
+        let change = Change::by(actor);
         let Some(projection) = self.store().get_projection(env, name).await? else {
             return Err(EngineError::NotFound {
                 kind: "projection",
@@ -549,11 +521,7 @@ impl Engine {
         status: ProjectionStatus,
         actor: Actor,
     ) -> Result<ProjectionStatus, EngineError> {
-        let change = Change {
-            change_reason: actor.reason.clone(),
-            actor,
-            event_id: crate::ids::EventId::generate().to_string(),
-        };
+        let change = Change::by(actor);
         if !self
             .store()
             .set_projection_status(env, name, status, "", &change)

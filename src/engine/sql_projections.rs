@@ -156,11 +156,7 @@ impl Engine {
             name: request.name,
             definition,
             create,
-            change: Change {
-                change_reason: request.actor.reason.clone(),
-                actor: request.actor,
-                event_id: crate::ids::EventId::generate().to_string(),
-            },
+            change: Change::by(request.actor),
         };
         let registered = self
             .store()
@@ -329,14 +325,10 @@ impl Engine {
                     let n = failures.entry(key).or_insert(0);
                     *n += 1;
                     if *n >= MAX_FAILURES {
-                        let change = Change {
-                            actor: Actor {
-                                key_id: "server".into(),
-                                reason: "handler failed".into(),
-                            },
-                            change_reason: "handler failed".into(),
-                            event_id: crate::ids::EventId::generate().to_string(),
-                        };
+                        let change = Change::by(Actor {
+                            key_id: "server".into(),
+                            reason: "handler failed".into(),
+                        });
                         let message = format!("{failure} ({n} attempts)");
                         self.store()
                             .set_projection_status(

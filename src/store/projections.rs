@@ -219,6 +219,17 @@ pub struct Change {
     pub event_id: String,
 }
 
+impl Change {
+    /// A change by `actor`, for the reason the actor gave, under a fresh history event id.
+    pub fn by(actor: Actor) -> Self {
+        Self {
+            change_reason: actor.reason.clone(),
+            actor,
+            event_id: crate::ids::EventId::generate().to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Registered {
     pub registration: Registration,
@@ -331,14 +342,7 @@ impl ProjectionRow {
         let definition: Definition = serde_json::from_str(&self.definition).map_err(|e| {
             StoreError::Internal(format!("projection {} definition: {e}", self.name))
         })?;
-        let lease = match (self.lease_token, self.lease_expires_at) {
-            (Some(token), Some(expires_at)) => Some(HeldLease {
-                token,
-                epoch: self.lease_epoch,
-                expires_at,
-            }),
-            _ => None,
-        };
+        let lease = self.held();
         Ok(ProjectionRecord {
             env_id: EnvId::from_stored(self.env_id),
             name: self.name,
