@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/ironflow/v1/event_schema.proto",
         "proto/ironflow/v1/projection.proto",
         "proto/ironflow/v1/query.proto",
+        "proto/ironflow/v1/environment.proto",
+        "proto/ironflow/v1/audit.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

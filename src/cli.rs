@@ -25,6 +25,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
+    /// API keys, minted on the database directly (like `migrate`): the way back in when the
+    /// admin key is lost.
+    Keys(KeysArgs),
     /// Measure durable steps/s through the Rust SDK worker against a database, next to the
     /// database's raw single-row commit rate, plus latencies (use a scratch database).
     Bench(BenchArgs),
@@ -81,9 +84,13 @@ pub struct BenchArgs {
     pub database_url: String,
     /// What to measure: `steps` (durable workflow steps), `appends` (entity-stream appends
     /// with an expected version, and ReadStream of 1 000 events) or `sql-projection` (a SQL
-    /// projection applying appended events, and append-to-visible latency under load).
-    #[arg(long, default_value = "steps", value_parser = ["steps", "appends", "sql-projection"])]
+    /// projection applying appended events, and append-to-visible latency under load) or
+    /// `authz` (authorization overhead per request with `--policy-modules` deny modules).
+    #[arg(long, default_value = "steps", value_parser = ["steps", "appends", "sql-projection", "authz"])]
     pub mode: String,
+    /// `--mode authz`: policy modules in force.
+    #[arg(long, default_value_t = 20)]
+    pub policy_modules: usize,
     /// `--mode sql-projection`: appended events in the backlog the projection applies.
     #[arg(long, default_value_t = 100_000)]
     pub events: usize,
@@ -127,6 +134,14 @@ impl BenchArgs {
             per_writer: self.appends_per_writer,
             raw_for: std::time::Duration::from_secs(self.raw_secs.max(1)),
             read_samples: self.latency_samples.clamp(1, 200),
+        }
+    }
+
+    pub fn authz_options(&self) -> crate::bench::AuthzOptions {
+        crate::bench::AuthzOptions {
+            database_url: self.database_url.clone(),
+            modules: self.policy_modules,
+            samples: self.latency_samples.max(1000),
         }
     }
 
@@ -175,6 +190,38 @@ impl DatabaseArgs {
             _ => self.data_dir.join("ironflow.db").display().to_string(),
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Mint a key and print it once (only its hash is stored).
+    Create {
+        #[command(flatten)]
+        database: DatabaseArgs,
+        /// admin, developer, viewer, or a custom role's id or name (repeatable).
+        #[arg(long = "role", default_value = "admin")]
+        roles: Vec<String>,
+        #[arg(long, default_value = "recovery key")]
+        name: String,
+        /// The organisation (id); the root organisation by default.
+        #[arg(long)]
+        org: Option<String>,
+        /// The project (id); the organisation's first by default.
+        #[arg(long)]
+        project: Option<String>,
+        /// Scope the key to one environment (name or id); the whole project by default.
+        #[arg(long)]
+        env: Option<String>,
+        /// Expire the key after this long (`90d`, `12h`).
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

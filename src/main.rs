@@ -46,6 +46,14 @@ async fn main() -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
+            if args.mode == "authz" {
+                let report = ironflow::bench::run_authz(args.authz_options()).await?;
+                println!("{}", report.summary_line());
+                if args.json {
+                    println!("{}", serde_json::to_string(&report)?);
+                }
+                return Ok(());
+            }
             if args.mode == "appends" {
                 let report = ironflow::bench::run_appends(args.append_options()).await?;
                 println!("{}", report.summary_line());
@@ -114,6 +122,49 @@ async fn main() -> anyhow::Result<()> {
             init_logging("warn");
             ironflow::bench::serve_worker(args.options()).await?;
         }
+        Command::Keys(args) => match args.command {
+            ironflow::cli::KeysCommand::Create {
+                database,
+                roles,
+                name,
+                org,
+                project,
+                env,
+                expires_in,
+            } => {
+                init_logging("warn");
+                let url = database.url();
+                let store = ironflow::server::open_store(&url).await?;
+                let minted = ironflow::tenancy::mint_key(
+                    &store,
+                    ironflow::tenancy::MintKey {
+                        name,
+                        roles,
+                        org,
+                        project,
+                        env,
+                        expires_in,
+                    },
+                )
+                .await;
+                store.close().await;
+                match minted {
+                    Ok(key) => {
+                        eprintln!(
+                            "ironflow: created key {} ({}) in organisation {} (shown once, only its hash is stored):",
+                            key.id,
+                            key.roles.join(", "),
+                            key.org
+                        );
+                        println!("{}", key.secret);
+                    }
+                    Err(e) => {
+                        eprintln!("ironflow keys create: {e}");
+                        std::process::exit(1);
+                    }
+                }
+            }
+        },
         Command::Migrate(args) => {
             init_logging("info");
             let url = args.url();

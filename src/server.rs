@@ -80,6 +80,19 @@ pub async fn start_with_push(
         .context("bootstrapping tenancy")?
     {
         announce_bootstrap_key(&secret, options.bootstrap_key_file.as_deref())?;
+    } else if let Some(path) = options.bootstrap_key_file.as_deref() {
+        // A second boot creates nothing: say so, and how to get a key, rather than leave the
+        // operator waiting for a file that will never be written.
+        tracing::warn!(
+            file = %path.display(),
+            "the database already has an organisation: no bootstrap key was created"
+        );
+        eprintln!(
+            "ironflow: this database already has an organisation, so no bootstrap key was created \
+             and {} was not written. To mint a new admin key, run:\n\n    \
+             ironflow keys create --role admin --db <database URL>\n",
+            path.display()
+        );
     }
     if options.dev {
         tracing::warn!(

@@ -1,63 +1,11 @@
-//! Tenancy: API keys (generation, hashing, roles) and the first-boot bootstrap.
+//! Tenancy: API keys (generation, hashing), the first-boot bootstrap, and `ironflow keys
+//! create` (a key minted on the database directly).
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 use crate::store::tenancy::{BootstrapOutcome, BootstrapPlan};
 use crate::store::{SharedStore, StoreError};
-
-/// What a key may do. Tenant policies may only narrow this, never widen it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Role {
-    Viewer,
-    Developer,
-    Admin,
-}
-
-impl Role {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "viewer" => Some(Self::Viewer),
-            "developer" => Some(Self::Developer),
-            "admin" => Some(Self::Admin),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Viewer => "viewer",
-            Self::Developer => "developer",
-            Self::Admin => "admin",
-        }
-    }
-
-    pub fn allows(self, permission: Permission) -> bool {
-        match permission {
-            Permission::Read => true,
-            Permission::Write => self >= Role::Developer,
-            Permission::Admin => self == Role::Admin,
-        }
-    }
-}
-
-/// The kind of access an operation needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
-    Read,
-    Write,
-    Admin,
-}
-
-impl Permission {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Read => "read",
-            Self::Write => "write",
-            Self::Admin => "admin",
-        }
-    }
-}
 
 /// A freshly generated API key: the secret is shown once, only its hash is stored.
 pub struct NewApiKey {
@@ -104,6 +52,89 @@ pub async fn bootstrap(store: &SharedStore) -> Result<Option<String>, StoreError
     }
 }
 
+/// What `ironflow keys create` asks for.
+#[derive(Debug, Clone)]
+pub struct MintKey {
+    pub name: String,
+    pub roles: Vec<String>,
+    pub org: Option<String>,
+    pub project: Option<String>,
+    pub env: Option<String>,
+    pub expires_in: Option<String>,
+}
+
+/// A key minted by `ironflow keys create`.
+#[derive(Debug, Clone)]
+pub struct MintedKey {
+    pub id: String,
+    pub org: String,
+    pub roles: Vec<String>,
+    pub secret: String,
+}
+
+/// Mints a key on the database directly: whoever can reach the database may (that is the
+/// recovery path for a lost admin key), so every permission is grantable here.
+pub async fn mint_key(store: &SharedStore, request: MintKey) -> anyhow::Result<MintedKey> {
+    use anyhow::Context as _;
+    let engine = crate::engine::Engine::new(store.clone(), crate::engine::EngineOptions::default());
+    let org = match request.org {
+        Some(org) => crate::ids::OrgId::from_stored(org),
+        None => crate::ids::OrgId::from_stored(
+            store
+                .root_org()
+                .await?
+                .context("the database has no organisation yet: start `ironflow serve` once first")?
+                .id,
+        ),
+    };
+    let project = match request.project {
+        Some(p) => crate::ids::ProjectId::from_stored(p),
+        None => crate::ids::ProjectId::from_stored(
+            engine
+                .list_projects(&org)
+                .await?
+                .into_iter()
+                .next()
+                .context("the organisation has no project")?
+                .id,
+        ),
+    };
+    let env = match request.env {
+        None => None,
+        Some(name) => Some(
+            engine
+                .find_environment(&project, &name)
+                .await?
+                .with_context(|| format!("no environment '{name}' in project {project}"))?
+                .id,
+        ),
+    };
+    let expires_in = request
+        .expires_in
+        .map(|e| crate::domain::job::parse_duration(&e).map_err(anyhow::Error::msg))
+        .transpose()?;
+    let issued = engine
+        .create_key(
+            &org,
+            crate::domain::authz::PermissionSet::of(crate::domain::authz::Permission::ALL),
+            crate::engine::NewKey {
+                name: request.name,
+                project,
+                env,
+                roles: request.roles,
+                expires_in,
+                created_by: "cli".into(),
+            },
+        )
+        .await?;
+    Ok(MintedKey {
+        id: issued.record.id.to_string(),
+        org: org.to_string(),
+        roles: issued.record.roles,
+        secret: issued.secret,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,14 +148,5 @@ mod tests {
         assert_eq!(a.hash, hash_api_key(&a.secret));
         assert!(!a.hash.contains(&a.secret[KEY_PREFIX.len()..]));
         assert!(a.secret.starts_with(&a.prefix));
-    }
-
-    #[test]
-    fn roles_grant_in_order() {
-        assert!(Role::Viewer.allows(Permission::Read));
-        assert!(!Role::Viewer.allows(Permission::Write));
-        assert!(Role::Developer.allows(Permission::Write));
-        assert!(!Role::Developer.allows(Permission::Admin));
-        assert!(Role::Admin.allows(Permission::Admin));
     }
 }

@@ -523,18 +523,10 @@ both_backends! {
 /// A viewer key reads but cannot write: 403 with a JSON body naming the role.
 async fn viewer_keys_are_read_only(backend: Backend) {
     let server = TestServer::start(backend).await;
-    let secret = "ifkey_viewer_for_tests_0123456789";
-    let hash = ironflow::tenancy::hash_api_key(secret);
-    common::raw_execute(
-        &server.url,
-        &format!(
-            "INSERT INTO api_keys (id, org_id, project_id, name, key_prefix, key_hash, role, created_at) \
-             SELECT 'viewer-key', org_id, project_id, 'viewer', 'ifkey_vi', '{hash}', 'viewer', created_at \
-             FROM api_keys LIMIT 1"
-        ),
-    )
-    .await
-    .expect("viewer key inserted");
+    let created = server
+        .create_key(json!({"name": "viewer", "role_ids": ["viewer"]}))
+        .await;
+    let secret = created["key"].as_str().expect("secret");
     let read = server
         .http
         .get(format!("{}/api/v1/events", server.base))

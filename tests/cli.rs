@@ -1,5 +1,5 @@
-//! The `ironflow` binary as a user runs it: `migrate` alone, `serve` shutting down gracefully
-//! on SIGTERM, and `bench` (its worker in its own process, a seeded backlog), on both backends.
+//! The `ironflow` binary as a user runs it: `migrate` alone, `keys create` recovering a lost
+//! admin key, `serve` shutting down gracefully on SIGTERM, and `bench` (its worker in its own process, a seeded backlog), on both backends.
 
 mod common;
 
@@ -77,11 +77,7 @@ async fn serve_stops_cleanly_on_sigterm(backend: Backend) {
         .await
         .expect("sent");
     assert_eq!(emitted.status(), 200);
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(kill.success());
+    send_sigterm(&child);
     let status = common::eventually(
         "the server stops after SIGTERM",
         Duration::from_secs(10),
@@ -149,7 +145,113 @@ async fn bench_reports_figures_behind_a_backlog(backend: Backend) {
     assert_eq!(raw_count(&url, measured).await, 6);
 }
 
+/// A lost admin key is recovered on the database directly, and a second boot with
+/// `--bootstrap-key-file` says why it wrote nothing and what to run instead.
+async fn keys_create_recovers_a_lost_admin_key(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    let before = ironflow()
+        .args(["keys", "create", "--role", "admin", "--db", &url])
+        .output()
+        .expect("runs");
+    assert!(
+        !before.status.success(),
+        "nothing to mint a key in before the first boot"
+    );
+    assert!(String::from_utf8_lossy(&before.stderr).contains("ironflow serve"));
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key_file = dir.path().join("key");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        l.local_addr().expect("addr").port()
+    };
+    let serve = |stderr: Stdio| {
+        ironflow()
+            .args(["serve", "--db", &url, "--port", &port.to_string()])
+            .arg("--bootstrap-key-file")
+            .arg(&key_file)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn")
+    };
+    let mut first = serve(Stdio::null());
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let ready = || async {
+        let r = client.get(format!("{base}/ready")).send().await;
+        r.is_ok_and(|r| r.status() == 200).then_some(())
+    };
+    common::eventually("the server becomes ready", Duration::from_secs(20), ready).await;
+    let original = std::fs::read_to_string(&key_file).expect("key written");
+    std::fs::remove_file(&key_file).expect("the operator loses the key");
+    first.kill().expect("stopped");
+    first.wait().expect("reaped");
+
+    let out = ironflow()
+        .args([
+            "keys",
+            "create",
+            "--role",
+            "admin",
+            "--name",
+            "recovered",
+            "--db",
+            &url,
+        ])
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let minted = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    assert!(minted.starts_with("ifkey_") && minted != original.trim());
+
+    let second = serve(Stdio::piped());
+    common::eventually(
+        "the server becomes ready again",
+        Duration::from_secs(20),
+        ready,
+    )
+    .await;
+    let projects = client
+        .get(format!("{base}/api/v1/apikeys"))
+        .bearer_auth(&minted)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(projects.status(), 200, "the recovered key is an admin key");
+    let keys: serde_json::Value = projects.json().await.expect("json");
+    assert!(
+        keys.as_array()
+            .is_some_and(|k| k.iter().any(|k| k["name"] == "recovered"))
+    );
+    assert!(!key_file.exists(), "a second boot writes no key file");
+    send_sigterm(&second);
+    let output = second.wait_with_output().expect("stopped");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        said.contains("already has an organisation") && said.contains("ironflow keys create"),
+        "{said}"
+    );
+}
+
+/// A graceful stop, as an operator's `kill` sends it.
+fn send_sigterm(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+}
+
 both_backends! {
+    keys_create => keys_create_recovers_a_lost_admin_key;
     migrate => migrate_applies_the_schema;
     sigterm => serve_stops_cleanly_on_sigterm;
     bench => bench_reports_figures_behind_a_backlog;

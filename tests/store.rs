@@ -110,7 +110,7 @@ async fn bootstrap_happens_once(backend: Backend) {
         .await
         .expect("lookup")
         .expect("the key is found by its hash");
-    assert_eq!(key.role, "admin");
+    assert_eq!(key.roles, vec!["admin".to_owned()]);
     assert!(
         store
             .find_api_key("not-a-hash")
@@ -652,6 +652,133 @@ async fn a_batch_of_events_is_stored_as_if_one_by_one(backend: Backend) {
     };
     assert_eq!(status(&batch[4].1[0]).await, RunStatus::Running);
     assert_eq!(status(&batch[5].1[0]).await, RunStatus::WaitingForCapacity);
+}
+
+/// The audit log keeps every entry until its organisation's retention says otherwise: the
+/// database refuses updates and early deletes; the sweep removes only entries past it.
+async fn audit_log_is_append_only_with_retention(backend: Backend) {
+    use ironflow::store::audit::{AuditEntry, AuditFilter, AuditSettingsRecord};
+    let (store, url, _g) = fresh_store(backend).await;
+    ironflow::tenancy::bootstrap(&store)
+        .await
+        .expect("bootstrap");
+    let org = store.root_org().await.expect("read").expect("root org").id;
+    let entry = |id: &str, at: Ts| AuditEntry {
+        id: id.into(),
+        at,
+        org_id: org.clone(),
+        actor_kind: "key".into(),
+        actor_id: "k1".into(),
+        event_type: "authz.allowed".into(),
+        action: "keys:admin".into(),
+        resource: "irn:ironflow:o:p:keys:e:*".into(),
+        outcome: "allowed".into(),
+        ..AuditEntry::default()
+    };
+    let old = Ts::now().minus(std::time::Duration::from_secs(40 * 86_400));
+    store
+        .append_audit(&entry("old", old))
+        .await
+        .expect("old entry");
+    store
+        .append_audit(&entry("new", Ts::now()))
+        .await
+        .expect("new entry");
+    let update = raw_execute(&url, "UPDATE audit_log SET outcome = 'denied'").await;
+    assert!(
+        update.is_err_and(|e| e.contains("append-only")),
+        "UPDATE refused"
+    );
+    let delete = raw_execute(&url, "DELETE FROM audit_log").await;
+    assert!(
+        delete.is_err_and(|e| e.contains("append-only")),
+        "DELETE refused without retention"
+    );
+    assert_eq!(
+        store.delete_expired_audit().await.expect("sweep"),
+        0,
+        "keep everything by default"
+    );
+
+    store
+        .put_audit_settings(&AuditSettingsRecord {
+            org_id: org.clone(),
+            log_reads: false,
+            retention_days: Some(30),
+            updated_at: Ts::now(),
+        })
+        .await
+        .expect("settings");
+    let young = raw_execute(&url, "DELETE FROM audit_log WHERE id = 'new'").await;
+    assert!(
+        young.is_err_and(|e| e.contains("append-only")),
+        "a young entry stays"
+    );
+    assert_eq!(store.delete_expired_audit().await.expect("sweep"), 1);
+    let left = store
+        .list_audit(&AuditFilter {
+            org_id: org,
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(
+        left.iter().map(|r| r.entry.id.as_str()).collect::<Vec<_>>(),
+        ["new"]
+    );
+}
+
+/// Policy-set versions are append-only and a save with a stale expected version writes nothing.
+async fn policy_versions_are_append_only(backend: Backend) {
+    use ironflow::store::policies::{NewPolicySet, SaveOutcome};
+    let (store, url, _g) = fresh_store(backend).await;
+    let new = |modules: &[(&str, &str)]| NewPolicySet {
+        scope: "platform".into(),
+        mode: "enforce".into(),
+        modules: modules
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        created_by: "test".into(),
+    };
+    let first = store
+        .save_policy_set(&new(&[("a", "false")]), 0)
+        .await
+        .expect("save");
+    assert!(matches!(first, SaveOutcome::Saved(ref r) if r.version == 1));
+    let stale = store
+        .save_policy_set(&new(&[("b", "true")]), 0)
+        .await
+        .expect("save");
+    assert!(matches!(stale, SaveOutcome::Stale { current: 1 }));
+    let second = store
+        .save_policy_set(&new(&[("b", "true")]), 1)
+        .await
+        .expect("save");
+    assert!(matches!(second, SaveOutcome::Saved(ref r) if r.version == 2));
+    assert_eq!(
+        store
+            .list_policy_sets("platform")
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
+    let update = raw_execute(&url, "UPDATE policy_sets SET mode = 'monitor'").await;
+    assert!(update.is_err_and(|e| e.contains("append-only")));
+    let latest = store
+        .latest_policy_set("platform")
+        .await
+        .expect("read")
+        .expect("some");
+    assert_eq!(latest.version, 2);
+    assert_eq!(latest.modules.get("b").map(String::as_str), Some("true"));
+}
+
+both_backends! {
+    audit_append_only => audit_log_is_append_only_with_retention;
+    policy_versions => policy_versions_are_append_only;
 }
 
 both_backends! {

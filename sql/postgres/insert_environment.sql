@@ -1,1 +1,1 @@
-INSERT INTO environments (id, project_id, name, created_at) VALUES ($1, $2, $3, $4);
+INSERT INTO environments (id, project_id, name, created_at, updated_at) VALUES ($1, $2, $3, $4, $4);

@@ -1,1 +1,1 @@
-INSERT INTO orgs (id, name, created_at) VALUES (?1, ?2, ?3);
+INSERT INTO orgs (id, name, is_root, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4);

@@ -6,7 +6,6 @@ use axum::extract::State;
 use serde_json::Value;
 
 use crate::engine::breaker_document;
-use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
@@ -18,7 +17,6 @@ pub async fn list(
     State(state): State<AppState>,
     ctx: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Read)?;
     let breakers = state.engine.list_breakers(&ctx.env).await?;
     Ok(Json(Value::Array(
         breakers.iter().map(breaker_document).collect(),
@@ -31,7 +29,6 @@ pub async fn reset(
     ctx: RequestContext,
     PathParams(key): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Write)?;
     let record = state.engine.reset_breaker(&ctx.env, &key).await?;
     Ok(Json(breaker_document(&record)))
 }

@@ -11,7 +11,6 @@ use serde_json::{Value, json};
 use crate::engine::config_document;
 use crate::store::config::{ConfigChange, ConfigRecord};
 use crate::store::secrets::SecretMeta;
-use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
@@ -28,7 +27,6 @@ pub async fn list_configs(
     State(state): State<AppState>,
     ctx: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Read)?;
     let configs: Vec<Value> = state
         .engine
         .config_list(&ctx.env)
@@ -44,7 +42,6 @@ pub async fn get_config(
     ctx: RequestContext,
     PathParams(name): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Read)?;
     Ok(Json(config_json(
         &state.engine.config_get(&ctx.env, &name).await?,
     )))
@@ -57,7 +54,6 @@ async fn write_config(
     headers: &HeaderMap,
     change: ConfigChange,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Write)?;
     let cond = condition(headers)?;
     let record = state
         .engine
@@ -125,7 +121,6 @@ pub async fn create_secret(
     ctx: RequestContext,
     JsonBody(b): JsonBody<CreateSecret>,
 ) -> Result<Response, ApiError> {
-    ctx.require(Permission::Write)?;
     let meta = state
         .engine
         .secret_create(&ctx.env, &b.name, &b.value, &b.description)
@@ -137,7 +132,6 @@ pub async fn list_secrets(
     State(state): State<AppState>,
     ctx: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Read)?;
     Ok(Json(Value::Array(
         state
             .engine
@@ -154,7 +148,6 @@ pub async fn get_secret(
     ctx: RequestContext,
     PathParams(name): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Read)?;
     Ok(Json(secret_json(
         &state.engine.secret_meta(&ctx.env, &name).await?,
     )))
@@ -174,7 +167,6 @@ pub async fn update_secret(
     PathParams(name): PathParams<String>,
     JsonBody(b): JsonBody<UpdateSecret>,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Write)?;
     let meta = state
         .engine
         .secret_update(&ctx.env, &name, Some(&b.value), b.description.as_deref())
@@ -197,7 +189,6 @@ pub async fn patch_secret(
     PathParams(name): PathParams<String>,
     JsonBody(b): JsonBody<PatchSecret>,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Write)?;
     if b.name.as_deref().is_some_and(|n| n != name) {
         return Err(ApiError::invalid(
             "renaming a secret is not supported; create a new one and delete this one",
@@ -215,7 +206,6 @@ pub async fn delete_secret(
     ctx: RequestContext,
     PathParams(name): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
-    ctx.require(Permission::Write)?;
     state.engine.secret_delete(&ctx.env, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -170,6 +170,8 @@ impl From<EngineError> for ApiError {
             EngineError::FailedPrecondition(m) => {
                 Self::new(StatusCode::PRECONDITION_FAILED, Code::FailedPrecondition, m)
             }
+            EngineError::PermissionDenied(m) => Self::forbidden(m),
+            EngineError::Unauthenticated(m) => Self::unauthenticated(m),
             EngineError::ConditionFailed(m) => {
                 Self::new(StatusCode::PRECONDITION_FAILED, Code::FailedPrecondition, m)
             }

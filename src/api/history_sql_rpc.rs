@@ -6,7 +6,6 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use crate::proto::v1 as pb;
-use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
@@ -37,7 +36,6 @@ async fn execute_sql(
     ctx: &RequestContext,
     req: pb::ExecuteSqlRequest,
 ) -> Result<pb::ExecuteSqlResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let answer = state
         .engine
         .execute_history_sql(

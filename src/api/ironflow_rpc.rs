@@ -5,7 +5,6 @@ use axum::response::Response;
 
 use crate::ids::{EventId, FunctionId, RunId};
 use crate::proto::v1 as pb;
-use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
@@ -66,7 +65,6 @@ async fn register_function(
     ctx: &RequestContext,
     req: pb::RegisterFunctionRequest,
 ) -> Result<pb::RegisterFunctionResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let outcome = state
         .engine
         .register_function(&ctx.env, map::register_request(req)?)
@@ -82,7 +80,6 @@ async fn get_function(
     ctx: &RequestContext,
     req: pb::GetFunctionRequest,
 ) -> Result<pb::Function, ApiError> {
-    ctx.require(Permission::Read)?;
     let id = FunctionId::parse(&req.id).map_err(|e| ApiError::invalid(format!("id: {e}")))?;
     Ok(map::function(
         &state.engine.get_function(&ctx.env, &id).await?,
@@ -94,7 +91,6 @@ async fn list_functions(
     ctx: &RequestContext,
     req: pb::ListFunctionsRequest,
 ) -> Result<pb::ListFunctionsResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let status = map::parse_function_status(req.status)?;
     let cursor = (!req.cursor.is_empty()).then_some(req.cursor);
     let page = state
@@ -113,7 +109,6 @@ async fn emit(
     ctx: &RequestContext,
     req: pb::TriggerRequest,
 ) -> Result<pb::TriggerResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let result = state
         .engine
         .emit(&ctx.env, map::emit_request(req, "rpc"))
@@ -142,7 +137,6 @@ async fn trigger_sync(
     ctx: &RequestContext,
     req: pb::TriggerSyncRequest,
 ) -> Result<pb::TriggerSyncResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let timeout = sync_timeout(req.timeout_ms)?;
     let event = map::emit_request(
         pb::TriggerRequest {
@@ -167,7 +161,6 @@ async fn invoke_function(
     ctx: &RequestContext,
     req: pb::InvokeFunctionRequest,
 ) -> Result<pb::InvokeFunctionResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let id = FunctionId::parse(&req.function_id)
         .map_err(|e| ApiError::invalid(format!("function_id: {e}")))?;
     let data = map::payload_json(req.data.as_ref(), req.data_value.as_ref());
@@ -191,7 +184,6 @@ async fn invoke_function_sync(
     ctx: &RequestContext,
     req: pb::InvokeFunctionSyncRequest,
 ) -> Result<pb::InvokeFunctionSyncResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let id = FunctionId::parse(&req.function_id)
         .map_err(|e| ApiError::invalid(format!("function_id: {e}")))?;
     let data = map::payload_json(req.data.as_ref(), req.data_value.as_ref());
@@ -210,7 +202,6 @@ async fn get_run(
     ctx: &RequestContext,
     req: pb::GetRunRequest,
 ) -> Result<pb::Run, ApiError> {
-    ctx.require(Permission::Read)?;
     let id = RunId::parse(&req.id).map_err(|e| ApiError::invalid(format!("id: {e}")))?;
     Ok(map::run(&state.engine.get_run(&ctx.env, &id).await?))
 }
@@ -220,7 +211,6 @@ async fn list_runs(
     ctx: &RequestContext,
     req: pb::ListRunsRequest,
 ) -> Result<pb::ListRunsResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let mut statuses = Vec::new();
     for value in std::iter::once(req.status).chain(req.statuses.iter().copied()) {
         if let Some(status) = map::parse_run_status(value)? {
@@ -263,7 +253,6 @@ async fn get_run_steps(
     ctx: &RequestContext,
     req: pb::GetRunStepsRequest,
 ) -> Result<pb::GetRunStepsResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let id = RunId::parse(&req.run_id).map_err(|e| ApiError::invalid(format!("run_id: {e}")))?;
     let steps = state.engine.run_steps(&ctx.env, &id).await?;
     Ok(pb::GetRunStepsResponse {
@@ -276,7 +265,6 @@ async fn cancel_run(
     ctx: &RequestContext,
     req: pb::CancelRunRequest,
 ) -> Result<pb::Run, ApiError> {
-    ctx.require(Permission::Write)?;
     let id = RunId::parse(&req.id).map_err(|e| ApiError::invalid(format!("id: {e}")))?;
     Ok(map::run(
         &state.engine.cancel_run(&ctx.env, &id, &req.reason).await?,
@@ -310,7 +298,6 @@ async fn info(
     ctx: &RequestContext,
     _req: pb::InfoRequest,
 ) -> Result<pb::InfoResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let counts = state.engine.env_counts(&ctx.env).await?;
     let workers = state.engine.connected_workers(&ctx.env).await?;
     Ok(pb::InfoResponse {

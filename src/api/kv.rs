@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 
 use crate::domain::kv::{BucketSettings, KvCondition};
 use crate::store::kv::{BucketRecord, KvEntry};
-use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
@@ -60,7 +59,6 @@ pub async fn create_bucket(
     ctx: RequestContext,
     JsonBody(b): JsonBody<CreateBucket>,
 ) -> Result<Response, ApiError> {
-    ctx.require(Permission::Write)?;
     let settings = BucketSettings {
         name: b.name,
         description: b.description,
@@ -77,7 +75,6 @@ pub async fn list_buckets(
     State(state): State<AppState>,
     ctx: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Read)?;
     let buckets: Vec<Value> = state
         .engine
         .kv_list_buckets(&ctx.env)
@@ -93,7 +90,6 @@ pub async fn get_bucket(
     ctx: RequestContext,
     PathParams(bucket): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Read)?;
     Ok(Json(bucket_json(
         &state.engine.kv_bucket(&ctx.env, &bucket).await?,
     )))
@@ -104,7 +100,6 @@ pub async fn delete_bucket(
     ctx: RequestContext,
     PathParams(bucket): PathParams<String>,
 ) -> Result<StatusCode, ApiError> {
-    ctx.require(Permission::Write)?;
     state.engine.kv_delete_bucket(&ctx.env, &bucket).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -137,7 +132,6 @@ pub async fn put_key(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Write)?;
     let cond = condition(&headers)?;
     let entry = state
         .engine
@@ -151,7 +145,6 @@ pub async fn get_key(
     ctx: RequestContext,
     PathParams((bucket, key)): PathParams<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Read)?;
     Ok(Json(entry_json(
         &state.engine.kv_get(&ctx.env, &bucket, &key).await?,
     )))
@@ -172,7 +165,6 @@ pub async fn delete_key(
     headers: HeaderMap,
     QueryParams(p): QueryParams<DeleteParams>,
 ) -> Result<StatusCode, ApiError> {
-    ctx.require(Permission::Write)?;
     if p.purge.unwrap_or(false) {
         state.engine.kv_purge(&ctx.env, &bucket, &key).await?;
     } else {
@@ -196,7 +188,6 @@ pub async fn list_keys(
     PathParams(bucket): PathParams<String>,
     QueryParams(p): QueryParams<KeysParams>,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Read)?;
     let filter = p.filter.filter(|f| !f.is_empty());
     let keys = state
         .engine
@@ -211,7 +202,6 @@ pub async fn key_history(
     ctx: RequestContext,
     PathParams((bucket, key)): PathParams<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Read)?;
     let entries: Vec<Value> = state
         .engine
         .kv_history(&ctx.env, &bucket, &key)

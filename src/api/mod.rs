@@ -2,17 +2,23 @@
 //! (`/ironflow.v1.*`), health, readiness and metrics. Handlers are thin: parse, authorize,
 //! call the engine, map the result.
 
+mod access;
+pub use access::connect_permission;
+mod admin;
+mod audit;
 pub mod auth;
 mod breakers;
 mod connect;
 mod connect_stream;
 mod data;
+mod environment_rpc;
 pub mod error;
 mod extract;
 mod function_versions_rpc;
 mod history_sql_rpc;
 mod ironflow_rpc;
 mod kv;
+mod policies;
 mod projections_rpc;
 mod proto_map;
 mod pubsub_rpc;
@@ -52,14 +58,19 @@ pub struct AppState {
 /// Room for the request envelope around a maximal event payload.
 const ENVELOPE_BYTES: usize = 64 * 1024;
 
-/// Who may call a route.
+/// Who may call a route. Every non-public route is decided by the one authorization point
+/// ([`auth::authorize_route`], or [`auth::Authenticator::authorize`] in the handlers that
+/// upgrade to a stream), from what this table says it needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// No key: `/health`, `/ready`, `/metrics`.
+    /// No key: `/health`, `/ready`, `/metrics`, sign-in.
     Public,
-    /// A key, checked by the authentication layer before the handler runs.
-    Key,
-    /// A key, checked by the handler itself (WebSocket upgrades also take `?token=`).
+    /// A key or session whose roles grant this permission, in an environment of its scope.
+    Key(crate::domain::authz::Permission),
+    /// A Connect service: each method's permission is in [`access::connect_permission`].
+    Service,
+    /// Decided by the handler through the same decision (WebSocket upgrades also take
+    /// `?token=`; an unknown service answers after authentication).
     KeyInHandler,
 }
 
@@ -75,7 +86,8 @@ pub struct Route {
 /// Every HTTP route (REST, Connect services, health), each with its handler. The router is
 /// built from this table and [`routes`] lists it, so the two cannot drift apart.
 fn table() -> Vec<(Route, MethodRouter<AppState>)> {
-    use Access::{Key, KeyInHandler, Public};
+    use crate::domain::authz::Permission as P;
+    use Access::{Key, KeyInHandler, Public, Service};
     let route = |method: Method, path: &'static str, access, handler: MethodRouter<AppState>| {
         (
             Route {
@@ -103,288 +115,661 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             KeyInHandler,
             get(watch::watch_config),
         ),
-        route(Method::POST, "/api/v1/events", Key, post(rest::emit_event)),
-        route(Method::GET, "/api/v1/events", Key, get(rest::list_events)),
+        route(
+            Method::POST,
+            "/api/v1/events",
+            Key(P::EventsEmit),
+            post(rest::emit_event),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/events",
+            Key(P::EventsRead),
+            get(rest::list_events),
+        ),
         route(
             Method::GET,
             "/api/v1/events/names",
-            Key,
+            Key(P::EventsRead),
             get(rest::event_names),
         ),
         route(
             Method::GET,
             "/api/v1/events/{id}",
-            Key,
+            Key(P::EventsRead),
             get(rest::get_event),
         ),
         route(
             Method::GET,
             "/api/v1/functions",
-            Key,
+            Key(P::FunctionsRead),
             get(rest::list_functions),
         ),
         route(
             Method::GET,
             "/api/v1/functions/{id}",
-            Key,
+            Key(P::FunctionsRead),
             get(rest::get_function),
         ),
         route(
             Method::POST,
             "/api/v1/functions/{id}/invoke",
-            Key,
+            Key(P::FunctionsInvoke),
             post(rest::invoke_function),
         ),
-        route(Method::GET, "/api/v1/runs", Key, get(rest::list_runs)),
-        route(Method::GET, "/api/v1/runs/{id}", Key, get(rest::get_run)),
+        route(
+            Method::GET,
+            "/api/v1/runs",
+            Key(P::RunsRead),
+            get(rest::list_runs),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/runs/{id}",
+            Key(P::RunsRead),
+            get(rest::get_run),
+        ),
         route(
             Method::GET,
             "/api/v1/runs/{id}/steps",
-            Key,
+            Key(P::RunsRead),
             get(rest::run_steps),
         ),
         route(
             Method::GET,
             "/api/v1/runs/{id}/history",
-            Key,
+            Key(P::RunsRead),
             get(rest::run_history),
         ),
         route(
             Method::GET,
             "/api/v1/runs/{id}/streams",
-            Key,
+            Key(P::RunsRead),
             get(rest::run_streams),
         ),
         route(
             Method::POST,
             "/api/v1/runs/{id}/cancel",
-            Key,
+            Key(P::RunsCancel),
             post(rest::cancel_run),
         ),
         route(
             Method::GET,
             "/api/v1/capabilities",
-            Key,
+            Key(P::SystemRead),
             get(system::capabilities),
         ),
         route(
             Method::POST,
             "/api/v1/kv/buckets",
-            Key,
+            Key(P::KvWrite),
             post(kv::create_bucket),
         ),
         route(
             Method::GET,
             "/api/v1/kv/buckets",
-            Key,
+            Key(P::KvRead),
             get(kv::list_buckets),
         ),
         route(
             Method::GET,
             "/api/v1/kv/buckets/{bucket}",
-            Key,
+            Key(P::KvRead),
             get(kv::get_bucket),
         ),
         route(
             Method::DELETE,
             "/api/v1/kv/buckets/{bucket}",
-            Key,
+            Key(P::KvWrite),
             delete(kv::delete_bucket),
         ),
         route(
             Method::GET,
             "/api/v1/kv/buckets/{bucket}/keys",
-            Key,
+            Key(P::KvRead),
             get(kv::list_keys),
         ),
         route(
             Method::PUT,
             "/api/v1/kv/buckets/{bucket}/keys/{key}",
-            Key,
+            Key(P::KvWrite),
             put(kv::put_key),
         ),
         route(
             Method::GET,
             "/api/v1/kv/buckets/{bucket}/keys/{key}",
-            Key,
+            Key(P::KvRead),
             get(kv::get_key),
         ),
         route(
             Method::DELETE,
             "/api/v1/kv/buckets/{bucket}/keys/{key}",
-            Key,
+            Key(P::KvWrite),
             delete(kv::delete_key),
         ),
         route(
             Method::GET,
             "/api/v1/kv/buckets/{bucket}/keys/{key}/history",
-            Key,
+            Key(P::KvRead),
             get(kv::key_history),
         ),
-        route(Method::GET, "/api/v1/config", Key, get(data::list_configs)),
+        route(
+            Method::GET,
+            "/api/v1/config",
+            Key(P::ConfigRead),
+            get(data::list_configs),
+        ),
         route(
             Method::GET,
             "/api/v1/config/{name}",
-            Key,
+            Key(P::ConfigRead),
             get(data::get_config),
         ),
         route(
             Method::POST,
             "/api/v1/config/{name}",
-            Key,
+            Key(P::ConfigWrite),
             post(data::set_config),
         ),
         route(
             Method::PATCH,
             "/api/v1/config/{name}",
-            Key,
+            Key(P::ConfigWrite),
             patch(data::patch_config),
         ),
         route(
             Method::DELETE,
             "/api/v1/config/{name}",
-            Key,
+            Key(P::ConfigWrite),
             delete(data::delete_config),
         ),
         route(
             Method::POST,
             "/api/v1/secrets",
-            Key,
+            Key(P::SecretsWrite),
             post(data::create_secret),
         ),
-        route(Method::GET, "/api/v1/secrets", Key, get(data::list_secrets)),
+        route(
+            Method::GET,
+            "/api/v1/secrets",
+            Key(P::SecretsReadNames),
+            get(data::list_secrets),
+        ),
         route(
             Method::GET,
             "/api/v1/secrets/{name}",
-            Key,
+            Key(P::SecretsReadNames),
             get(data::get_secret),
         ),
         route(
             Method::PUT,
             "/api/v1/secrets/{name}",
-            Key,
+            Key(P::SecretsWrite),
             put(data::update_secret),
         ),
         route(
             Method::PATCH,
             "/api/v1/secrets/{name}",
-            Key,
+            Key(P::SecretsWrite),
             patch(data::patch_secret),
         ),
         route(
             Method::DELETE,
             "/api/v1/secrets/{name}",
-            Key,
+            Key(P::SecretsWrite),
             delete(data::delete_secret),
         ),
         route(
             Method::GET,
             "/api/v1/circuit-breakers",
-            Key,
+            Key(P::BreakersRead),
             get(breakers::list),
         ),
         route(
             Method::POST,
             "/api/v1/circuit-breakers/{key}/reset",
-            Key,
+            Key(P::BreakersReset),
             post(breakers::reset),
         ),
-        route(Method::GET, "/api/v1/workers", Key, get(workers::list)),
+        route(
+            Method::GET,
+            "/api/v1/workers",
+            Key(P::WorkersRead),
+            get(workers::list),
+        ),
         route(
             Method::POST,
             "/api/v1/workers/{id}/register",
-            Key,
+            Key(P::WorkersRun),
             post(workers::register),
         ),
         route(
             Method::PUT,
             "/api/v1/workers/{id}/register",
-            Key,
+            Key(P::WorkersRun),
             put(workers::register),
         ),
         route(
             Method::POST,
             "/api/v1/workers/{id}/heartbeat",
-            Key,
+            Key(P::WorkersRun),
             post(workers::heartbeat),
         ),
         route(
             Method::PUT,
             "/api/v1/workers/{id}/heartbeat",
-            Key,
+            Key(P::WorkersRun),
             put(workers::heartbeat),
         ),
         route(
             Method::GET,
             "/api/v1/workers/{id}/jobs",
-            Key,
+            Key(P::WorkersRun),
             get(workers::poll),
         ),
         route(
             Method::PUT,
             "/api/v1/workers/{id}/jobs/{job}/ack",
-            Key,
+            Key(P::WorkersRun),
             put(workers::ack),
         ),
         route(
             Method::PUT,
             "/api/v1/workers/{id}/jobs/{job}",
-            Key,
+            Key(P::WorkersRun),
             put(workers::report),
         ),
         route(
             Method::POST,
             "/ironflow.v1.IronflowService/{method}",
-            Key,
+            Service,
             post(connect::ironflow_service),
         ),
         route(
             Method::POST,
             "/ironflow.v1.TimeTravelService/{method}",
-            Key,
+            Service,
             post(connect::time_travel_service),
         ),
         route(
             Method::POST,
             "/ironflow.v1.EntityStreamService/{method}",
-            Key,
+            Service,
             post(connect::entity_stream_service),
         ),
         route(
             Method::POST,
             "/ironflow.v1.EventSchemaService/{method}",
-            Key,
+            Service,
             post(connect::event_schema_service),
         ),
         route(
             Method::POST,
             "/ironflow.v1.ProjectionService/{method}",
-            Key,
+            Service,
             post(projections_rpc::projection_service),
         ),
         route(
             Method::POST,
             "/ironflow.v1.QueryService/{method}",
-            Key,
+            Service,
             post(history_sql_rpc::query_service),
         ),
         route(
             Method::DELETE,
             "/api/v1/projections/{name}",
-            Key,
+            Key(P::ProjectionsDelete),
             delete(projections_rpc::delete_projection),
         ),
         route(
             Method::GET,
             "/api/v1/projections/{name}/partitions",
-            Key,
+            Key(P::ProjectionsRead),
             get(projections_rpc::list_partitions),
         ),
         route(
             Method::GET,
             "/api/v1/projections/{name}/status",
-            Key,
+            Key(P::ProjectionsRead),
             get(projections_rpc::projection_status),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/orgs",
+            Key(P::ProjectsRead),
+            get(admin::list_orgs),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/orgs",
+            Key(P::PlatformAdmin),
+            post(admin::create_org),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/platform/orgs",
+            Key(P::PlatformAdmin),
+            post(admin::create_org),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/orgs/{id}",
+            Key(P::ProjectsRead),
+            get(admin::get_org),
+        ),
+        route(
+            Method::PATCH,
+            "/api/v1/orgs/{id}",
+            Key(P::OrgsAdmin),
+            patch(admin::update_org),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/orgs/{id}",
+            Key(P::PlatformAdmin),
+            delete(admin::delete_org),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/projects",
+            Key(P::ProjectsRead),
+            get(admin::list_projects),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/projects",
+            Key(P::ProjectsAdmin),
+            post(admin::create_project),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/projects/{id}",
+            Key(P::ProjectsRead),
+            get(admin::get_project),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/projects/{id}",
+            Key(P::ProjectsAdmin),
+            put(admin::update_project),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/projects/{id}",
+            Key(P::ProjectsAdmin),
+            delete(admin::delete_project),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/environments",
+            Key(P::EnvironmentsRead),
+            get(admin::list_environments),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/environments",
+            Key(P::EnvironmentsAdmin),
+            post(admin::create_environment),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/environments/{id}",
+            Key(P::EnvironmentsRead),
+            get(admin::get_environment),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/environments/{id}",
+            Key(P::EnvironmentsAdmin),
+            put(admin::update_environment),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/environments/{id}",
+            Key(P::EnvironmentsAdmin),
+            delete(admin::delete_environment),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/apikeys",
+            Key(P::KeysRead),
+            get(admin::list_keys),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/apikeys",
+            Key(P::KeysAdmin),
+            post(admin::create_key),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/apikeys/{id}",
+            Key(P::KeysRead),
+            get(admin::get_key),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/apikeys/{id}",
+            Key(P::KeysAdmin),
+            delete(admin::delete_key),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/apikeys/{id}/rotate",
+            Key(P::KeysAdmin),
+            post(admin::rotate_key),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/apikeys/{id}/roles",
+            Key(P::KeysAdmin),
+            put(admin::set_key_roles),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/users",
+            Key(P::UsersAdmin),
+            get(admin::list_users),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/users",
+            Key(P::UsersAdmin),
+            post(admin::create_user),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/users/{id}",
+            Key(P::UsersAdmin),
+            get(admin::get_user),
+        ),
+        route(
+            Method::PATCH,
+            "/api/v1/users/{id}",
+            Key(P::UsersAdmin),
+            patch(admin::update_user),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/users/{id}",
+            Key(P::UsersAdmin),
+            delete(admin::delete_user),
+        ),
+        // Anyone signed in may change their own password; the handler asks for `users:admin`
+        // to change someone else's.
+        route(
+            Method::PATCH,
+            "/api/v1/users/{id}/password",
+            Key(P::SystemRead),
+            patch(admin::change_password),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/platform/auth/login",
+            Public,
+            post(admin::login),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/tenants",
+            Key(P::PlatformAdmin),
+            get(admin::list_tenants),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/tenants/provision",
+            Key(P::PlatformAdmin),
+            post(admin::provision_tenant),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/roles",
+            Key(P::RolesRead),
+            get(admin::list_roles),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/roles",
+            Key(P::RolesAdmin),
+            post(admin::create_role),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/roles/permissions",
+            Key(P::RolesRead),
+            get(admin::list_permissions),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/roles/{id}",
+            Key(P::RolesRead),
+            get(admin::get_role),
+        ),
+        route(
+            Method::PATCH,
+            "/api/v1/roles/{id}",
+            Key(P::RolesAdmin),
+            patch(admin::update_role),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/roles/{id}",
+            Key(P::RolesAdmin),
+            delete(admin::delete_role),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/audit",
+            Key(P::AuditRead),
+            get(audit::list),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/audit/settings",
+            Key(P::AuditRead),
+            get(audit::get_settings),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/audit/settings",
+            Key(P::OrgsAdmin),
+            put(audit::put_settings),
+        ),
+        route(
+            Method::POST,
+            "/ironflow.v1.AuditService/{method}",
+            Service,
+            post(audit::audit_service),
+        ),
+        route(
+            Method::POST,
+            "/ironflow.v1.EnvironmentService/{method}",
+            Service,
+            post(environment_rpc::environment_service),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/policy-set",
+            Key(P::PoliciesRead),
+            get(policies::get_env),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/policy-set",
+            Key(P::PoliciesWrite),
+            put(policies::put_env),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/policy-set/validate",
+            Key(P::PoliciesWrite),
+            post(policies::validate_env),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/policy-set/dry-run",
+            Key(P::PoliciesWrite),
+            post(policies::dry_run_env),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/policy-set/versions",
+            Key(P::PoliciesRead),
+            get(policies::versions_env),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/policy-set/versions/{n}",
+            Key(P::PoliciesRead),
+            get(policies::version_env),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/policy-set/versions/{n}/rollback",
+            Key(P::PoliciesWrite),
+            post(policies::rollback_env),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/platform/policy-set",
+            Key(P::PlatformAdmin),
+            get(policies::get_platform),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/platform/policy-set",
+            Key(P::PlatformAdmin),
+            put(policies::put_platform),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/platform/policy-set/validate",
+            Key(P::PlatformAdmin),
+            post(policies::validate_platform),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/platform/policy-set/dry-run",
+            Key(P::PlatformAdmin),
+            post(policies::dry_run_platform),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/platform/policy-set/versions",
+            Key(P::PlatformAdmin),
+            get(policies::versions_platform),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/platform/policy-set/versions/{n}",
+            Key(P::PlatformAdmin),
+            get(policies::version_platform),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/platform/policy-set/versions/{n}/rollback",
+            Key(P::PlatformAdmin),
+            post(policies::rollback_platform),
         ),
         // Last, so every served service above takes precedence (static segments win).
         route(
@@ -396,7 +781,7 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
         route(
             Method::POST,
             "/ironflow.v1.PubSubService/{method}",
-            Key,
+            Service,
             post(pubsub_rpc::pubsub_service),
         ),
     ]
@@ -407,18 +792,35 @@ pub fn routes() -> Vec<Route> {
     table().into_iter().map(|(route, _)| route).collect()
 }
 
+/// What each route needs, by method and path pattern (for the authorization middleware).
+fn access_table() -> &'static std::collections::HashMap<(Method, &'static str), Access> {
+    static TABLE: std::sync::OnceLock<std::collections::HashMap<(Method, &'static str), Access>> =
+        std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        routes()
+            .into_iter()
+            .map(|r| ((r.method, r.path), r.access))
+            .collect()
+    })
+}
+
+/// The access a matched route needs (`None` for a path the table does not have).
+pub(crate) fn access_of(method: &Method, path: &str) -> Option<Access> {
+    access_table().get(&(method.clone(), path)).copied()
+}
+
 pub fn router(state: AppState) -> Router {
     let body_limit = state.max_request_bytes;
     let (mut public, mut protected) = (Router::new(), Router::new());
     for (route, handler) in table() {
         match route.access {
-            Access::Key => protected = protected.route(route.path, handler),
+            Access::Key(_) | Access::Service => protected = protected.route(route.path, handler),
             Access::Public | Access::KeyInHandler => public = public.route(route.path, handler),
         }
     }
     let protected = protected.route_layer(middleware::from_fn_with_state(
-        state.auth.clone(),
-        auth::require_auth,
+        state.clone(),
+        auth::authorize_route,
     ));
     public
         .merge(protected)

@@ -21,7 +21,6 @@ use crate::engine::{
 };
 use crate::proto::v1 as pb;
 use crate::store::projections::{Position, ProjectionQuery, ProjectionRecord, RevisionRecord};
-use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
@@ -275,7 +274,6 @@ async fn register(
     ctx: &RequestContext,
     req: pb::RegisterProjectionRequest,
 ) -> Result<pb::RegisterProjectionResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let kind = ProjectionKind::from_mode(&req.mode).map_err(ApiError::invalid)?;
     let registered = state
         .engine
@@ -310,7 +308,6 @@ async fn unregister(
     ctx: &RequestContext,
     req: pb::UnregisterProjectionRequest,
 ) -> Result<pb::UnregisterProjectionResponse, ApiError> {
-    ctx.require(Permission::Admin)?;
     state
         .engine
         .delete_projection(&ctx.env, name_of(&req.name)?, ctx.actor("unregistered"))
@@ -323,7 +320,6 @@ async fn acquire(
     ctx: &RequestContext,
     req: pb::AcquireProjectionLeaseRequest,
 ) -> Result<pb::AcquireProjectionLeaseResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let granted = state
         .engine
         .acquire_projection_lease(&ctx.env, name_of(&req.name)?)
@@ -340,7 +336,6 @@ async fn renew(
     ctx: &RequestContext,
     req: pb::RenewProjectionLeaseRequest,
 ) -> Result<pb::RenewProjectionLeaseResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let lease = lease_of(req.lease).unwrap_or(PresentedLease {
         token: String::new(),
         epoch: 0,
@@ -359,7 +354,6 @@ async fn release(
     ctx: &RequestContext,
     req: pb::ReleaseProjectionLeaseRequest,
 ) -> Result<pb::ReleaseProjectionLeaseResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     if let Some(lease) = lease_of(req.lease) {
         state
             .engine
@@ -374,7 +368,6 @@ async fn poll(
     ctx: &RequestContext,
     req: pb::PollProjectionEventsRequest,
 ) -> Result<pb::PollProjectionEventsResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let name = name_of(&req.name)?;
     let mut feed = state
         .engine
@@ -421,7 +414,6 @@ async fn save(
     ctx: &RequestContext,
     req: pb::SaveProjectionStateRequest,
 ) -> Result<pb::SaveProjectionStateResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let value = state_from(req.state.as_ref(), req.state_value.as_ref());
     let commit = RunnerCommit {
         name: name_of(&req.name)?.to_owned(),
@@ -444,7 +436,6 @@ async fn ack(
     ctx: &RequestContext,
     req: pb::AckProjectionEventsRequest,
 ) -> Result<pb::AckProjectionEventsResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let commit = RunnerCommit {
         name: name_of(&req.name)?.to_owned(),
         lease: lease_of(req.lease),
@@ -459,7 +450,6 @@ async fn get(
     ctx: &RequestContext,
     req: pb::GetProjectionRequest,
 ) -> Result<pb::GetProjectionResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     if req.as_of.is_some() {
         return Err(ApiError::invalid(
             "as_of is not supported: a projection's state is kept at its cursor only",
@@ -503,7 +493,6 @@ async fn list(
     ctx: &RequestContext,
     req: pb::ListProjectionsRequest,
 ) -> Result<pb::ListProjectionsResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let query = ProjectionQuery {
         status: Some(req.status).filter(|s| !s.is_empty()),
         kind: Some(req.mode).filter(|s| !s.is_empty()),
@@ -600,7 +589,6 @@ async fn create_sql(
     ctx: &RequestContext,
     req: pb::CreateSqlProjectionRequest,
 ) -> Result<pb::CreateSqlProjectionResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let (registered, _table) = state
         .engine
         .create_sql_projection(
@@ -638,7 +626,6 @@ async fn query_sql(
     ctx: &RequestContext,
     req: pb::QuerySqlProjectionRequest,
 ) -> Result<pb::QuerySqlProjectionResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let page = state
         .engine
         .query_sql_projection(
@@ -677,7 +664,6 @@ async fn rebuild(
     ctx: &RequestContext,
     req: pb::RebuildProjectionRequest,
 ) -> Result<pb::RebuildProjectionResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let name = name_of(&req.name)?;
     let job = state
         .engine
@@ -702,7 +688,6 @@ async fn get_rebuild_job(
     ctx: &RequestContext,
     req: pb::GetRebuildJobRequest,
 ) -> Result<pb::GetRebuildJobResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let name = name_of(&req.name)?;
     let job = state.engine.rebuild_job(&ctx.env, name).await?;
     Ok(pb::GetRebuildJobResponse {
@@ -715,7 +700,6 @@ async fn cancel_rebuild(
     ctx: &RequestContext,
     req: pb::CancelRebuildRequest,
 ) -> Result<pb::CancelRebuildResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let status = state
         .engine
         .cancel_rebuild(&ctx.env, name_of(&req.name)?)
@@ -728,7 +712,6 @@ async fn status(
     ctx: &RequestContext,
     req: pb::GetProjectionStatusRequest,
 ) -> Result<pb::GetProjectionStatusResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let report = state
         .engine
         .projection_report(&ctx.env, name_of(&req.name)?)
@@ -744,7 +727,6 @@ async fn set_status(
     status: ProjectionStatus,
     reason: &str,
 ) -> Result<String, ApiError> {
-    ctx.require(Permission::Write)?;
     let status = state
         .engine
         .set_projection_status(&ctx.env, name_of(name)?, status, ctx.actor(reason))
@@ -797,7 +779,6 @@ async fn wait_catchup(
     ctx: &RequestContext,
     req: pb::WaitProjectionCatchupRequest,
 ) -> Result<pb::WaitProjectionCatchupResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let timeout = wait_timeout(req.timeout.as_ref(), MAX_CATCHUP_WAIT)?;
     wait_one(state, ctx, &req.name, min_seq(req.min_seq)?, timeout).await
 }
@@ -807,7 +788,6 @@ async fn wait_batch(
     ctx: &RequestContext,
     req: pb::WaitProjectionCatchupBatchRequest,
 ) -> Result<pb::WaitProjectionCatchupBatchResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     if req.items.is_empty() || req.items.len() > 16 {
         return Err(ApiError::invalid(format!(
             "a batch waits for 1 to 16 items (got {})",
@@ -842,7 +822,6 @@ async fn wait_for_event(
     ctx: &RequestContext,
     req: pb::WaitForEventRequest,
 ) -> Result<pb::WaitProjectionCatchupResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     if req.event_id.trim().is_empty() {
         return Err(ApiError::invalid("event_id is required"));
     }
@@ -856,7 +835,6 @@ async fn list_history(
     ctx: &RequestContext,
     req: pb::ListProjectionHistoryRequest,
 ) -> Result<pb::ListProjectionHistoryResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let name = name_of(&req.name)?;
     let (rows, has_more) = state
         .engine
@@ -879,7 +857,6 @@ async fn get_revision(
     ctx: &RequestContext,
     req: pb::GetProjectionRevisionRequest,
 ) -> Result<pb::GetProjectionRevisionResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let name = name_of(&req.name)?;
     let r = state
         .engine
@@ -898,7 +875,6 @@ async fn stream_events(
     request: &StreamRequest,
 ) -> Response {
     let opened = async {
-        ctx.require(Permission::Write)?;
         let req: pb::StreamProjectionEventsRequest = request.decode()?;
         let name = name_of(&req.name)?.to_owned();
         Ok::<_, ApiError>(
@@ -960,7 +936,6 @@ async fn wait_catchup_stream(
     request: &StreamRequest,
 ) -> Response {
     let parsed = (|| {
-        ctx.require(Permission::Read)?;
         let req: pb::WaitProjectionCatchupRequest = request.decode()?;
         name_of(&req.name)?;
         let timeout = wait_timeout(req.timeout.as_ref(), MAX_CATCHUP_STREAM_WAIT)?;
@@ -1022,7 +997,6 @@ pub async fn delete_projection(
     ctx: RequestContext,
     Path(name): Path<String>,
 ) -> Result<AxumJson<Json>, ApiError> {
-    ctx.require(Permission::Admin)?;
     state
         .engine
         .delete_projection(&ctx.env, &name, ctx.actor("deleted"))
@@ -1043,7 +1017,6 @@ pub async fn list_partitions(
     Path(name): Path<String>,
     Query(query): Query<PartitionsQuery>,
 ) -> Result<AxumJson<Json>, ApiError> {
-    ctx.require(Permission::Read)?;
     let search = query.q.as_deref().filter(|q| !q.is_empty());
     let partitions = state
         .engine
@@ -1061,7 +1034,6 @@ pub async fn projection_status(
     ctx: RequestContext,
     Path(name): Path<String>,
 ) -> Result<AxumJson<Json>, ApiError> {
-    ctx.require(Permission::Read)?;
     let report = state.engine.projection_report(&ctx.env, &name).await?;
     let p = &report.projection;
     let h = &report.holdback;

@@ -12,7 +12,6 @@ use crate::domain::group::{AckMode, GroupSettingsInput, GroupStatus, Settle};
 use crate::engine::GroupMember;
 use crate::proto::v1 as pb;
 use crate::store::groups::{ConsumerGroupRecord, GroupDelivery};
-use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
@@ -77,7 +76,6 @@ async fn publish(
     ctx: &RequestContext,
     req: pb::PublishRequest,
 ) -> Result<pb::PublishResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let data = map::payload_json(req.data.as_ref(), req.data_value.as_ref());
     let key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key.as_str());
     let published = state
@@ -152,7 +150,6 @@ async fn create_group(
     ctx: &RequestContext,
     req: pb::CreateConsumerGroupRequest,
 ) -> Result<pb::ConsumerGroup, ApiError> {
-    ctx.require(Permission::Write)?;
     let input = GroupSettingsInput {
         pattern: req.pattern,
         filter_expr: req.filter_expr,
@@ -175,7 +172,6 @@ async fn get_group(
     ctx: &RequestContext,
     req: pb::GetConsumerGroupRequest,
 ) -> Result<pb::ConsumerGroup, ApiError> {
-    ctx.require(Permission::Read)?;
     let group = state.engine.consumer_group(&ctx.env, &req.name).await?;
     Ok(group_message(&group))
 }
@@ -185,7 +181,6 @@ async fn list_groups(
     ctx: &RequestContext,
     req: pb::ListConsumerGroupsRequest,
 ) -> Result<pb::ListConsumerGroupsResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let wanted = group_status(req.status)?;
     let groups: Vec<pb::ConsumerGroup> = state
         .engine
@@ -210,7 +205,6 @@ async fn update_group(
     ctx: &RequestContext,
     req: pb::UpdateConsumerGroupRequest,
 ) -> Result<pb::ConsumerGroup, ApiError> {
-    ctx.require(Permission::Write)?;
     let Some(g) = req.group else {
         return Err(ApiError::invalid("group is required (with its name)"));
     };
@@ -320,7 +314,6 @@ async fn delete_group(
     ctx: &RequestContext,
     req: pb::DeleteConsumerGroupRequest,
 ) -> Result<pbjson_types::Empty, ApiError> {
-    ctx.require(Permission::Write)?;
     state
         .engine
         .delete_consumer_group(&ctx.env, &req.name)
@@ -350,7 +343,6 @@ async fn ack_event(
     ctx: &RequestContext,
     req: pb::AckEventRequest,
 ) -> Result<pb::AckEventResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     if req.event_id.is_empty() {
         return Err(ApiError::invalid("event_id is required"));
     }
@@ -385,7 +377,6 @@ async fn join_consumer_group(
     request: &StreamRequest,
 ) -> Response {
     let joined = async {
-        ctx.require(Permission::Write)?;
         let req: pb::JoinConsumerGroupRequest = request.decode()?;
         let consumer = [req.consumer_id, req.client_id]
             .into_iter()

@@ -17,7 +17,6 @@ use crate::store::events::{EventNameQuery, EventRecord};
 use crate::store::functions::FunctionRecord;
 use crate::store::history::HistoryRecord;
 use crate::store::runs::{RunRecord, StepRecord};
-use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
@@ -54,7 +53,6 @@ pub async fn emit_event(
     ctx: RequestContext,
     JsonBody(body): JsonBody<EmitBody>,
 ) -> Result<Response, ApiError> {
-    ctx.require(Permission::Write)?;
     let metadata = match body.metadata {
         None | Some(Value::Null) => json!({}),
         Some(m @ Value::Object(_)) => m,
@@ -109,7 +107,6 @@ pub async fn invoke_function(
     PathParams(id): PathParams<String>,
     JsonBody(body): JsonBody<InvokeBody>,
 ) -> Result<Response, ApiError> {
-    ctx.require(Permission::Write)?;
     let id = FunctionId::parse(&id)?;
     let data = body.data.unwrap_or_else(|| json!({}));
     let key = body.idempotency_key.filter(|k| !k.is_empty());
@@ -187,7 +184,6 @@ pub async fn list_events(
     ctx: RequestContext,
     QueryParams(p): QueryParams<EventListParams>,
 ) -> ApiResult {
-    ctx.require(Permission::Read)?;
     let names = p.names.as_deref().map(|n| {
         n.split(',')
             .map(str::trim)
@@ -219,7 +215,6 @@ pub async fn get_event(
     ctx: RequestContext,
     PathParams(id): PathParams<String>,
 ) -> ApiResult {
-    ctx.require(Permission::Read)?;
     let id = EventId::parse(&id)?;
     let (event, runs) = state.engine.get_event(&ctx.env, &id).await?;
     Ok(Json(event_json(&event, Some(&runs))))
@@ -238,7 +233,6 @@ pub async fn event_names(
     ctx: RequestContext,
     QueryParams(p): QueryParams<EventNamesParams>,
 ) -> ApiResult {
-    ctx.require(Permission::Read)?;
     const SCAN_CAP: i64 = 100_000;
     let query = EventNameQuery {
         source: non_empty(p.source),
@@ -268,7 +262,6 @@ pub async fn list_functions(
     ctx: RequestContext,
     QueryParams(p): QueryParams<FunctionListParams>,
 ) -> ApiResult {
-    ctx.require(Permission::Read)?;
     let status = non_empty(p.status)
         .map(|s| {
             FunctionStatus::parse(&s)
@@ -294,7 +287,6 @@ pub async fn get_function(
     ctx: RequestContext,
     PathParams(id): PathParams<String>,
 ) -> ApiResult {
-    ctx.require(Permission::Read)?;
     let id = FunctionId::parse(&id)?;
     Ok(Json(function_json(
         &state.engine.get_function(&ctx.env, &id).await?,
@@ -318,7 +310,6 @@ pub async fn list_runs(
     ctx: RequestContext,
     QueryParams(p): QueryParams<RunListParams>,
 ) -> ApiResult {
-    ctx.require(Permission::Read)?;
     let statuses = non_empty(p.status)
         .map(|s| {
             s.split(',')
@@ -363,7 +354,6 @@ pub async fn get_run(
     ctx: RequestContext,
     PathParams(id): PathParams<String>,
 ) -> ApiResult {
-    ctx.require(Permission::Read)?;
     let id = RunId::parse(&id)?;
     Ok(Json(run_json(&state.engine.get_run(&ctx.env, &id).await?)))
 }
@@ -374,7 +364,6 @@ pub async fn run_steps(
     ctx: RequestContext,
     PathParams(id): PathParams<String>,
 ) -> ApiResult {
-    ctx.require(Permission::Read)?;
     let id = RunId::parse(&id)?;
     let steps = state.engine.run_steps(&ctx.env, &id).await?;
     Ok(Json(
@@ -389,7 +378,6 @@ pub async fn run_streams(
     ctx: RequestContext,
     PathParams(id): PathParams<String>,
 ) -> ApiResult {
-    ctx.require(Permission::Read)?;
     let id = RunId::parse(&id)?;
     let streams = state.engine.run_streams(&ctx.env, &id).await?;
     Ok(Json(json!({ "entity_ids": streams })))
@@ -401,7 +389,6 @@ pub async fn run_history(
     ctx: RequestContext,
     PathParams(id): PathParams<String>,
 ) -> ApiResult {
-    ctx.require(Permission::Read)?;
     let id = RunId::parse(&id)?;
     let entries = state.engine.run_history(&ctx.env, &id).await?;
     Ok(Json(
@@ -422,7 +409,6 @@ pub async fn cancel_run(
     PathParams(id): PathParams<String>,
     super::extract::OptionalJsonBody(body): super::extract::OptionalJsonBody<CancelBody>,
 ) -> ApiResult {
-    ctx.require(Permission::Write)?;
     let id = RunId::parse(&id)?;
     let run = state
         .engine

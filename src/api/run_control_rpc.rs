@@ -12,7 +12,6 @@ use crate::domain::time_travel::StepAt;
 use crate::ids::{EventId, FunctionId, RunId};
 use crate::proto::v1 as pb;
 use crate::store::control::StepRef;
-use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
@@ -76,7 +75,6 @@ pub(super) async fn pause_run(
     ctx: &RequestContext,
     req: pb::PauseRunRequest,
 ) -> Result<pb::PauseRunResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let id = run_id(&req.run_id, "run_id")?;
     let (status, _) = state
         .engine
@@ -92,7 +90,6 @@ pub(super) async fn resume_run(
     ctx: &RequestContext,
     req: pb::ResumeRunRequest,
 ) -> Result<pb::Run, ApiError> {
-    ctx.require(Permission::Write)?;
     let id = run_id(&req.run_id, "run_id")?;
     let from_step = (!req.from_step.is_empty())
         .then(|| step_of_run(&id, &req.from_step))
@@ -114,7 +111,6 @@ pub(super) async fn get_paused_state(
     ctx: &RequestContext,
     req: pb::GetPausedStateRequest,
 ) -> Result<pb::GetPausedStateResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let id = run_id(&req.run_id, "run_id")?;
     let paused = state.engine.paused_state(&ctx.env, &id).await?;
     Ok(pb::GetPausedStateResponse {
@@ -142,7 +138,6 @@ pub(super) async fn inject_step_output(
     ctx: &RequestContext,
     req: pb::InjectStepOutputRequest,
 ) -> Result<pb::InjectStepOutputResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let id = run_id(&req.run_id, "run_id")?;
     let step = step_of_run(&id, &req.step_id)?;
     let output = json_bytes(&req.new_output, "new_output")?;
@@ -167,7 +162,6 @@ pub(super) async fn patch_step(
     ctx: &RequestContext,
     req: pb::PatchStepRequest,
 ) -> Result<pb::Step, ApiError> {
-    ctx.require(Permission::Write)?;
     let step = step_row_id(&req.step_id)?;
     if req.output.is_none() && req.output_value.is_none() {
         return Err(ApiError::invalid(
@@ -193,7 +187,6 @@ pub(super) async fn redact_step(
     ctx: &RequestContext,
     req: pb::RedactStepRequest,
 ) -> Result<pbjson_types::Empty, ApiError> {
-    ctx.require(Permission::Admin)?;
     let step = step_row_id(&req.step_id)?;
     state
         .engine
@@ -212,7 +205,6 @@ pub(super) async fn redact_run(
     ctx: &RequestContext,
     req: pb::RedactRunRequest,
 ) -> Result<pbjson_types::Empty, ApiError> {
-    ctx.require(Permission::Admin)?;
     let id = run_id(&req.run_id, "run_id")?;
     state
         .engine
@@ -226,7 +218,6 @@ pub(super) async fn redact_event(
     ctx: &RequestContext,
     req: pb::RedactEventRequest,
 ) -> Result<pbjson_types::Empty, ApiError> {
-    ctx.require(Permission::Admin)?;
     let id =
         EventId::parse(&req.event_id).map_err(|e| ApiError::invalid(format!("event_id: {e}")))?;
     state
@@ -241,7 +232,6 @@ pub(super) async fn delete_run(
     ctx: &RequestContext,
     req: pb::DeleteRunRequest,
 ) -> Result<pbjson_types::Empty, ApiError> {
-    ctx.require(Permission::Admin)?;
     let id = run_id(&req.id, "id")?;
     state
         .engine
@@ -255,7 +245,6 @@ pub(super) async fn delete_runs(
     ctx: &RequestContext,
     req: pb::DeleteRunsRequest,
 ) -> Result<pb::DeleteRunsResponse, ApiError> {
-    ctx.require(Permission::Admin)?;
     let query = crate::engine::DeleteRunsQuery {
         function_id: (!req.function_id.is_empty())
             .then(|| FunctionId::parse(&req.function_id))
@@ -283,7 +272,6 @@ pub(super) async fn trigger_batch(
     ctx: &RequestContext,
     req: pb::TriggerBatchRequest,
 ) -> Result<pb::TriggerBatchResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     if req.events.len() > crate::engine::MAX_TRIGGER_BATCH {
         return Err(ApiError::invalid(format!(
             "events: {} items; at most {} per TriggerBatch",
@@ -369,7 +357,6 @@ async fn get_run_state_at(
     ctx: &RequestContext,
     req: pb::GetRunStateAtRequest,
 ) -> Result<pb::GetRunStateAtResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let id = run_id(&req.run_id, "run_id")?;
     let at = instant(req.timestamp.as_ref())?;
     let (run, snapshot) = state.engine.run_state_at(&ctx.env, &id, at).await?;
@@ -391,7 +378,6 @@ async fn get_run_timeline(
     ctx: &RequestContext,
     req: pb::GetRunTimelineRequest,
 ) -> Result<pb::GetRunTimelineResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let id = run_id(&req.run_id, "run_id")?;
     let entries = state.engine.run_timeline(&ctx.env, &id).await?;
     Ok(pb::GetRunTimelineResponse {
@@ -415,7 +401,6 @@ async fn get_step_output_at(
     ctx: &RequestContext,
     req: pb::GetStepOutputAtRequest,
 ) -> Result<pb::GetStepOutputAtResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let id = run_id(&req.run_id, "run_id")?;
     let step = step_of_run(&id, &req.step_id)?;
     let at = instant(req.timestamp.as_ref())?;

@@ -6,7 +6,6 @@ use axum::response::Response;
 use crate::engine::RegisterSchema;
 use crate::proto::v1 as pb;
 use crate::store::schemas::{SchemaRecord, SchemaRevision};
-use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
@@ -75,7 +74,6 @@ async fn register(
     ctx: &RequestContext,
     req: pb::RegisterSchemaRequest,
 ) -> Result<pb::RegisterSchemaResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     required(&req.event_name, "event_name")?;
     required(&req.schema_json, "schema_json")?;
     let actor = ctx.actor(&req.change_reason);
@@ -103,7 +101,6 @@ async fn get(
     ctx: &RequestContext,
     req: pb::GetSchemaRequest,
 ) -> Result<pb::GetSchemaResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     required(&req.event_name, "event_name")?;
     let s = state
         .engine
@@ -124,7 +121,6 @@ async fn list(
     ctx: &RequestContext,
     req: pb::ListSchemasRequest,
 ) -> Result<pb::ListSchemasResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let name = Some(req.event_name.as_str()).filter(|n| !n.is_empty());
     let (schemas, total) = state
         .engine
@@ -142,7 +138,6 @@ async fn delete(
     ctx: &RequestContext,
     req: pb::DeleteSchemaRequest,
 ) -> Result<pb::DeleteSchemaResponse, ApiError> {
-    ctx.require(Permission::Admin)?;
     required(&req.event_name, "event_name")?;
     let actor = ctx.actor(&req.change_reason);
     state
@@ -163,7 +158,6 @@ async fn test_upcast(
     ctx: &RequestContext,
     req: pb::TestUpcastRequest,
 ) -> Result<pb::TestUpcastResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     required(&req.event_name, "event_name")?;
     let data = map::payload_json(req.data.as_ref(), req.data_value.as_ref());
     let (data, steps) = state
@@ -195,7 +189,6 @@ async fn check_enforcement(
     ctx: &RequestContext,
     req: pb::CheckEnforcementRequest,
 ) -> Result<pb::CheckEnforcementResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let name = Some(req.event_name.as_str()).filter(|n| !n.is_empty());
     let report = state
         .engine
@@ -234,7 +227,6 @@ async fn list_history(
     ctx: &RequestContext,
     req: pb::ListSchemaHistoryRequest,
 ) -> Result<pb::ListSchemaHistoryResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     required(&req.event_name, "event_name")?;
     let page = state
         .engine
@@ -268,7 +260,6 @@ async fn get_revision(
     ctx: &RequestContext,
     req: pb::GetSchemaRevisionRequest,
 ) -> Result<pb::GetSchemaRevisionResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     required(&req.event_name, "event_name")?;
     let r = state
         .engine

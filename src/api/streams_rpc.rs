@@ -11,7 +11,6 @@ use crate::ids::{EntityId, RunId};
 use crate::proto::v1 as pb;
 use crate::store::events::EventRecord;
 use crate::store::streams::{StreamInfo, StreamQuery, StreamRange};
-use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
@@ -131,7 +130,6 @@ async fn append_event(
     caller: &Caller,
     req: pb::AppendEventRequest,
 ) -> Result<pb::AppendEventResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let expected = ExpectedVersion::from_wire(req.expected_version).map_err(ApiError::invalid)?;
     let request = AppendEvent {
         entity_id: entity(&req.entity_id)?,
@@ -162,7 +160,6 @@ async fn read_stream(
     ctx: &RequestContext,
     req: pb::ReadStreamRequest,
 ) -> Result<pb::ReadStreamResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let id = entity(&req.entity_id)?;
     let (events, total) = state
         .engine
@@ -185,7 +182,6 @@ async fn get_stream_info(
     ctx: &RequestContext,
     req: pb::GetStreamInfoRequest,
 ) -> Result<pb::GetStreamInfoResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let info = state
         .engine
         .stream_info(&ctx.env, &entity(&req.entity_id)?)
@@ -198,7 +194,6 @@ async fn list_streams(
     ctx: &RequestContext,
     req: pb::ListStreamsRequest,
 ) -> Result<pb::ListStreamsResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let query = StreamQuery {
         entity_type: Some(req.entity_type).filter(|t| !t.is_empty()),
         search: Some(req.search).filter(|s| !s.is_empty()),
@@ -281,7 +276,6 @@ async fn get_entity_history(
     ctx: &RequestContext,
     req: pb::GetEntityHistoryRequest,
 ) -> Result<pb::GetEntityHistoryResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let id = entity(&req.entity_id)?;
     let range = StreamRange {
         from_version: req.from_version,
@@ -322,7 +316,6 @@ async fn create_snapshot(
     ctx: &RequestContext,
     req: pb::CreateSnapshotRequest,
 ) -> Result<pb::CreateSnapshotResponse, ApiError> {
-    ctx.require(Permission::Write)?;
     let id = entity(&req.entity_id)?;
     let snapshot_state = map::payload_json(req.state.as_ref(), req.state_value.as_ref());
     let snapshot_id = state
@@ -343,7 +336,6 @@ async fn get_snapshot(
     ctx: &RequestContext,
     req: pb::GetSnapshotRequest,
 ) -> Result<pb::GetSnapshotResponse, ApiError> {
-    ctx.require(Permission::Read)?;
     let id = entity(&req.entity_id)?;
     let s = state
         .engine
@@ -365,7 +357,6 @@ async fn delete_stream(
     ctx: &RequestContext,
     req: pb::DeleteStreamRequest,
 ) -> Result<pb::DeleteStreamResponse, ApiError> {
-    ctx.require(Permission::Admin)?;
     let id = entity(&req.entity_id)?;
     let actor = ctx.actor("DeleteStream");
     let version = state

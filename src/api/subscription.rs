@@ -11,7 +11,6 @@ use crate::domain::pattern::EventPattern;
 use crate::domain::time::Ts;
 use crate::engine::{BusMessage, MessageKind};
 use crate::proto::v1 as pb;
-use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
@@ -194,7 +193,6 @@ pub async fn connect_subscribe(
 ) -> Response {
     let mut live = state.engine.bus().subscribe_messages();
     let opened = async {
-        ctx.require(Permission::Read)?;
         let req: pb::SubscribeRequest = request.decode()?;
         let options = req.options.unwrap_or_default();
         if !options.consumer_group.is_empty() {

@@ -91,7 +91,11 @@ pub async fn unknown_service(
     if method != axum::http::Method::POST {
         return not_found(uri).await.into_response();
     }
-    if let Err(e) = state.auth.authenticate(&headers, None, None).await {
+    if let Err(e) = state
+        .auth
+        .authorize(&headers, None, None, super::auth::Operation::default())
+        .await
+    {
         return e.into_response();
     }
     if !is_service {

@@ -16,11 +16,11 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::domain::authz::Permission;
 use crate::engine::{ConfigWatchEvent, EngineError, KvWatchEvent};
-use crate::tenancy::Permission;
 
 use super::AppState;
-use super::auth::RequestContext;
+use super::auth::{Operation, RequestContext};
 use super::error::ApiError;
 use super::extract::{PathParams, QueryParams, WsUpgrade};
 
@@ -38,13 +38,12 @@ async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     q: &WatchParams,
+    operation: Operation,
 ) -> Result<RequestContext, ApiError> {
-    let ctx = state
+    state
         .auth
-        .authenticate(headers, q.token.as_deref(), q.env.as_deref())
-        .await?;
-    ctx.require(Permission::Read)?;
-    Ok(ctx)
+        .authorize(headers, q.token.as_deref(), q.env.as_deref(), operation)
+        .await
 }
 
 fn text(v: &Value) -> Message {
@@ -86,7 +85,13 @@ pub async fn watch_kv(
     headers: HeaderMap,
     WsUpgrade(upgrade): WsUpgrade,
 ) -> Response {
-    let ctx = match authorize(&state, &headers, &q).await {
+    let mut operation = Operation::new(
+        Permission::KvRead,
+        "GET",
+        "/api/v1/kv/buckets/{bucket}/watch",
+    );
+    operation.facts.name = bucket.clone();
+    let ctx = match authorize(&state, &headers, &q, operation).await {
         Ok(ctx) => ctx,
         Err(e) => return e.into_response(),
     };
@@ -112,7 +117,10 @@ pub async fn watch_config(
     headers: HeaderMap,
     WsUpgrade(upgrade): WsUpgrade,
 ) -> Response {
-    let ctx = match authorize(&state, &headers, &q).await {
+    let mut operation =
+        Operation::new(Permission::ConfigRead, "GET", "/api/v1/config/{name}/watch");
+    operation.facts.name = name.clone();
+    let ctx = match authorize(&state, &headers, &q, operation).await {
         Ok(ctx) => ctx,
         Err(e) => return e.into_response(),
     };

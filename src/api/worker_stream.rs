@@ -14,6 +14,8 @@ use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::api::auth::Operation;
+use crate::domain::authz::Permission;
 use crate::domain::job::{Fence, JobFailure, JobReport, ReportOutcome, ReportedStep, YieldRequest};
 use crate::domain::time::Ts;
 use crate::engine::{Engine, EngineError, PollOutcome, WorkerHello};
@@ -21,7 +23,6 @@ use crate::ids::EnvId;
 use crate::proto::v1 as pb;
 use crate::proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
 use crate::store::execution::ClaimedJob;
-use crate::tenancy::Permission;
 
 use super::AppState;
 use super::error::ApiError;
@@ -80,13 +81,21 @@ impl WorkerService for WorkerStream {
         request: Request<Streaming<pb::WorkerMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let headers = request.metadata().clone().into_headers();
+        let operation = Operation {
+            facts: crate::domain::policy::RequestFacts {
+                method: "POST".into(),
+                path: "/ironflow.v1.WorkerService/Connect".into(),
+                rpc: "WorkerService/Connect".into(),
+                ..Default::default()
+            },
+            permission: Some(Permission::WorkersRun),
+        };
         let ctx = self
             .state
             .auth
-            .authenticate(&headers, None, None)
+            .authorize(&headers, None, None, operation)
             .await
             .map_err(Status::from)?;
-        ctx.require(Permission::Write).map_err(Status::from)?;
         let mut inbound = request.into_inner();
         let engine = self.state.engine.clone();
         // The first message registers the worker; anything else is a protocol error.

@@ -16,7 +16,6 @@ use crate::domain::job_wire::{
 };
 use crate::engine::{PollOutcome, WorkerHello};
 use crate::store::execution::ClaimedJob;
-use crate::tenancy::Permission;
 
 use super::AppState;
 use super::auth::RequestContext;
@@ -45,7 +44,6 @@ pub async fn register(
     PathParams(worker): PathParams<String>,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Write)?;
     let hello = WorkerHello {
         id: worker,
         hostname: body.hostname,
@@ -76,7 +74,6 @@ pub async fn heartbeat(
     PathParams(worker): PathParams<String>,
     JsonBody(body): JsonBody<HeartbeatBody>,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Write)?;
     let jobs: Vec<String> = body.jobs.into_iter().map(|j| j.job_id).collect();
     if state.engine.heartbeat(&ctx.env, &worker, &jobs).await? {
         Ok(Json(json!({"status": "ok"})))
@@ -92,7 +89,6 @@ pub async fn list(
     State(state): State<AppState>,
     ctx: RequestContext,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Read)?;
     let workers = state.engine.list_workers(&ctx.env).await?;
     let workers: Vec<Value> = workers
         .iter()
@@ -123,7 +119,6 @@ pub async fn poll(
     PathParams(worker): PathParams<String>,
     QueryParams(p): QueryParams<PollParams>,
 ) -> Result<Response, ApiError> {
-    ctx.require(Permission::Write)?;
     let available = p.available.unwrap_or(1);
     let wait = Duration::from_secs(p.wait.unwrap_or(0));
     match state
@@ -200,7 +195,6 @@ pub async fn ack(
     PathParams((worker, job)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<FenceBody>,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Write)?;
     let fence = Fence {
         env_id: ctx.env.clone(),
         worker_id: worker,
@@ -235,7 +229,6 @@ pub async fn report(
     PathParams((worker, job)): PathParams<(String, String)>,
     JsonBody(body): JsonBody<ReportBody>,
 ) -> Result<Json<Value>, ApiError> {
-    ctx.require(Permission::Write)?;
     // Only the environment and the worker the job was leased to may report on it.
     let holder = Fence {
         env_id: ctx.env.clone(),

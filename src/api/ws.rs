@@ -17,13 +17,13 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
+use crate::domain::authz::Permission;
 use crate::domain::group::{AckMode, GroupSettingsInput, Settle};
 use crate::engine::{BusMessage, EngineError, GroupMember};
 use crate::store::groups::GroupDelivery;
-use crate::tenancy::Permission;
 
 use super::AppState;
-use super::auth::RequestContext;
+use super::auth::{Caller, Operation, RequestContext};
 use super::extract::{QueryParams, WsUpgrade};
 use super::subscription::{Subscription, SubscriptionSpec, open_subscription};
 
@@ -42,17 +42,15 @@ pub async fn ws(
     headers: HeaderMap,
     WsUpgrade(upgrade): WsUpgrade,
 ) -> Response {
+    let operation = Operation::new(Permission::TopicsSubscribe, "GET", "/ws");
     let ctx = match state
         .auth
-        .authenticate(&headers, q.token.as_deref(), q.env.as_deref())
+        .authorize(&headers, q.token.as_deref(), q.env.as_deref(), operation)
         .await
     {
         Ok(ctx) => ctx,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = ctx.require(Permission::Read) {
-        return e.into_response();
-    }
     upgrade.on_upgrade(move |socket| session(state, ctx, socket))
 }
 
@@ -312,8 +310,16 @@ async fn join_group(
     id: String,
     s: &mut Session,
 ) -> Result<Message, EngineError> {
-    ctx.require(Permission::Write)
-        .map_err(|e| EngineError::FailedPrecondition(e.message))?;
+    // Joining a group inside the session is its own decision, by the same rules.
+    let policies = state.engine.policies_in_force(&ctx.env).await?;
+    let mut operation = Operation::new(Permission::GroupsWrite, "WS", "/ws");
+    operation.facts.name = group.to_owned();
+    operation.facts.topic = pattern.to_owned();
+    state
+        .auth
+        .decide(Caller { ctx: ctx.clone() }, &policies, operation)
+        .await
+        .map_err(|e| EngineError::PermissionDenied(e.message))?;
     let ack_mode = match text_of(options, "ackMode", "ack_mode")
         .map(|m| m.to_ascii_lowercase())
         .as_deref()

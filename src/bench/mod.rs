@@ -9,9 +9,11 @@
 //! (or, with `--in-process-worker`, in the bench's). `--backlog N` first seeds `N` queued runs
 //! of an unserved function and history behind them. `--mode appends` measures entity-stream
 //! appends instead ([`appends`]); `--mode sql-projection` a SQL projection's apply rate and
-//! append-to-visible latency ([`projection`]).
+//! append-to-visible latency ([`projection`]); `--mode authz` the authorization overhead per
+//! request ([`authz`]).
 
 mod appends;
+mod authz;
 mod backlog;
 mod counters;
 mod projection;
@@ -30,6 +32,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 pub use appends::{AppendOptions, AppendReport, run as run_appends};
+pub use authz::{AuthzOptions, AuthzReport, run as run_authz};
 pub use backlog::Backlog;
 pub use projection::{ProjectionBenchOptions, ProjectionReport, run as run_sql_projection};
 pub use report::{BenchReport, Samples};

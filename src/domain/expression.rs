@@ -224,10 +224,16 @@ impl Expression {
     /// Evaluates the expression; errors (missing fields, wrong types, an exhausted budget)
     /// are values of [`EvalError`], never panics.
     pub fn evaluate(&self, bindings: &Bindings) -> Result<Value, EvalError> {
+        self.evaluate_in(bindings)
+    }
+
+    /// Evaluates over any variables (the policy input has its own), with the same stack and
+    /// cost bounds as [`Expression::evaluate`].
+    pub fn evaluate_in(&self, variables: &dyn VariableResolver) -> Result<Value, EvalError> {
         let red_zone = EVAL_STACK_MARGIN + self.depth * EVAL_STACK_PER_LEVEL;
         stacker::maybe_grow(red_zone, EVAL_STACK, || {
             let mut ctx = Context::with_env(ENV.clone());
-            ctx.set_variable_resolver(bindings);
+            ctx.set_variable_resolver(variables);
             BUDGET.with(|b| b.set(MAX_COST));
             let outcome =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.resolve(&self.ast)));
@@ -268,6 +274,59 @@ impl Expression {
             Ok(Value::Null) | Err(_) => String::new(),
             Ok(other) => format!("{other:?}"),
         }
+    }
+}
+
+/// An expression's tree as written (without the cost wrappers), with where each node starts:
+/// what a checker walks to name the line and column of a mistake.
+pub struct WrittenTree {
+    pub root: IdedExpr,
+    info: cel::common::ast::SourceInfo,
+    source: String,
+}
+
+impl WrittenTree {
+    /// Parses a source that [`Expression::compile`] accepted (so its size and depth are
+    /// bounded), on the parser's own stack.
+    pub fn parse(expression: &Expression) -> Option<Self> {
+        let owned = expression.source.to_string();
+        stacker::grow(PARSE_STACK, move || {
+            let parsed = std::panic::catch_unwind(|| {
+                cel::parser::Parser::new().parse_with_source_info(&owned)
+            });
+            match parsed {
+                Ok(Ok((root, info))) => Some(Self {
+                    root,
+                    info,
+                    source: owned,
+                }),
+                _ => None,
+            }
+        })
+    }
+
+    /// 1-based line and column of a node (1:1 when unknown).
+    pub fn position(&self, id: u64) -> (usize, usize) {
+        let Some((start, _)) = self.info.offset_for(id) else {
+            return (1, 1);
+        };
+        let start = start as usize;
+        let mut line_start = 0;
+        let mut line = 1;
+        for (i, c) in self.source.char_indices() {
+            if i >= start {
+                break;
+            }
+            if c == '\n' {
+                line += 1;
+                line_start = i + 1;
+            }
+        }
+        let column = self
+            .source
+            .get(line_start..start)
+            .map_or(1, |s| s.chars().count() + 1);
+        (line, column)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Domain types shared by the engine and the store: function definitions, triggers, run states,
 //! history kinds.
 
+pub mod authz;
 pub mod breaker;
 pub mod event_schema;
 pub mod expression;
@@ -14,6 +15,7 @@ pub mod job_wire;
 pub mod kv;
 pub mod lifecycle;
 pub mod pattern;
+pub mod policy;
 pub mod projection;
 pub mod redaction;
 pub mod run;

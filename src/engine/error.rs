@@ -16,6 +16,12 @@ pub enum EngineError {
     },
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The caller may not do this (beyond what the route's permission said).
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A credential was wrong (a sign-in's email or password).
+    #[error("{0}")]
+    Unauthenticated(String),
     /// A conditional write's precondition (If-Match / If-None-Match) did not hold.
     #[error("{0}")]
     ConditionFailed(String),

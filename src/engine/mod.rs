@@ -2,6 +2,9 @@
 //!
 //! Transport-agnostic: takes parsed ids and domain inputs, returns records or [`EngineError`].
 
+mod access;
+mod admin;
+mod audit;
 mod bus;
 mod commits;
 mod control;
@@ -15,6 +18,7 @@ mod functions;
 mod groups;
 mod history_sql;
 mod kv;
+mod policies;
 mod projections;
 mod pubsub;
 mod push;
@@ -32,6 +36,11 @@ mod watch;
 use std::sync::Arc;
 
 pub use crate::store::kv_nats::NatsKv;
+pub use access::{Credential, PLATFORM_SCOPE};
+pub use admin::{
+    DeletionReport, IssuedKey, NewKey, NewUser, RoleView, SESSION_PREFIX, SESSION_TTL, SignedIn,
+};
+pub use audit::{AuditPage, AuditQuery, AuditSettings};
 pub use bus::{Bus, BusMessage, MessageKind};
 pub use control::{DeleteRunsQuery, MAX_DELETE_BATCH, PausedState};
 pub use data::config_document;
@@ -43,6 +52,7 @@ pub use functions::{FunctionHistoryPage, FunctionPage, RegisterFunction};
 pub use groups::GroupMember;
 pub use history_sql::{HistoryRows, MAX_QUERY_ROWS, MAX_QUERY_TIMEOUT_MS};
 pub use kv::KvBackend;
+pub use policies::{PolicyDocument, PolicySave};
 pub use projections::{
     FeedItem, MAX_CATCHUP_STREAM_WAIT, MAX_CATCHUP_WAIT, ProjectedEvent, ProjectionFeed,
     ProjectionReport, ProjectionState, RegisterProjection, RunnerCommit,
@@ -122,6 +132,8 @@ struct Inner {
     push_registered: std::sync::atomic::AtomicBool,
     /// Compiled event schemas, per name, for enforcement.
     schemas: schemas::SchemaCache,
+    /// Keys, sessions, roles and policy sets, remembered briefly for authorization.
+    access: access::AccessCache,
     shutdown: tokio_util::sync::CancellationToken,
 }
 
@@ -143,6 +155,7 @@ impl Engine {
                 bus: Bus::default(),
                 push_registered: std::sync::atomic::AtomicBool::new(false),
                 schemas: schemas::SchemaCache::default(),
+                access: access::AccessCache::default(),
                 shutdown: tokio_util::sync::CancellationToken::new(),
             }),
         }

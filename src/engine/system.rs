@@ -1,12 +1,11 @@
 //! What the server says about itself and who is calling: database health, the backend, an
-//! environment's counts, and the key and environment lookups behind authentication.
+//! environment's counts.
 
 use super::{Engine, EngineError};
-use crate::ids::{EnvId, ProjectId};
+use crate::ids::EnvId;
 use crate::store::Backend;
 use crate::store::messages::StoredMessage;
 use crate::store::runs::EnvCounts;
-use crate::store::tenancy::{ApiKeyRecord, EnvironmentRecord};
 
 impl Engine {
     /// Whether the database answers a trivial query.
@@ -37,24 +36,5 @@ impl Engine {
         limit: i64,
     ) -> Result<Vec<StoredMessage>, EngineError> {
         Ok(self.store().recent_messages(env, after_seq, limit).await?)
-    }
-
-    /// The live API key with this hash.
-    pub async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, EngineError> {
-        Ok(self.store().find_api_key(key_hash).await?)
-    }
-
-    /// A project's environment by name (or id).
-    pub async fn find_environment(
-        &self,
-        project: &ProjectId,
-        name: &str,
-    ) -> Result<Option<EnvironmentRecord>, EngineError> {
-        Ok(self.store().find_environment(project, name).await?)
-    }
-
-    /// The bootstrap project's default environment (dev mode authenticates into it).
-    pub async fn default_environment(&self) -> Result<Option<EnvironmentRecord>, EngineError> {
-        Ok(self.store().default_environment().await?)
     }
 }

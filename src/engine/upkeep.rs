@@ -1,5 +1,6 @@
 //! Database upkeep in the background: the planner's statistics of the hot tables, refreshed
-//! when they have changed a lot (see `Store::refresh_statistics`).
+//! when they have changed a lot (see `Store::refresh_statistics`), and audit entries past their
+//! organisation's retention, removed.
 
 use std::time::Duration;
 
@@ -7,11 +8,14 @@ use super::Engine;
 
 /// How often the hot tables' change counters are looked at.
 const STATISTICS_CHECK: Duration = Duration::from_secs(2);
+/// Expired audit entries are looked for every this many statistics checks (a minute).
+const AUDIT_SWEEP_EVERY: u32 = 30;
 
 impl Engine {
     pub(crate) async fn run_statistics_upkeep(&self) {
         let mut tick = tokio::time::interval(STATISTICS_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u32;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -19,6 +23,15 @@ impl Engine {
             }
             if let Err(e) = self.store().refresh_statistics().await {
                 tracing::debug!(error = %e, "refreshing planner statistics failed");
+            }
+            ticks = ticks.wrapping_add(1);
+            if ticks % AUDIT_SWEEP_EVERY != 1 {
+                continue;
+            }
+            match self.sweep_audit().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "audit entries past their retention removed"),
+                Err(e) => tracing::warn!(error = %e, "removing expired audit entries failed"),
             }
         }
     }

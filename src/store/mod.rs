@@ -1,5 +1,5 @@
 //! The storage API: one trait per area (events, functions, runs, history, execution, KV,
-//! config, secrets, messages, groups, push, tenancy), summed up by `Store`, implemented once by
+//! config, secrets, messages, groups, push, tenancy, policies, audit), summed up by `Store`, implemented once by
 //! [`db::SqlStore`] over the backend contract [`db::Db`] (Postgres or SQLite).
 //!
 //! The store knows tables and transactions, never HTTP. Every query lives in `sql/<backend>/`;
@@ -11,6 +11,7 @@ pub mod sqlite;
 pub mod time;
 
 mod apply;
+pub mod audit;
 pub mod config;
 pub mod control;
 pub mod db;
@@ -23,6 +24,7 @@ pub mod history_sql;
 pub mod kv;
 pub mod kv_nats;
 pub mod messages;
+pub mod policies;
 pub mod projections;
 pub mod push;
 pub mod runs;
@@ -140,6 +142,8 @@ impl Backend {
 #[async_trait]
 pub trait Store:
     tenancy::TenancyStore
+    + policies::PolicyStore
+    + audit::AuditStore
     + functions::FunctionStore
     + runs::RunStore
     + history::HistoryStore

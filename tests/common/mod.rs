@@ -475,28 +475,52 @@ pub fn step_entry(run_id: &str, name: &str, output: serde_json::Value) -> serde_
     })
 }
 
-/// An admin key of a second project (with its own `default` environment) on the server's
-/// database, written directly as an operator would: a caller that must see nothing of ours.
+/// An admin key of a second project (with its own `default` environment) in the server's
+/// organisation, made through the administration API: a caller that must see nothing of ours.
 pub async fn foreign_project_key(server: &TestServer) -> String {
-    let key = ironflow::tenancy::NewApiKey::generate();
-    let at = "2026-01-01T00:00:00.000000Z";
-    let suffix = uuid::Uuid::new_v4().simple().to_string();
-    let sql = format!(
-        "INSERT INTO projects (id, org_id, name, created_at) SELECT 'prj_{suffix}', id, 'other-{suffix}', '{at}' FROM orgs LIMIT 1;
-         INSERT INTO environments (id, project_id, name, created_at) VALUES ('env_{suffix}', 'prj_{suffix}', 'default', '{at}');
-         INSERT INTO api_keys (id, org_id, project_id, name, key_prefix, key_hash, role, created_at)
-           SELECT 'key_{suffix}', org_id, id, 'foreign', '{prefix}', '{hash}', 'admin', '{at}' FROM projects WHERE id = 'prj_{suffix}';",
-        prefix = key.prefix,
-        hash = key.hash,
-    );
-    raw_execute(&server.url, &sql)
-        .await
-        .expect("second project written");
-    key.secret
+    foreign_project(server, "admin").await.1
 }
 
-/// Row counts of every table of the database (migrations bookkeeping and `workers`, whose
-/// heartbeat timestamps move on their own, excluded): two equal snapshots mean nothing was
+/// A second project and a key of it with `role`: (project id, key secret).
+pub async fn foreign_project(server: &TestServer, role: &str) -> (String, String) {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let http = reqwest::Client::new();
+    let project: serde_json::Value = http
+        .post(format!("{}/api/v1/projects", server.base))
+        .bearer_auth(&server.key)
+        .json(&serde_json::json!({"name": format!("other-{suffix}")}))
+        .send()
+        .await
+        .expect("project created")
+        .json()
+        .await
+        .expect("project json");
+    let project_id = project["id"].as_str().expect("project id").to_owned();
+    let key = server
+        .create_key(
+            serde_json::json!({"name": "foreign", "project_id": project_id, "role_ids": [role]}),
+        )
+        .await;
+    (project_id, key["key"].as_str().expect("secret").to_owned())
+}
+
+impl TestServer {
+    /// A key made with `POST /api/v1/apikeys` (by the admin key): the answer, secret in `key`.
+    pub async fn create_key(&self, body: serde_json::Value) -> serde_json::Value {
+        let response = reqwest::Client::new()
+            .post(format!("{}/api/v1/apikeys", self.base))
+            .bearer_auth(&self.key)
+            .json(&body)
+            .send()
+            .await
+            .expect("key created");
+        assert_eq!(response.status(), 201, "creating a key with {body}");
+        response.json().await.expect("key json")
+    }
+}
+
+/// Row counts of every table of the database (migrations bookkeeping, `workers`, whose
+/// heartbeat timestamps move on their own, and the audit log excluded): two equal snapshots mean nothing was
 /// written in between.
 pub async fn table_counts(url: &str) -> std::collections::BTreeMap<String, i64> {
     let tables_sql = if url.starts_with("postgres") {
@@ -525,7 +549,8 @@ pub async fn table_counts(url: &str) -> std::collections::BTreeMap<String, i64> 
         names
     };
     for name in names {
-        if name.starts_with("_sqlx") || name == "workers" {
+        // The audit log records refusals (that is its job); every other table must not move.
+        if name.starts_with("_sqlx") || name == "workers" || name == "audit_log" {
             continue;
         }
         let n = raw_count(url, &format!("SELECT count(*) FROM \"{name}\"")).await;

@@ -108,6 +108,12 @@ def secrets_server(backend: str) -> Iterator[Server]:
     yield from _serve(backend, extra_env={"IRONFLOW_MASTER_KEY": ifconf.MASTER_KEY})
 
 
+@pytest.fixture(scope="session")
+def tenancy_server(backend: str) -> Iterator[Server]:
+    """A server per backend for the tenancy tests: their policy sets and keys stay off the shared one."""
+    yield from _serve(backend, extra_env={"IRONFLOW_MASTER_KEY": ifconf.MASTER_KEY})
+
+
 @pytest.fixture
 def wk(lease_server: Server, tmp_path) -> Iterator[workerkit.WorkerKit]:  # noqa: ANN001
     """Per-test worker kit on the short-lease server; every worker process it started is SIGKILLed after."""

@@ -1,0 +1,1 @@
+DELETE FROM users WHERE org_id = $1 AND id = $2;

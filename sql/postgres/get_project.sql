@@ -1,0 +1,2 @@
+SELECT id, org_id, name, created_at, updated_at FROM projects
+WHERE org_id = $1 AND id = $2 AND deleted_at IS NULL;

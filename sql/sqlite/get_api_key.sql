@@ -1,0 +1,5 @@
+SELECT k.id, k.org_id, k.project_id, k.env_id, k.name, k.key_prefix, k.roles, k.created_at,
+       k.expires_at, k.last_used_at, o.name AS org_name, o.is_root
+FROM api_keys k
+JOIN orgs o ON o.id = k.org_id
+WHERE k.org_id = ?1 AND k.id = ?2 AND k.revoked_at IS NULL;

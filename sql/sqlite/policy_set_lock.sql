@@ -1,0 +1,2 @@
+-- SQLite has one writer: nothing to serialise.
+SELECT 1;
