@@ -25,6 +25,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(DatabaseArgs),
+    /// A consistent copy of the SQLite database, taken while the server runs (Postgres:
+    /// `pg_dump`, see the README).
+    Backup(BackupArgs),
     /// API keys, minted on the database directly (like `migrate`): the way back in when the
     /// admin key is lost.
     Keys(KeysArgs),
@@ -193,6 +196,14 @@ impl DatabaseArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Where the copy goes (a new file).
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
 pub struct KeysArgs {
     #[command(subcommand)]
     pub command: KeysCommand,
@@ -279,9 +290,14 @@ pub struct ServeArgs {
     /// database without it.
     #[arg(long, env = "NATS_URL")]
     pub nats_url: Option<String>,
-    /// Log filter (`info`, `debug`, `ironflow=debug,sqlx=warn`).
-    #[arg(long, env = "LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    /// Log filter (`info`, `debug`, `ironflow=debug,sqlx=warn`); without it `RUST_LOG`, else
+    /// `info`.
+    #[arg(long, env = "LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// `text` (colours only on a terminal) or `json` (one object per line, with the request's
+    /// span: its id, method and path).
+    #[arg(long, env = "IRONFLOW_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
 }
 
 impl ServeArgs {

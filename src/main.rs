@@ -5,11 +5,31 @@ use ironflow::cli::{Cli, Command};
 use tracing_subscriber::EnvFilter;
 
 fn init_logging(filter: &str) {
+    init_logging_as(filter, LogFormat::Text);
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs on stderr: colours only when it is a terminal (never escape codes in a log file), or
+/// one JSON object per line carrying the current span (a request's id, method and path).
+fn init_logging_as(filter: &str, format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
 #[tokio::main]
@@ -17,7 +37,18 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            init_logging(&args.log_level);
+            // --log-level / LOG_LEVEL, else RUST_LOG, else info.
+            let filter = args
+                .log_level
+                .clone()
+                .or_else(|| std::env::var("RUST_LOG").ok())
+                .unwrap_or_else(|| "info".to_owned());
+            let format = if args.log_format == "json" {
+                LogFormat::Json
+            } else {
+                LogFormat::Text
+            };
+            init_logging_as(&filter, format);
             let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
                 .install_recorder()
                 .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
@@ -121,6 +152,39 @@ async fn main() -> anyhow::Result<()> {
         Command::BenchWorker(args) => {
             init_logging("warn");
             ironflow::bench::serve_worker(args.options()).await?;
+        }
+        Command::Backup(args) => {
+            init_logging("warn");
+            let url = args.database.url();
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                eprintln!(
+                    "ironflow backup: for Postgres use pg_dump (see the README), e.g. pg_dump --format=custom --file=ironflow.dump '{}'",
+                    ironflow::server::redact_url(&url)
+                );
+                std::process::exit(2);
+            }
+            let path = url.strip_prefix("sqlite://").unwrap_or(&url);
+            if !std::path::Path::new(path).exists() {
+                eprintln!("ironflow backup: {path} does not exist: nothing to back up");
+                std::process::exit(1);
+            }
+            if args.file.exists() {
+                eprintln!(
+                    "ironflow backup: {} already exists: give a new file",
+                    args.file.display()
+                );
+                std::process::exit(1);
+            }
+            match ironflow::store::sqlite::backup(std::path::Path::new(path), &args.file).await {
+                Ok(()) => eprintln!(
+                    "ironflow: a consistent copy of {path} is in {}",
+                    args.file.display()
+                ),
+                Err(e) => {
+                    eprintln!("ironflow backup: {e}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Keys(args) => match args.command {
             ironflow::cli::KeysCommand::Create {

@@ -241,6 +241,12 @@ async fn keys_create_recovers_a_lost_admin_key(backend: Backend) {
     );
 }
 
+/// SIGTERM, then wait until the server has exited.
+fn stop(mut child: std::process::Child) {
+    send_sigterm(&child);
+    child.wait().expect("stopped");
+}
+
 /// A graceful stop, as an operator's `kill` sends it.
 fn send_sigterm(child: &std::process::Child) {
     let status = Command::new("kill")
@@ -250,7 +256,272 @@ fn send_sigterm(child: &std::process::Child) {
     assert!(status.success());
 }
 
+/// A binary refuses a database migrated by a newer one, saying which version it found.
+async fn a_newer_schema_is_refused(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    assert!(
+        ironflow()
+            .args(["migrate", "--db", &url])
+            .status()
+            .expect("runs")
+            .success()
+    );
+    let checksum = match backend {
+        Backend::Postgres => "'\\x00'::bytea",
+        Backend::Sqlite => "X'00'",
+    };
+    common::raw_execute(
+        &url,
+        &format!(
+            "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (99990101000000, 'from the future', true, {checksum}, 0)"
+        ),
+    )
+    .await
+    .expect("a newer release's migration recorded");
+    let out = ironflow()
+        .args(["migrate", "--db", &url])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("99990101000000") && said.contains("newer than this binary"),
+        "{said}"
+    );
+}
+
+/// A server on a free port with these extra arguments; its stderr goes to `log` (a file: not a
+/// terminal, and never a full pipe that would block the server).
+fn serve_with(
+    url: &str,
+    port: u16,
+    key_file: &std::path::Path,
+    extra: &[&str],
+    log: &std::path::Path,
+) -> std::process::Child {
+    ironflow()
+        .args(["serve", "--db", url, "--port", &port.to_string()])
+        .arg("--bootstrap-key-file")
+        .arg(key_file)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("spawn")
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    l.local_addr().expect("addr").port()
+}
+
+async fn wait_ready(base: &str) {
+    let client = reqwest::Client::new();
+    common::eventually(
+        "the server becomes ready",
+        Duration::from_secs(20),
+        || async {
+            let r = client.get(format!("{base}/ready")).send().await;
+            r.is_ok_and(|r| r.status() == 200).then_some(())
+        },
+    )
+    .await;
+}
+
+/// `--log-format json`: one JSON object per log line, each line of a request carrying its id
+/// (the client's `x-request-id`, echoed back); text logs into a pipe have no colour codes.
+async fn logs_are_json_or_plain_text(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key_file = dir.path().join("key");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log = dir.path().join("json.log");
+    let child = serve_with(
+        &url,
+        port,
+        &key_file,
+        &[
+            "--log-format",
+            "json",
+            "--log-level",
+            "ironflow=debug,tower_http=debug",
+        ],
+        &log,
+    );
+    wait_ready(&base).await;
+    let response = reqwest::Client::new()
+        .get(format!("{base}/api/v1/events"))
+        .header("x-request-id", "req-42")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), 401);
+    assert_eq!(response.headers()["x-request-id"], "req-42");
+    let fresh = reqwest::get(format!("{base}/health")).await.expect("sent");
+    assert!(
+        fresh
+            .headers()
+            .get("x-request-id")
+            .is_some_and(|v| v.len() >= 32),
+        "a new id"
+    );
+    stop(child);
+    let stderr = std::fs::read_to_string(&log).expect("log");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string())
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["span"]["id"] == "req-42" && l["span"]["path"] == "/api/v1/events"),
+        "the request's lines carry its id: {stderr}"
+    );
+    assert!(!stderr.contains('\u{1b}'), "no escape codes");
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log = dir.path().join("text.log");
+    let child = serve_with(
+        &url,
+        port,
+        &key_file,
+        &["--log-level", "ironflow=debug,tower_http=debug"],
+        &log,
+    );
+    wait_ready(&base).await;
+    reqwest::get(format!("{base}/health")).await.expect("sent");
+    stop(child);
+    let stderr = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        stderr.contains("request{id="),
+        "text lines name the request: {stderr}"
+    );
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no colour codes into a pipe: {stderr}"
+    );
+}
+
+/// `ironflow backup` under load: the copy opens and holds every run
+/// acknowledged before the backup started. Postgres points at `pg_dump`.
+async fn backup_is_consistent_under_load(backend: Backend) {
+    let (url, _guard) = fresh_database(backend).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let copy = dir.path().join("copy.db");
+    if backend == Backend::Postgres {
+        let out = ironflow()
+            .args(["backup", "--db", &url])
+            .arg(&copy)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("pg_dump"));
+        return;
+    }
+    let key_file = dir.path().join("key");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let child = serve_with(&url, port, &key_file, &[], &dir.path().join("serve.log"));
+    wait_ready(&base).await;
+    let key = std::fs::read_to_string(&key_file)
+        .expect("key")
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let registered = http
+        .post(format!(
+            "{base}/ironflow.v1.IronflowService/RegisterFunction"
+        ))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(r#"{"id": "backed-up", "triggers": [{"event": "b.go"}]}"#)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(registered.status(), 200);
+    let emit = {
+        let (http, base, key) = (http.clone(), base.clone(), key.clone());
+        move |n: usize| {
+            let (http, base, key) = (http.clone(), base.clone(), key.clone());
+            async move {
+                let r = http
+                    .post(format!("{base}/api/v1/events"))
+                    .bearer_auth(&key)
+                    .json(&serde_json::json!({"name": "b.go", "data": {"n": n}}))
+                    .send()
+                    .await
+                    .expect("sent");
+                assert_eq!(r.status(), 200);
+                let body: serde_json::Value = r.json().await.expect("json");
+                body["run_ids"].as_array().map_or(0, Vec::len)
+            }
+        }
+    };
+    let mut acknowledged = 0;
+    for n in 0..50 {
+        acknowledged += emit(n).await;
+    }
+    assert_eq!(acknowledged, 50);
+    // Load while the copy is taken.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (done, emit) = (done.clone(), emit.clone());
+        tokio::spawn(async move {
+            let mut n = 1000;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                emit(n).await;
+                n += 1;
+            }
+            n - 1000
+        })
+    };
+    let out = ironflow()
+        .args(["backup", "--db", &url])
+        .arg(&copy)
+        .output()
+        .expect("runs");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let during = load.await.expect("load");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        during > 0,
+        "the server took writes while the copy was taken"
+    );
+    let copy_url = copy.display().to_string();
+    assert_eq!(
+        raw_count(&copy_url, "SELECT COUNT(*) FROM runs WHERE event_id IN (SELECT id FROM events WHERE json_extract(data, '$.n') < 1000)").await,
+        50,
+        "every run acknowledged before the backup is in the copy"
+    );
+    let again = ironflow()
+        .args(["backup", "--db", &url])
+        .arg(&copy)
+        .output()
+        .expect("runs");
+    assert!(
+        !again.status.success(),
+        "an existing file is not overwritten"
+    );
+    stop(child);
+}
+
 both_backends! {
+    newer_schema => a_newer_schema_is_refused;
+    log_format => logs_are_json_or_plain_text;
+    backup => backup_is_consistent_under_load;
     keys_create => keys_create_recovers_a_lost_admin_key;
     migrate => migrate_applies_the_schema;
     sigterm => serve_stops_cleanly_on_sigterm;

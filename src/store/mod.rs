@@ -121,6 +121,24 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
+/// Refuses a database migrated by a newer binary: migrations are forward-only, and an older
+/// binary against a newer schema would read and write rows it does not understand.
+pub(crate) fn check_schema_version(
+    applied: Option<i64>,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), StoreError> {
+    let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+    match applied {
+        Some(found) if found > known => Err(StoreError::Internal(format!(
+            "this database's schema is at version {found}, newer than this binary (ironflow {}) \
+             knows (up to {known}): run the release that migrated it, or a newer one \
+             (migrations are forward-only)",
+            env!("CARGO_PKG_VERSION")
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

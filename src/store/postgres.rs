@@ -83,9 +83,14 @@ impl PgDb {
     }
 
     async fn run_migrations(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/postgres")
-            .run(&self.pool)
-            .await?;
+        let migrator = sqlx::migrate!("./migrations/postgres");
+        // A fresh database has no bookkeeping table yet: no version applied.
+        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(None);
+        super::check_schema_version(applied, &migrator)?;
+        migrator.run(&self.pool).await?;
         sqlx::raw_sql(include_str!("../../sql/postgres/views.sql"))
             .execute(&self.pool)
             .await?;

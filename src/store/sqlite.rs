@@ -54,9 +54,14 @@ impl SqliteDb {
     }
 
     async fn run_migrations(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.writer)
-            .await?;
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        // A fresh database has no bookkeeping table yet: no version applied.
+        let applied: Option<i64> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(&self.writer)
+            .await
+            .unwrap_or(None);
+        super::check_schema_version(applied, &migrator)?;
+        migrator.run(&self.writer).await?;
         sqlx::raw_sql(include_str!("../../sql/sqlite/views.sql"))
             .execute(&self.writer)
             .await?;
@@ -116,4 +121,22 @@ impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(SqlStore::new(SqliteDb::open(path).await?))
     }
+}
+
+/// A consistent online copy of the database at `source` into `target` (`VACUUM INTO`: one read
+/// transaction, so the copy holds exactly what was committed when it began, while a running
+/// server goes on writing). SQLite refuses a `target` that exists and is not empty.
+pub async fn backup(source: &Path, target: &Path) -> Result<(), StoreError> {
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", source.display()))
+        .map_err(|e| StoreError::Invalid(format!("bad SQLite path: {e}")))?
+        .create_if_missing(false)
+        .busy_timeout(Duration::from_secs(30));
+    let mut conn = sqlx::ConnectOptions::connect(&options).await?;
+    let into = target.display().to_string();
+    sqlx::query("VACUUM INTO ?1")
+        .bind(&into)
+        .execute(&mut conn)
+        .await?;
+    sqlx::Connection::close(conn).await?;
+    Ok(())
 }
