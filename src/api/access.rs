@@ -117,6 +117,7 @@ pub fn needs_body_facts(path: &str) -> bool {
 /// handler refuses it anyway, and a policy over an empty name still decides (fail closed
 /// where a module requires the name).
 pub fn body_facts(path: &str, headers: &HeaderMap, body: &[u8], facts: &mut RequestFacts) {
+    // `path` is the matched route with the decoded method, never the raw request path.
     if path == "/api/v1/events" {
         if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body)
             && let Some(name) = value.get("name").and_then(|n| n.as_str())
@@ -130,8 +131,13 @@ pub fn body_facts(path: &str, headers: &HeaderMap, body: &[u8], facts: &mut Requ
     };
     let method = path.rsplit('/').next().unwrap_or_default();
     match method {
-        "Emit" | "Trigger" | "TriggerSync" => {
+        "Emit" | "Trigger" => {
             if let Ok(req) = unary.decode::<pb::TriggerRequest>() {
+                facts.event_names.push(req.event);
+            }
+        }
+        "TriggerSync" => {
+            if let Ok(req) = unary.decode::<pb::TriggerSyncRequest>() {
                 facts.event_names.push(req.event);
             }
         }

@@ -415,7 +415,19 @@ pub async fn create_key(
         ));
     }
     let org = ctx.org();
-    let env = body.env_id.filter(|e| !e.is_empty());
+    let mut env = body.env_id.filter(|e| !e.is_empty());
+    // A key scoped to one environment mints keys for that environment only.
+    if ctx.principal.env_scoped {
+        match &env {
+            None => env = Some(ctx.env.to_string()),
+            Some(named) if *named == ctx.env.as_str() => {}
+            Some(_) => {
+                return Err(ApiError::forbidden(
+                    "a key scoped to one environment creates keys for that environment only",
+                ));
+            }
+        }
+    }
     let project = match &env {
         Some(env) => state.engine.get_environment(&org, env).await?.project_id,
         None => project_of(&state, &ctx, body.project_id).await?,
@@ -475,7 +487,10 @@ pub async fn delete_key(
     QueryParams(q): QueryParams<PurgeQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let key = ApiKeyId::from_stored(id.clone());
-    state.engine.delete_key(&ctx.org(), &key, q.purge).await?;
+    state
+        .engine
+        .delete_key(&ctx.org(), ctx.permissions(), &key, q.purge)
+        .await?;
     Ok(Json(json!({"deleted": id, "purged": q.purge})))
 }
 
@@ -486,7 +501,10 @@ pub async fn rotate_key(
     OptionalJsonBody(_body): OptionalJsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let key = ApiKeyId::from_stored(id);
-    let issued = state.engine.rotate_key(&ctx.org(), &key).await?;
+    let issued = state
+        .engine
+        .rotate_key(&ctx.org(), ctx.permissions(), &key)
+        .await?;
     Ok(Json(issued_json(&issued)))
 }
 
@@ -601,7 +619,10 @@ pub async fn delete_user(
     ctx: RequestContext,
     PathParams(id): PathParams<String>,
 ) -> Result<Json<Value>, ApiError> {
-    state.engine.delete_user(&ctx.org(), &id).await?;
+    state
+        .engine
+        .delete_user(&ctx.org(), ctx.permissions(), &id)
+        .await?;
     Ok(Json(json!({"deleted": id})))
 }
 
@@ -634,7 +655,13 @@ pub async fn change_password(
     };
     state
         .engine
-        .change_password(&ctx.org(), &id, current, body.new_password)
+        .change_password(
+            &ctx.org(),
+            ctx.permissions(),
+            &id,
+            current,
+            body.new_password,
+        )
         .await?;
     Ok(Json(json!({"status": "changed"})))
 }

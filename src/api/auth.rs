@@ -205,8 +205,9 @@ impl Authenticator {
         };
         let (env, env_name, project) = match env {
             Ok(found) => found,
-            // Org-level calls (keys, users, roles, …) do not need the environment to exist.
-            Err((project, _)) if org_level => {
+            // Org-level calls (keys, users, roles, …) need no environment; one they name must
+            // exist all the same (its policies apply to them).
+            Err((project, _)) if org_level && named.is_none() => {
                 (EnvId::from_stored(String::new()), String::new(), project)
             }
             Err((_, name)) => {
@@ -474,10 +475,26 @@ pub async fn authorize_route(
         return ApiError::not_found("no such route").into_response();
     };
     let path = parts.uri.path().to_owned();
+    // What the call is, as the handler will see it: the matched route, and for a Connect
+    // service its decoded method (body facts are read by this name, never the raw path's).
+    let mut canonical = route.clone();
     let mut operation = match access {
         super::Access::Key(permission) => Operation::new(permission, method.as_str(), &path),
         super::Access::Service => {
-            let (service, rpc) = connect_names(&path);
+            // The service from the matched route, the method from the decoded parameter: the
+            // handler dispatches on the decoded name, so the decision must look at the same one
+            // (`%45mit` is `Emit`).
+            let decoded = match RawPathParams::from_request_parts(&mut parts, &()).await {
+                Ok(params) => params
+                    .iter()
+                    .find(|(name, _)| *name == "method")
+                    .map(|(_, value)| value.to_owned())
+                    .unwrap_or_default(),
+                Err(e) => return e.into_response(),
+            };
+            let service = connect_service(&route);
+            let rpc = decoded.as_str();
+            canonical = format!("/ironflow.v1.{service}/{rpc}");
             Operation {
                 permission: super::access::connect_permission(service, rpc),
                 facts: RequestFacts {
@@ -512,10 +529,12 @@ pub async fn authorize_route(
         Err(e) => return ApiError::from(e).into_response(),
     };
     // The body is read for its facts only when a policy could look at them.
-    let body = if policies.iter().any(|p| !p.is_empty()) && super::access::needs_body_facts(&path) {
+    let body = if policies.iter().any(|p| !p.is_empty())
+        && super::access::needs_body_facts(&canonical)
+    {
         match axum::body::to_bytes(body, state.max_request_bytes).await {
             Ok(bytes) => {
-                super::access::body_facts(&path, &parts.headers, &bytes, &mut operation.facts);
+                super::access::body_facts(&canonical, &parts.headers, &bytes, &mut operation.facts);
                 axum::body::Body::from(bytes)
             }
             Err(_) => {
@@ -545,10 +564,12 @@ pub async fn authorize_route(
     response
 }
 
-/// `("IronflowService", "Emit")` from `/ironflow.v1.IronflowService/Emit`.
-fn connect_names(path: &str) -> (&str, &str) {
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    let service = parts.next().unwrap_or_default();
-    let service = service.strip_prefix("ironflow.v1.").unwrap_or(service);
-    (service, parts.next().unwrap_or_default())
+/// `IronflowService` from the route `/ironflow.v1.IronflowService/{method}`.
+fn connect_service(route: &str) -> &str {
+    let service = route
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    service.strip_prefix("ironflow.v1.").unwrap_or(service)
 }

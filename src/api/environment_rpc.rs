@@ -43,7 +43,10 @@ async fn mint_key(
     let name = key_name(env);
     for old in state.engine.list_keys(&org).await? {
         if old.name == name && old.env_id.as_ref() == Some(&env.id) {
-            state.engine.delete_key(&org, &old.id, false).await?;
+            state
+                .engine
+                .delete_key(&org, ctx.permissions(), &old.id, false)
+                .await?;
         }
     }
     let issued = state

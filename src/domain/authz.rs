@@ -417,18 +417,43 @@ pub struct Principal {
     pub roles: Vec<String>,
     /// The union of the roles' permissions.
     pub granted: PermissionSet,
+    /// A key scoped to one environment: it administers nothing beyond it.
+    pub env_scoped: bool,
 }
+
+/// What a key scoped to one environment can never do, whatever its roles: administration of
+/// the organisation, its projects, environments, users and roles, and of the platform.
+pub const ORG_WIDE: &[Permission] = &[
+    Permission::OrgsAdmin,
+    Permission::UsersAdmin,
+    Permission::RolesAdmin,
+    Permission::ProjectsAdmin,
+    Permission::EnvironmentsAdmin,
+    Permission::PlatformAdmin,
+];
 
 impl Principal {
     /// The permissions RBAC gives this principal: its roles', plus `platform:admin` for admins
     /// of the root organisation.
     pub fn permissions(&self) -> PermissionSet {
-        let admin = self.roles.iter().any(|r| r == BuiltinRole::Admin.as_str());
-        if admin && self.root_org {
-            self.granted.with(Permission::PlatformAdmin)
+        let set = role_grant(self.granted, &self.roles, self.root_org);
+        if self.env_scoped {
+            ORG_WIDE.iter().fold(set, |s, p| s.without(*p))
         } else {
-            self.granted
+            set
         }
+    }
+}
+
+/// What holding `roles` (whose permissions are `granted`) gives in an organisation: the root
+/// organisation's admins also hold `platform:admin`. Used for principals and for the grant
+/// ceiling alike, so nobody can hand out an admin role of the root organisation without it.
+pub fn role_grant(granted: PermissionSet, roles: &[String], root_org: bool) -> PermissionSet {
+    let admin = roles.iter().any(|r| r == BuiltinRole::Admin.as_str());
+    if admin && root_org {
+        granted.with(Permission::PlatformAdmin)
+    } else {
+        granted
     }
 }
 
@@ -545,10 +570,19 @@ mod tests {
             root_org: false,
             roles: vec!["admin".into()],
             granted: BuiltinRole::Admin.permissions(),
+            env_scoped: false,
         };
         assert!(!p.permissions().contains(Permission::PlatformAdmin));
         p.root_org = true;
         assert!(p.permissions().contains(Permission::PlatformAdmin));
+        p.env_scoped = true;
+        let scoped = p.permissions();
+        assert!(
+            ORG_WIDE.iter().all(|w| !scoped.contains(*w)),
+            "a scoped key administers no org"
+        );
+        assert!(scoped.contains(Permission::KeysAdmin) && scoped.contains(Permission::EventsEmit));
+        p.env_scoped = false;
         p.roles = vec!["developer".into()];
         assert!(!p.permissions().contains(Permission::PlatformAdmin));
     }

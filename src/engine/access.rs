@@ -229,6 +229,7 @@ impl Engine {
 
     /// The principal a credential stands for, with its roles' permissions resolved.
     pub async fn principal(&self, credential: &Credential) -> Result<Principal, EngineError> {
+        let env_scoped = matches!(credential, Credential::Key(k) if k.env_id.is_some());
         let (kind, id, org, org_name, root, roles) = match credential {
             Credential::Key(k) => (
                 PrincipalKind::Key,
@@ -256,6 +257,7 @@ impl Engine {
             root_org: root,
             roles,
             granted,
+            env_scoped,
         })
     }
 
@@ -277,6 +279,7 @@ impl Engine {
             root_org: true,
             roles: vec![BuiltinRole::Admin.as_str().into()],
             granted: BuiltinRole::Admin.permissions(),
+            env_scoped: false,
         };
         let identity = (principal, self.store().default_environment().await?);
         // Remembered only once the database is bootstrapped (a first boot may be under way).

@@ -9,7 +9,7 @@ use rand::RngCore;
 
 use super::{Engine, EngineError};
 use crate::domain::authz::{
-    BuiltinRole, Permission, PermissionSet, check_custom_role, check_role_name,
+    BuiltinRole, Permission, PermissionSet, check_custom_role, check_role_name, role_grant,
 };
 use crate::domain::storable::check_text;
 use crate::domain::time::Ts;
@@ -98,9 +98,13 @@ fn check_name(field: &str, name: &str) -> Result<String, EngineError> {
 /// Environment names appear in headers: visible ASCII without spaces.
 fn check_env_name(name: &str) -> Result<String, EngineError> {
     let name = check_name("environment name", name)?;
-    if !name.chars().all(|c| c.is_ascii_graphic()) || name.contains("~deleted~") {
+    // An environment is addressed by name or id: a name that could be an id would shadow one.
+    if !name.chars().all(|c| c.is_ascii_graphic())
+        || name.contains("~deleted~")
+        || uuid::Uuid::parse_str(&name).is_ok()
+    {
         return Err(EngineError::InvalidArgument(
-            "environment name must be visible ASCII without spaces".into(),
+            "environment name must be visible ASCII without spaces, and not an id".into(),
         ));
     }
     Ok(name)
@@ -440,7 +444,33 @@ impl Engine {
                 )));
             }
         }
-        within_ceiling(self.role_permissions(org, roles).await?, ceiling)
+        within_ceiling(self.holding(org, roles).await?, ceiling)
+    }
+
+    /// What holding `roles` in `org` gives (an admin of the root organisation administers the
+    /// platform too).
+    async fn holding(&self, org: &OrgId, roles: &[String]) -> Result<PermissionSet, EngineError> {
+        let root = self.get_org(org).await?.is_root;
+        Ok(role_grant(
+            self.role_permissions(org, roles).await?,
+            roles,
+            root,
+        ))
+    }
+
+    /// A key or user with more permissions than the caller is out of its reach: rotating,
+    /// re-roling, resetting or deleting it would hand the caller what it does not hold.
+    async fn check_target(
+        &self,
+        org: &OrgId,
+        target_roles: &[String],
+        ceiling: PermissionSet,
+    ) -> Result<(), EngineError> {
+        within_ceiling(self.holding(org, target_roles).await?, ceiling).map_err(|_| {
+            EngineError::PermissionDenied(
+                "that key or user holds permissions you do not: it is out of your reach".into(),
+            )
+        })
     }
 
     pub async fn create_key(
@@ -499,9 +529,12 @@ impl Engine {
     pub async fn delete_key(
         &self,
         org: &OrgId,
+        ceiling: PermissionSet,
         key: &ApiKeyId,
         purge: bool,
     ) -> Result<(), EngineError> {
+        let target = self.get_key(org, key).await?;
+        self.check_target(org, &target.roles, ceiling).await?;
         if !self.store().revoke_api_key(org, key, purge).await? {
             return Err(not_found("API key", key.as_str()));
         }
@@ -510,7 +543,14 @@ impl Engine {
     }
 
     /// A new secret for the key; the old one stops working.
-    pub async fn rotate_key(&self, org: &OrgId, key: &ApiKeyId) -> Result<IssuedKey, EngineError> {
+    pub async fn rotate_key(
+        &self,
+        org: &OrgId,
+        ceiling: PermissionSet,
+        key: &ApiKeyId,
+    ) -> Result<IssuedKey, EngineError> {
+        let target = self.get_key(org, key).await?;
+        self.check_target(org, &target.roles, ceiling).await?;
         let fresh = NewApiKey::generate();
         if !self
             .store()
@@ -533,7 +573,8 @@ impl Engine {
         key: &ApiKeyId,
         roles: Vec<String>,
     ) -> Result<ApiKeyRecord, EngineError> {
-        self.get_key(org, key).await?;
+        let target = self.get_key(org, key).await?;
+        self.check_target(org, &target.roles, ceiling).await?;
         self.check_grant(org, &roles, ceiling).await?;
         self.store().set_api_key_roles(org, key, &roles).await?;
         self.forget_credentials();
@@ -594,6 +635,7 @@ impl Engine {
         roles: Option<Vec<String>>,
     ) -> Result<UserRecord, EngineError> {
         let mut found = self.get_user(org, user).await?;
+        self.check_target(org, &found.roles, ceiling).await?;
         if let Some(name) = name {
             check_text("name", &name).map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
             found.name = name.trim().to_owned();
@@ -619,11 +661,15 @@ impl Engine {
     pub async fn change_password(
         &self,
         org: &OrgId,
+        ceiling: PermissionSet,
         user: &str,
         current: Option<String>,
         new: String,
     ) -> Result<(), EngineError> {
         let found = self.get_user(org, user).await?;
+        if current.is_none() {
+            self.check_target(org, &found.roles, ceiling).await?;
+        }
         if let Some(current) = current
             && !verify_password(current, found.password_hash.clone()).await
         {
@@ -638,7 +684,14 @@ impl Engine {
         Ok(())
     }
 
-    pub async fn delete_user(&self, org: &OrgId, user: &str) -> Result<(), EngineError> {
+    pub async fn delete_user(
+        &self,
+        org: &OrgId,
+        ceiling: PermissionSet,
+        user: &str,
+    ) -> Result<(), EngineError> {
+        let target = self.get_user(org, user).await?;
+        self.check_target(org, &target.roles, ceiling).await?;
         if !self.store().delete_user(org, user).await? {
             return Err(not_found("user", user));
         }
@@ -771,6 +824,11 @@ impl Engine {
         let mut role = self.custom_role(org, id).await?;
         if let Some(name) = name {
             check_role_name(name).map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+            if BuiltinRole::parse(name).is_some() {
+                return Err(EngineError::InvalidArgument(format!(
+                    "'{name}' is a built-in role's name"
+                )));
+            }
             role.name = name.to_owned();
         }
         if let Some(description) = description {

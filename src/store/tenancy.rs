@@ -1004,11 +1004,14 @@ impl<D: Db> TenancyStore for SqlStore<D> {
 
     async fn delete_user(&self, org: &OrgId, user: &str) -> Result<bool, StoreError> {
         let mut tx = self.db.begin().await?;
-        tx.execute(sql!("delete_user_sessions"), args![user])
-            .await?;
         let n = tx
             .execute(sql!("delete_user"), args![org.as_str(), user])
             .await?;
+        // Only once the org-scoped delete found the user: another org's sessions stay.
+        if n > 0 {
+            tx.execute(sql!("delete_user_sessions"), args![user])
+                .await?;
+        }
         D::commit(tx).await?;
         Ok(n > 0)
     }

@@ -165,6 +165,27 @@ def test_nobody_grants_what_they_do_not_hold(tenancy_server: Server, admin: Iron
     ok = tenancy_server.request("POST", "/api/v1/apikeys", json_body={"name": "same", "role_ids": [role["id"]]},
                                 auth=minter)
     assert ok.status == 201, ok
+    # Keys and users with more permissions than the caller are out of its reach.
+    boot = next(k for k in admin.api_keys_list() if k["name"] == "bootstrap admin key")
+    for method, path in (("POST", f"/api/v1/apikeys/{boot['id']}/rotate"), ("DELETE", f"/api/v1/apikeys/{boot['id']}"),
+                         ("PUT", f"/api/v1/apikeys/{boot['id']}/roles")):
+        r = tenancy_server.request(method, path, json_body={"role_ids": [role["id"]]}, auth=minter)
+        assert_json_error(r, 403, mentions=("out of your reach",))
+    assert tenancy_server.request("GET", "/api/v1/events").status == 200, "the admin key still works"
+    # An admin key scoped to one environment administers nothing beyond it.
+    env = admin.environments_create({"name": f"scoped-{uid}"})
+    other = admin.environments_create({"name": f"other-{uid}"})
+    scoped = admin.api_keys_create({"name": f"scoped-admin-{uid}", "env_id": env["id"], "role_ids": ["admin"]})["key"]
+    r = tenancy_server.request("POST", "/api/v1/apikeys", auth=scoped,
+                               json_body={"name": "x", "env_id": other["id"], "role_ids": ["admin"]})
+    assert_json_error(r, 403, mentions=("that environment only",))
+    mine = tenancy_server.request("POST", "/api/v1/apikeys", auth=scoped, json_body={"name": "y", "role_ids": ["viewer"]})
+    assert mine.status == 201 and mine.json()["environment_id"] == env["id"], mine
+    for method, path in (("DELETE", f"/api/v1/environments/{other['id']}"), ("POST", "/api/v1/projects"),
+                         ("POST", "/api/v1/users")):
+        assert_json_error(tenancy_server.request(method, path, json_body={"name": "z"}, auth=scoped), 403)
+    r = tenancy_server.request("GET", "/api/v1/apikeys", auth=scoped, headers={"X-Ironflow-Environment": "nope"})
+    assert_json_error(r, (403, 404))
     developer = admin.api_keys_create({"name": f"dev-{uid}", "role_ids": ["developer"]})["key"]
     for method, path, body in (("POST", "/api/v1/apikeys", {"name": "x"}), ("POST", "/api/v1/roles", {"name": "x"}),
                                ("GET", "/api/v1/audit", None), ("POST", "/api/v1/users", {"email": "a@b.c"})):
