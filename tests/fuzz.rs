@@ -12,9 +12,8 @@ mod common;
 use std::io::Write as _;
 use std::time::Duration;
 
-use common::{Backend, ServerConfig, TestServer, table_counts};
+use common::{Backend, ServerConfig, TestServer, connect_methods, fill, table_counts};
 use ironflow::api::{Access, routes};
-use prost::Message as _;
 use serde_json::{Value, json};
 
 /// Path parameter values every route must refuse (400), writing nothing.
@@ -225,19 +224,6 @@ fn queries() -> Vec<&'static str> {
     ]
 }
 
-fn fill(path: &str, value: &str) -> String {
-    let mut out = String::new();
-    let mut rest = path;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
-        out.push_str(value);
-        rest = &rest[close..];
-    }
-    out.push_str(rest);
-    out
-}
-
 fn method_of(m: &axum::http::Method) -> reqwest::Method {
     reqwest::Method::from_bytes(m.as_str().as_bytes()).expect("method")
 }
@@ -249,23 +235,6 @@ async fn assert_alive(server: &TestServer, http: &reqwest::Client, after: &str) 
         .await
         .unwrap_or_else(|e| panic!("the server died after {after}: {e}"));
     assert_eq!(health.status(), 200, "unhealthy after {after}");
-}
-
-/// The services and methods of our proto files, with whether each streams.
-fn connect_methods() -> Vec<(String, String, bool)> {
-    let set = prost_types::FileDescriptorSet::decode(ironflow::proto::FILE_DESCRIPTOR_SET)
-        .expect("descriptors");
-    let mut methods = Vec::new();
-    for file in &set.file {
-        for service in &file.service {
-            let full = format!("{}.{}", file.package(), service.name());
-            for method in &service.method {
-                let streaming = method.client_streaming() || method.server_streaming();
-                methods.push((full.clone(), method.name().to_owned(), streaming));
-            }
-        }
-    }
-    methods
 }
 
 async fn fuzz_every_route(backend: Backend) {

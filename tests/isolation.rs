@@ -10,42 +10,13 @@ mod common;
 use std::time::Duration;
 
 use common::ws::{connect_to, next_frame, send};
-use common::{Backend, FakeWorker, ServerConfig, TestServer, foreign_project, table_counts};
+use common::{
+    Backend, FakeWorker, ServerConfig, TestServer, connect_methods, fill, foreign_project,
+    table_counts,
+};
 use ironflow::api::{Access, connect_permission, routes};
 use ironflow::domain::authz::{BuiltinRole, Permission};
-use prost::Message as _;
 use serde_json::{Value, json};
-
-/// The services and methods of our proto files (`WorkerService` is gRPC, walked apart).
-fn connect_methods() -> Vec<(String, String)> {
-    let set = prost_types::FileDescriptorSet::decode(ironflow::proto::FILE_DESCRIPTOR_SET)
-        .expect("descriptors");
-    let mut methods = Vec::new();
-    for file in &set.file {
-        for service in &file.service {
-            if service.name() == "WorkerService" {
-                continue;
-            }
-            for method in &service.method {
-                methods.push((service.name().to_owned(), method.name().to_owned()));
-            }
-        }
-    }
-    methods
-}
-
-fn fill(path: &str) -> String {
-    let mut out = String::new();
-    let mut rest = path;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
-        out.push_str("probe");
-        rest = &rest[close..];
-    }
-    out.push_str(rest);
-    out
-}
 
 /// Who calls, and what it must be answered for a call needing `permission`.
 #[derive(Clone, Copy, Debug)]
@@ -193,13 +164,21 @@ async fn every_route_refuses_outsiders(backend: Backend) {
         let websocket = route.path.ends_with("watch") || route.path == "/ws";
         walk.call(
             route.method.as_str(),
-            &fill(route.path),
+            &fill(route.path, "probe"),
             websocket,
             permission,
         )
         .await;
     }
-    let methods = connect_methods();
+    // `WorkerService` is gRPC only: its refusals are tested in tests/worker_stream.rs.
+    let methods: Vec<(String, String)> = connect_methods()
+        .into_iter()
+        .filter(|(service, _, _)| service != "ironflow.v1.WorkerService")
+        .map(|(service, method, _)| {
+            let short = service.trim_start_matches("ironflow.v1.").to_owned();
+            (short, method)
+        })
+        .collect();
     assert!(methods.len() > 60, "the descriptors list our methods");
     for (service, method) in methods {
         let permission = connect_permission(&service, &method);

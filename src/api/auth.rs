@@ -475,6 +475,15 @@ pub async fn authorize_route(
         return ApiError::not_found("no such route").into_response();
     };
     let path = parts.uri.path().to_owned();
+    // Decoded once: a Connect method's name, and the facts REST parameters give a policy.
+    let params = RawPathParams::from_request_parts(&mut parts, &())
+        .await
+        .map(|p| {
+            p.iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect::<Vec<(String, String)>>()
+        })
+        .map_err(|e| e.body_text());
     // What the call is, as the handler will see it: the matched route, and for a Connect
     // service its decoded method (body facts are read by this name, never the raw path's).
     let mut canonical = route.clone();
@@ -484,13 +493,13 @@ pub async fn authorize_route(
             // The service from the matched route, the method from the decoded parameter: the
             // handler dispatches on the decoded name, so the decision must look at the same one
             // (`%45mit` is `Emit`).
-            let decoded = match RawPathParams::from_request_parts(&mut parts, &()).await {
+            let decoded = match &params {
                 Ok(params) => params
                     .iter()
-                    .find(|(name, _)| *name == "method")
-                    .map(|(_, value)| value.to_owned())
+                    .find(|(name, _)| name == "method")
+                    .map(|(_, value)| value.clone())
                     .unwrap_or_default(),
-                Err(e) => return e.into_response(),
+                Err(text) => return ApiError::invalid(format!("bad path: {text}")).into_response(),
             };
             let service = connect_service(&route);
             let rpc = decoded.as_str();
@@ -509,12 +518,8 @@ pub async fn authorize_route(
             return next.run(Request::from_parts(parts, body)).await;
         }
     };
-    if let Ok(params) = RawPathParams::from_request_parts(&mut parts, &()).await {
-        let params: Vec<(String, String)> = params
-            .iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        super::access::path_facts(&route, &params, &mut operation.facts);
+    if let Ok(params) = &params {
+        super::access::path_facts(&route, params, &mut operation.facts);
     }
     let auth = &state.auth;
     let caller = match auth

@@ -578,3 +578,36 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// A route pattern with every `{param}` replaced by `value`.
+pub fn fill(path: &str, value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
+        out.push_str(value);
+        rest = &rest[close..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The services (`ironflow.v1.<Name>`) and methods of our proto files, with whether each
+/// streams.
+pub fn connect_methods() -> Vec<(String, String, bool)> {
+    use prost::Message as _;
+    let set = prost_types::FileDescriptorSet::decode(ironflow::proto::FILE_DESCRIPTOR_SET)
+        .expect("descriptors");
+    let mut methods = Vec::new();
+    for file in &set.file {
+        for service in &file.service {
+            let full = format!("{}.{}", file.package(), service.name());
+            for method in &service.method {
+                let streaming = method.client_streaming() || method.server_streaming();
+                methods.push((full.clone(), method.name().to_owned(), streaming));
+            }
+        }
+    }
+    methods
+}
