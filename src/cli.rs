@@ -127,6 +127,16 @@ pub struct BenchArgs {
     /// Also print the figures as one JSON object, as the last line.
     #[arg(long)]
     pub json: bool,
+    /// `--mode steps`: server nodes on the one database (Postgres), each with its own worker.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
+    /// `--mode steps` on Postgres: the schema the server uses.
+    #[arg(long, env = "IRONFLOW_DB_SCHEMA", default_value = "ironflow", value_parser = parse_schema)]
+    pub db_schema: crate::store::pg_layout::DbSchema,
+}
+
+fn parse_schema(name: &str) -> Result<crate::store::pg_layout::DbSchema, String> {
+    crate::store::pg_layout::DbSchema::parse(name)
 }
 
 impl BenchArgs {
@@ -160,12 +170,14 @@ impl BenchArgs {
     pub fn options(&self) -> crate::bench::BenchOptions {
         crate::bench::BenchOptions {
             database_url: self.database_url.clone(),
+            schema: self.db_schema.clone(),
             workflows: self.workflows,
             steps: self.steps,
             concurrency: self.concurrency,
             latency_samples: self.latency_samples,
             raw_for: std::time::Duration::from_secs(self.raw_secs.max(1)),
             in_process_worker: self.in_process_worker,
+            nodes: self.nodes,
             backlog: crate::bench::Backlog {
                 runs: self.backlog,
                 history: self
@@ -184,6 +196,28 @@ pub struct DatabaseArgs {
     /// Where the embedded SQLite database lives when no Postgres URL is given.
     #[arg(long, env = "IRONFLOW_DATA_DIR", default_value = ".ironflow")]
     pub data_dir: PathBuf,
+    /// Postgres: the schema every table, view and function lives in.
+    #[arg(long, env = "IRONFLOW_DB_SCHEMA", default_value = "ironflow")]
+    pub db_schema: String,
+    /// Postgres: `--db` is a transaction-mode pooler (PgBouncer `pool_mode = transaction`):
+    /// no named prepared statements or session settings.
+    #[arg(long, env = "IRONFLOW_DB_TRANSACTION_POOLER")]
+    pub db_transaction_pooler: bool,
+    /// Postgres: a direct (session) connection for LISTEN and migrations, next to a pooled `--db`.
+    #[arg(long, env = "IRONFLOW_DB_LISTEN_URL")]
+    pub db_listen_url: Option<String>,
+    /// Postgres: connections in this node's pool.
+    #[arg(long, env = "IRONFLOW_DB_POOL_SIZE", default_value_t = 32)]
+    pub db_pool_size: u32,
+    /// Postgres: longest one statement may run, in milliseconds (`statement_timeout`); 0: no limit.
+    #[arg(long, env = "IRONFLOW_DB_STATEMENT_TIMEOUT_MS", default_value_t = 0)]
+    pub db_statement_timeout_ms: u64,
+    /// Postgres: the `application_name` of this node's connections.
+    #[arg(long, env = "IRONFLOW_DB_APPLICATION_NAME", default_value = "ironflow")]
+    pub db_application_name: String,
+    /// Postgres: CA certificate file to verify the server with (with `sslmode=verify-full`).
+    #[arg(long, env = "IRONFLOW_DB_CA_FILE")]
+    pub db_ca_file: Option<PathBuf>,
 }
 
 impl DatabaseArgs {
@@ -192,6 +226,25 @@ impl DatabaseArgs {
             Some(url) if !url.trim().is_empty() => url.clone(),
             _ => self.data_dir.join("ironflow.db").display().to_string(),
         }
+    }
+
+    /// The store to open, with every `--db-*` setting parsed.
+    pub fn options(&self) -> anyhow::Result<crate::store::DbOptions> {
+        let schema = crate::store::pg_layout::DbSchema::parse(&self.db_schema)
+            .map_err(|e| anyhow::anyhow!("--db-schema: {e}"))?;
+        Ok(crate::store::DbOptions {
+            url: self.url(),
+            postgres: crate::store::postgres::PgOptions {
+                schema,
+                listen_url: self.db_listen_url.clone().filter(|u| !u.trim().is_empty()),
+                transaction_pooler: self.db_transaction_pooler,
+                pool_size: self.db_pool_size.max(1),
+                statement_timeout: (self.db_statement_timeout_ms > 0)
+                    .then(|| std::time::Duration::from_millis(self.db_statement_timeout_ms)),
+                application_name: self.db_application_name.clone(),
+                ca_file: self.db_ca_file.clone(),
+            },
+        })
     }
 }
 
@@ -323,7 +376,7 @@ impl ServeArgs {
         Ok(ServeOptions {
             bind: self.bind,
             port: self.port,
-            database_url: self.database.url(),
+            database: self.database.options()?,
             dev: self.dev,
             bootstrap_key_file: self.bootstrap_key_file.clone(),
             max_payload_bytes: self.max_payload_bytes,

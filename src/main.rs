@@ -158,7 +158,8 @@ async fn main() -> anyhow::Result<()> {
             let url = args.database.url();
             if url.starts_with("postgres://") || url.starts_with("postgresql://") {
                 eprintln!(
-                    "ironflow backup: for Postgres use pg_dump (see the README), e.g. pg_dump --format=custom --file=ironflow.dump '{}'",
+                    "ironflow backup: for Postgres use pg_dump (see the README), e.g. pg_dump --schema {} --format=custom --file=ironflow.dump '{}'",
+                    args.database.db_schema,
                     ironflow::server::redact_url(&url)
                 );
                 std::process::exit(2);
@@ -197,8 +198,7 @@ async fn main() -> anyhow::Result<()> {
                 expires_in,
             } => {
                 init_logging("warn");
-                let url = database.url();
-                let store = ironflow::server::open_store(&url).await?;
+                let store = ironflow::server::open_store(&database.options()?).await?;
                 let minted = ironflow::tenancy::mint_key(
                     &store,
                     ironflow::tenancy::MintKey {
@@ -231,11 +231,11 @@ async fn main() -> anyhow::Result<()> {
         },
         Command::Migrate(args) => {
             init_logging("info");
-            let url = args.url();
-            ironflow::server::open_store(&url).await?.close().await;
+            let options = args.options()?;
+            ironflow::server::open_store(&options).await?.close().await;
             eprintln!(
                 "ironflow: migrations applied to {}",
-                ironflow::server::redact_url(&url)
+                ironflow::server::redact_url(&options.url)
             );
         }
     }

@@ -20,7 +20,7 @@ use crate::tenancy;
 pub struct ServeOptions {
     pub bind: std::net::IpAddr,
     pub port: u16,
-    pub database_url: String,
+    pub database: store::DbOptions,
     pub dev: bool,
     pub bootstrap_key_file: Option<PathBuf>,
     pub max_payload_bytes: usize,
@@ -51,10 +51,10 @@ impl Server {
 }
 
 /// Opens and migrates the store named by the URL.
-pub async fn open_store(database_url: &str) -> anyhow::Result<SharedStore> {
-    let store = store::open(database_url)
+pub async fn open_store(database: &store::DbOptions) -> anyhow::Result<SharedStore> {
+    let store = store::open_with(database)
         .await
-        .with_context(|| format!("opening database {}", redact_url(database_url)))?;
+        .with_context(|| format!("opening database {}", redact_url(&database.url)))?;
     store.migrate().await.context("running migrations")?;
     Ok(store)
 }
@@ -74,7 +74,7 @@ pub async fn start_with_push(
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> anyhow::Result<Server> {
     let started = Instant::now();
-    let store = open_store(&options.database_url).await?;
+    let store = open_store(&options.database).await?;
     if let Some(secret) = tenancy::bootstrap(&store)
         .await
         .context("bootstrapping tenancy")?
@@ -165,7 +165,7 @@ pub async fn start_with_push(
     });
     tracing::info!(
         addr = %local_addr,
-        backend = %options.database_url.split(':').next().unwrap_or_default(),
+        backend = %options.database.url.split(':').next().unwrap_or_default(),
         ready_ms = started.elapsed().as_millis() as u64,
         "ironflow ready"
     );

@@ -378,7 +378,7 @@ async fn chaos_kills_servers_workers_and_the_database() {
     }
 
     // Settle: every run ends.
-    let pool = sqlx::PgPool::connect(db.url()).await.expect("connect");
+    let pool = common::pg_pool(db.url()).await.expect("connect");
     let unfinished = || {
         let pool = pool.clone();
         async move {

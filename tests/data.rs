@@ -239,7 +239,7 @@ async fn wrong_master_key_fails_loudly(backend: Backend) {
     let options = |key: &str| ironflow::server::ServeOptions {
         bind: "127.0.0.1".parse().expect("ip"),
         port: 0,
-        database_url: url.clone(),
+        database: common::db_options(&url),
         dev: true,
         bootstrap_key_file: None,
         max_payload_bytes: 1 << 20,

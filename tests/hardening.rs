@@ -598,7 +598,7 @@ fn database_name(url: &str) -> String {
 /// Deadlocks Postgres detected in `url`'s database, read once every other session of it ended
 /// (a backend flushes its statistics as it exits).
 async fn deadlocks_after_sessions_end(url: &str) -> i64 {
-    let pool = sqlx::PgPool::connect(url).await.expect("connect");
+    let pool = common::pg_pool(url).await.expect("connect");
     eventually("the server's sessions end", Duration::from_secs(30), || {
         let pool = pool.clone();
         async move {
@@ -774,7 +774,7 @@ async fn transient_database_errors_are_retryable() {
     let killer = {
         let url = server.url.clone();
         tokio::spawn(async move {
-            let pool = sqlx::PgPool::connect(&url).await.expect("connect");
+            let pool = common::pg_pool(&url).await.expect("connect");
             let mut killed = 0i64;
             for _ in 0..6 {
                 // Paces the load generator; the assertions do not depend on timing.

@@ -376,7 +376,7 @@ async fn unreachable_nats_fails_the_start() {
     let options = ironflow::server::ServeOptions {
         bind: "127.0.0.1".parse().expect("ip"),
         port: 0,
-        database_url: dir.path().join("i.db").display().to_string(),
+        database: ironflow::store::DbOptions::url(dir.path().join("i.db").display().to_string()),
         dev: true,
         bootstrap_key_file: None,
         max_payload_bytes: 1 << 20,

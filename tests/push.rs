@@ -112,7 +112,7 @@ impl Node {
         let options = ServeOptions {
             bind: "127.0.0.1".parse().expect("loopback"),
             port: 0,
-            database_url: url,
+            database: common::db_options(&url),
             dev: true,
             bootstrap_key_file: None,
             max_payload_bytes: 1 << 20,

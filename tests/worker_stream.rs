@@ -420,7 +420,9 @@ async fn reports_share_one_transaction(backend: Backend) {
     }
     w.credit(3).await;
     let jobs = [w.next_job().await, w.next_job().await, w.next_job().await];
-    let store = ironflow::store::open(&server.url).await.expect("store");
+    let store = ironflow::store::open_with(&common::db_options(&server.url))
+        .await
+        .expect("store");
     let env = store
         .default_environment()
         .await

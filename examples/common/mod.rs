@@ -13,7 +13,7 @@ pub async fn start_server(
     let options = ironflow::server::ServeOptions {
         bind: "127.0.0.1".parse()?,
         port: 0,
-        database_url: db.clone(),
+        database: ironflow::store::DbOptions::url(db.clone()),
         dev: true,
         bootstrap_key_file: None,
         max_payload_bytes: 1 << 20,

@@ -85,6 +85,7 @@ BEGIN
         CREATE ROLE ironflow_history_reader NOLOGIN;
     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
     END;
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO ironflow_history_reader', current_schema());
     GRANT SELECT ON ironflow_events, ironflow_runs, ironflow_steps, ironflow_history,
         ironflow_streams, ironflow_stream_events, ironflow_projections, ironflow_projection_states
         TO ironflow_history_reader;

@@ -348,6 +348,46 @@ pub async fn update_environment(
     Ok(Json(env_json(&env)))
 }
 
+/// `PUT /api/v1/environments/{id}/retention`: `{"retention_days": N}` or `null` (keep everything).
+#[derive(Debug, Deserialize)]
+pub struct RetentionBody {
+    retention_days: Value,
+}
+
+fn retention_json(env: &EnvironmentRecord, days: Option<u32>) -> Value {
+    json!({
+        "environment_id": env.id.as_str(), "environment": env.name, "retention_days": days,
+        "removes": match days {
+            Some(d) => format!("finished runs with their steps, events no remaining run refers to, and history entries older than {d} days"),
+            None => "nothing: this environment keeps everything".to_owned(),
+        },
+    })
+}
+
+pub async fn get_environment_retention(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    PathParams(id): PathParams<String>,
+) -> Result<Json<Value>, ApiError> {
+    let (env, days) = state.engine.environment_retention(&ctx.org(), &id).await?;
+    Ok(Json(retention_json(&env, days)))
+}
+
+pub async fn put_environment_retention(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    PathParams(id): PathParams<String>,
+    JsonBody(body): JsonBody<RetentionBody>,
+) -> Result<Json<Value>, ApiError> {
+    let days =
+        crate::domain::retention::parse_days(&body.retention_days).map_err(ApiError::invalid)?;
+    let (env, days) = state
+        .engine
+        .set_environment_retention(&ctx.org(), &id, days)
+        .await?;
+    Ok(Json(retention_json(&env, days)))
+}
+
 pub async fn delete_environment(
     State(state): State<AppState>,
     ctx: RequestContext,

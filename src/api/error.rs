@@ -149,6 +149,15 @@ impl ApiError {
                     "a value in this request cannot be stored (U+0000 or invalid text); nothing was written",
                 )
             }
+            StoreError::Setup(_) => {
+                tracing::error!(error = %err, "the database refused the server's role");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Code::Internal,
+                    "the server's database role may not do this; its operator must grant the right \
+                     (the server log names it; README: Running on Postgres)",
+                )
+            }
             StoreError::Corrupt(_) | StoreError::Internal(_) => {
                 tracing::error!(error = %err, "store error");
                 Self::new(

@@ -524,6 +524,18 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             put(admin::update_environment),
         ),
         route(
+            Method::GET,
+            "/api/v1/environments/{id}/retention",
+            Key(P::EnvironmentsRead),
+            get(admin::get_environment_retention),
+        ),
+        route(
+            Method::PUT,
+            "/api/v1/environments/{id}/retention",
+            Key(P::EnvironmentsAdmin),
+            put(admin::put_environment_retention),
+        ),
+        route(
             Method::DELETE,
             "/api/v1/environments/{id}",
             Key(P::EnvironmentsAdmin),

@@ -114,7 +114,7 @@ pub async fn run(options: AppendOptions) -> anyhow::Result<AppendReport> {
     };
     let raw =
         raw_commits::measure(&options.database_url, options.concurrency, options.raw_for).await?;
-    let server = super::start_server(&options.database_url).await?;
+    let server = super::start_server(&options.database_url, &Default::default()).await?;
     let caller = std::sync::Arc::new(Caller {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(options.concurrency * 2)

@@ -76,7 +76,8 @@ fn micros(samples: &Samples, p: f64) -> f64 {
 }
 
 pub async fn run(options: AuthzOptions) -> anyhow::Result<AuthzReport> {
-    let store = crate::server::open_store(&options.database_url).await?;
+    let store =
+        crate::server::open_store(&crate::store::DbOptions::url(&options.database_url)).await?;
     let backend = store.backend().as_str();
     // A fresh key of the first organisation (bootstrapping an empty database first).
     crate::tenancy::bootstrap(&store).await?;

@@ -27,12 +27,13 @@ pub async fn seed(
     database_url: &str,
     function_id: &str,
     backlog: Backlog,
+    schema: &crate::store::pg_layout::DbSchema,
 ) -> anyhow::Result<Duration> {
     let started = Instant::now();
     if backlog.runs == 0 {
         return Ok(started.elapsed());
     }
-    let pool = ScratchPool::connect(database_url, 1)
+    let pool = ScratchPool::connect(database_url, 1, schema)
         .await
         .context("connecting to seed the backlog")?;
     let now = Ts::now();

@@ -47,6 +47,8 @@ use workload::{Observation, Observe, unix_micros};
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub database_url: String,
+    /// Postgres: the server's schema (`--db-schema`).
+    pub schema: crate::store::pg_layout::DbSchema,
     pub workflows: usize,
     pub steps: usize,
     pub concurrency: usize,
@@ -58,6 +60,9 @@ pub struct BenchOptions {
     pub in_process_worker: bool,
     /// Work queued behind the measured runs.
     pub backlog: Backlog,
+    /// Server nodes on the one database (Postgres), each with its own worker; the events and
+    /// the `concurrency` jobs in flight are spread over them.
+    pub nodes: usize,
 }
 
 /// What the worker's handlers reported.
@@ -99,12 +104,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The server a bench measures: in this process, development mode, loopback, a free port.
-async fn start_server(database_url: &str) -> anyhow::Result<crate::server::Server> {
+async fn start_server(
+    database_url: &str,
+    schema: &crate::store::pg_layout::DbSchema,
+) -> anyhow::Result<crate::server::Server> {
+    let mut database = crate::store::DbOptions::url(database_url);
+    database.postgres.schema = schema.clone();
     crate::server::start(
         crate::server::ServeOptions {
             bind: std::net::IpAddr::from([127, 0, 0, 1]),
             port: 0,
-            database_url: database_url.to_owned(),
+            database,
             dev: true,
             bootstrap_key_file: None,
             max_payload_bytes: 1 << 20,
@@ -134,8 +144,18 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
     let raw =
         raw_commits::measure(&options.database_url, options.concurrency, options.raw_for).await?;
 
-    let server = start_server(&options.database_url).await?;
-    let base = format!("http://{}", server.local_addr);
+    anyhow::ensure!(
+        options.nodes >= 1 && (options.nodes == 1 || backend == "postgres"),
+        "--nodes above 1 needs Postgres (SQLite has one server per file)"
+    );
+    let mut servers = Vec::new();
+    for _ in 0..options.nodes {
+        servers.push(start_server(&options.database_url, &options.schema).await?);
+    }
+    let bases: Vec<String> = servers
+        .iter()
+        .map(|s| format!("http://{}", s.local_addr))
+        .collect();
     let workload = Workload {
         prefix: format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         steps: options.steps,
@@ -146,7 +166,11 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         Arc::new(move |o| observed.note(o))
     };
 
-    let client = Client::new(&base, "")?;
+    let clients = bases
+        .iter()
+        .map(|base| Client::new(base, ""))
+        .collect::<Result<Vec<_>, _>>()?;
+    let client = &clients[0];
     // Registered before the first event: the worker registers them too, but only once its
     // stream is up, and an event emitted before that would start no run.
     for f in workload.served(&observe) {
@@ -157,21 +181,42 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         &options.database_url,
         &workload.backlog_function_id(),
         options.backlog,
+        &options.schema,
     )
     .await?;
 
-    let worker_options = WorkerOptions {
-        server_url: base.clone(),
-        workload: workload.clone(),
-        concurrency: options.concurrency,
+    let per_node = options.concurrency.div_ceil(options.nodes).max(1);
+    let mut workers = Vec::new();
+    for base in &bases {
+        let worker_options = WorkerOptions {
+            server_url: base.clone(),
+            workload: workload.clone(),
+            concurrency: per_node,
+        };
+        workers.push(
+            worker_side::RunningWorker::start(
+                &worker_options,
+                options.in_process_worker,
+                observe.clone(),
+            )
+            .await?,
+        );
+    }
+    // CPU per step is the one worker's when there is one.
+    let worker_pid = if workers.len() == 1 {
+        workers[0].pid()
+    } else {
+        None
     };
-    let worker =
-        worker_side::RunningWorker::start(&worker_options, options.in_process_worker, observe)
-            .await?;
-    let result = measure(&options, &workload, &client, &observed, worker.pid()).await;
-    let stopped = worker.stop().await;
-    server.shutdown.cancel();
-    server.wait().await?;
+    let result = measure(&options, &workload, &clients, &observed, worker_pid).await;
+    let mut stopped = Ok(());
+    for worker in workers {
+        stopped = stopped.and(worker.stop().await);
+    }
+    for server in servers {
+        server.shutdown.cancel();
+        server.wait().await?;
+    }
     let measured = result?;
     stopped?;
 
@@ -184,6 +229,7 @@ pub async fn run(options: BenchOptions) -> anyhow::Result<BenchReport> {
         workflows: options.workflows,
         steps: options.steps,
         concurrency: options.concurrency,
+        nodes: options.nodes,
         worker: if options.in_process_worker {
             "in-process"
         } else {
@@ -222,10 +268,11 @@ struct Measured {
 async fn measure(
     options: &BenchOptions,
     workload: &Workload,
-    client: &Client,
+    clients: &[Client],
     observed: &Arc<Observed>,
     worker_pid: Option<u32>,
 ) -> anyhow::Result<Measured> {
+    let client = &clients[0];
     // Warm up: the worker is serving once this answers, and connections and caches are not
     // in the figures.
     client
@@ -243,7 +290,8 @@ async fn measure(
     let emitters = 8.min(options.workflows);
     let mut tasks = Vec::new();
     for e in 0..emitters {
-        let client = client.clone();
+        // The emitters spread over the nodes.
+        let client = clients[e % clients.len()].clone();
         let name = workload.steps_event();
         let count = options.workflows / emitters + usize::from(e < options.workflows % emitters);
         tasks.push(tokio::spawn(async move {

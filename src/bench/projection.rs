@@ -117,7 +117,7 @@ pub async fn run(options: ProjectionBenchOptions) -> anyhow::Result<ProjectionRe
     } else {
         "sqlite"
     };
-    let server = super::start_server(&options.database_url).await?;
+    let server = super::start_server(&options.database_url, &Default::default()).await?;
     let caller = Arc::new(Caller {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(options.concurrency * 2)

@@ -38,10 +38,17 @@ pub enum ScratchPool {
 }
 
 impl ScratchPool {
-    pub async fn connect(database_url: &str, connections: u32) -> anyhow::Result<Self> {
+    pub async fn connect(
+        database_url: &str,
+        connections: u32,
+        schema: &crate::store::pg_layout::DbSchema,
+    ) -> anyhow::Result<Self> {
         if database_url.starts_with("postgres://") || database_url.starts_with("postgresql://") {
             // Seeding a backlog runs long statements on purpose: no slow-statement warnings.
+            // The server's schema first; scratch tables land in public while it does not exist.
+            let search_path = format!("{schema}, public");
             let options = sqlx::postgres::PgConnectOptions::from_str(database_url)?
+                .options([("search_path", search_path)])
                 .log_slow_statements(tracing::log::LevelFilter::Off, Duration::from_secs(1));
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(connections)
@@ -83,7 +90,7 @@ pub async fn measure(
         insert: backend(sql!("bench_raw_insert")),
         drop: backend(sql!("bench_raw_drop")),
     };
-    match ScratchPool::connect(database_url, connections)
+    match ScratchPool::connect(database_url, connections, &Default::default())
         .await
         .context("for the raw commit rate")?
     {

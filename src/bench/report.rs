@@ -46,6 +46,8 @@ pub struct BenchReport {
     pub workflows: usize,
     pub steps: usize,
     pub concurrency: usize,
+    /// Server nodes on the one database, a worker each.
+    pub nodes: usize,
     /// Where the SDK worker ran: "own process" or "in-process".
     pub worker: &'static str,
     pub backlog_runs: u64,
@@ -93,10 +95,11 @@ impl BenchReport {
             None => String::new(),
         };
         let figures = format!(
-            "ironflow bench [{}] {} workflows x {} steps, C={}: {:.0} durable steps/s, {:.0} runs/s; \
+            "ironflow bench [{}] {} node(s), {} workflows x {} steps, C={}: {:.0} durable steps/s, {:.0} runs/s; \
              raw single-row commits {:.0}/s (ratio {:.2}); step commit p50 {:.2} ms p99 {:.2} ms; \
              event->first step p50 {:.2} ms p99 {:.2} ms; sync 1-step trigger p50 {:.2} ms p99 {:.2} ms",
             self.backend,
+            self.nodes,
             self.workflows,
             self.steps,
             self.concurrency,

@@ -18,6 +18,7 @@ pub mod pattern;
 pub mod policy;
 pub mod projection;
 pub mod redaction;
+pub mod retention;
 pub mod run;
 pub mod secret;
 pub mod signature;

@@ -22,6 +22,7 @@ mod policies;
 mod projections;
 mod pubsub;
 mod push;
+mod retention;
 mod runs;
 mod schemas;
 mod sql_projections;
@@ -62,6 +63,7 @@ pub use push::{
     BREAKERS_BUCKET, PUSH_ERROR_CODE, PushOptions, breaker_document, breaker_mirror_key,
     push_request,
 };
+pub use retention::{RetentionReport, run_retention};
 pub use runs::{RunPage, RunPageQuery};
 pub use schemas::{EnforcementReport, RegisterSchema, SchemaCheck, SchemaHistoryPage};
 pub use sql_projections::{CreateSqlProjection, RebuildRequest, SqlRows};

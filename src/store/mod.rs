@@ -6,6 +6,7 @@
 //! the Rust that binds parameters and maps rows is written once ([`sql`]) for both backends, so
 //! the two cannot drift apart.
 
+pub mod pg_layout;
 pub mod postgres;
 pub mod sqlite;
 pub mod time;
@@ -27,6 +28,7 @@ pub mod messages;
 pub mod policies;
 pub mod projections;
 pub mod push;
+pub mod retention;
 pub mod runs;
 pub mod schemas;
 pub mod secrets;
@@ -65,6 +67,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Internal(String),
+    /// The database is not set up the way serving needs (a missing schema or right, a newer
+    /// schema, migrations that cannot run here): the operator's to fix, said in full at start.
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl StoreError {
@@ -87,6 +93,8 @@ fn classify(code: &str) -> Option<fn(String) -> StoreError> {
         }
         // untranslatable_character (U+0000 in jsonb), character_not_in_repertoire (0x00 in text).
         "22P05" | "22021" => StoreError::Invalid,
+        // insufficient_privilege: the server's role lacks a right (an operator's to grant).
+        "42501" => StoreError::Setup,
         // SQLITE_BUSY, SQLITE_LOCKED and their extended codes.
         "5" | "6" | "261" | "517" | "262" => StoreError::Unavailable,
         _ => return None,
@@ -129,7 +137,7 @@ pub(crate) fn check_schema_version(
 ) -> Result<(), StoreError> {
     let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
     match applied {
-        Some(found) if found > known => Err(StoreError::Internal(format!(
+        Some(found) if found > known => Err(StoreError::Setup(format!(
             "this database's schema is at version {found}, newer than this binary (ironflow {}) \
              knows (up to {known}): run the release that migrated it, or a newer one \
              (migrations are forward-only)",
@@ -179,6 +187,7 @@ pub trait Store:
     + projections::ProjectionStore
     + sql_projections::SqlProjectionStore
     + history_sql::HistoryQueryStore
+    + retention::RetentionStore
     + Send
     + Sync
     + 'static
@@ -332,11 +341,42 @@ pub use crate::domain::lifecycle::StoredKind;
 /// Where [`Store::listen`] delivers wakeups.
 pub type WakeupSink = Arc<dyn Fn(Wakeup) + Send + Sync>;
 
-/// Opens the store a URL names: `postgres://…` or `sqlite://path` / a bare file path.
+/// Which database to open and how (the `--db*` flags).
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// `postgres://…` / `postgresql://…`, or `sqlite://path` / a bare file path.
+    pub url: String,
+    /// Postgres only; SQLite ignores it.
+    pub postgres: postgres::PgOptions,
+}
+
+impl DbOptions {
+    /// A URL with the default settings.
+    pub fn url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            postgres: postgres::PgOptions::default(),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
+    }
+}
+
+/// Opens the store a URL names, with default settings.
 pub async fn open(url: &str) -> Result<SharedStore, StoreError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(url).await?))
+    open_with(&DbOptions::url(url)).await
+}
+
+/// Opens the store the options name.
+pub async fn open_with(options: &DbOptions) -> Result<SharedStore, StoreError> {
+    if options.is_postgres() {
+        Ok(Arc::new(
+            postgres::PgStore::connect(&options.url, &options.postgres).await?,
+        ))
     } else {
+        let url = options.url.as_str();
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         let path = path.strip_prefix("sqlite:").unwrap_or(path);
         Ok(Arc::new(

@@ -434,11 +434,41 @@ async fn sqlite_columns(
         .collect())
 }
 
+/// Behind a transaction-mode pooler a statement outside a transaction runs in one of its own:
+/// its unnamed prepare and its execution must reach the same server connection, and the
+/// transaction carries the session settings ([`super::postgres::pooled_begin`]).
+macro_rules! standalone {
+    ($conn:ident, $run:expr) => {{
+        if super::postgres::pooled_begin().is_some()
+            && !sqlx::Connection::is_in_transaction(&*$conn)
+        {
+            let mut tx = super::postgres::begin_on(&mut *$conn).await?;
+            let out = {
+                let $conn: &mut sqlx::PgConnection = &mut tx;
+                $run
+            };
+            tx.commit().await?;
+            out
+        } else {
+            $run
+        }
+    }};
+}
+
+/// Whether statements may be prepared by name and cached: not behind a transaction-mode pooler,
+/// where the next transaction may reach a server connection that never saw the name.
+fn prepared() -> bool {
+    super::postgres::pooled_begin().is_none()
+}
+
 #[async_trait]
 impl Conn for sqlx::PgConnection {
     async fn execute(&mut self, sql: Sql, args: Vec<Arg<'_>>) -> Result<u64, StoreError> {
-        let query = bind_all(sqlx::query(sql.postgres), args);
-        Ok(query.execute(self).await?.rows_affected())
+        let conn = self;
+        Ok(standalone!(conn, {
+            let query = bind_all(sqlx::query(sql.postgres).persistent(prepared()), args);
+            query.execute(&mut *conn).await?.rows_affected()
+        }))
     }
 
     async fn fetch_all<R: Record>(
@@ -446,8 +476,14 @@ impl Conn for sqlx::PgConnection {
         sql: Sql,
         args: Vec<Arg<'_>>,
     ) -> Result<Vec<R>, StoreError> {
-        let query = bind_all(sqlx::query_as::<_, R>(sql.postgres), args);
-        Ok(query.fetch_all(self).await?)
+        let conn = self;
+        Ok(standalone!(conn, {
+            let query = bind_all(
+                sqlx::query_as::<_, R>(sql.postgres).persistent(prepared()),
+                args,
+            );
+            query.fetch_all(&mut *conn).await?
+        }))
     }
 
     async fn fetch_optional<R: Record>(
@@ -455,8 +491,14 @@ impl Conn for sqlx::PgConnection {
         sql: Sql,
         args: Vec<Arg<'_>>,
     ) -> Result<Option<R>, StoreError> {
-        let query = bind_all(sqlx::query_as::<_, R>(sql.postgres), args);
-        Ok(query.fetch_optional(self).await?)
+        let conn = self;
+        Ok(standalone!(conn, {
+            let query = bind_all(
+                sqlx::query_as::<_, R>(sql.postgres).persistent(prepared()),
+                args,
+            );
+            query.fetch_optional(&mut *conn).await?
+        }))
     }
 
     async fn scalars<T: Scalar>(
@@ -464,8 +506,14 @@ impl Conn for sqlx::PgConnection {
         sql: Sql,
         args: Vec<Arg<'_>>,
     ) -> Result<Vec<T>, StoreError> {
-        let query = bind_all(sqlx::query_scalar::<_, T>(sql.postgres), args);
-        Ok(query.fetch_all(self).await?)
+        let conn = self;
+        Ok(standalone!(conn, {
+            let query = bind_all(
+                sqlx::query_scalar::<_, T>(sql.postgres).persistent(prepared()),
+                args,
+            );
+            query.fetch_all(&mut *conn).await?
+        }))
     }
 
     async fn scalar_optional<T: Scalar>(
@@ -473,16 +521,28 @@ impl Conn for sqlx::PgConnection {
         sql: Sql,
         args: Vec<Arg<'_>>,
     ) -> Result<Option<T>, StoreError> {
-        let query = bind_all(sqlx::query_scalar::<_, T>(sql.postgres), args);
-        Ok(query.fetch_optional(self).await?)
+        let conn = self;
+        Ok(standalone!(conn, {
+            let query = bind_all(
+                sqlx::query_scalar::<_, T>(sql.postgres).persistent(prepared()),
+                args,
+            );
+            query.fetch_optional(&mut *conn).await?
+        }))
     }
     async fn execute_composed(
         &mut self,
         sql: &str,
         args: Vec<Arg<'_>>,
     ) -> Result<u64, sqlx::Error> {
-        let query = bind_all(sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())), args);
-        Ok(query.execute(self).await?.rows_affected())
+        let conn = self;
+        Ok(standalone!(conn, {
+            let query = bind_all(
+                sqlx::query(sqlx::AssertSqlSafe(sql.to_owned())).persistent(prepared()),
+                args,
+            );
+            query.execute(&mut *conn).await?.rows_affected()
+        }))
     }
 
     async fn fetch_composed_json(
@@ -490,24 +550,29 @@ impl Conn for sqlx::PgConnection {
         sql: &str,
         args: Vec<Arg<'_>>,
     ) -> Result<Vec<Value>, StoreError> {
-        let query = bind_all(
-            sqlx::query_scalar::<_, sqlx::types::Json<Value>>(sqlx::AssertSqlSafe(sql.to_owned())),
-            args,
-        );
-        Ok(query
-            .fetch_all(self)
-            .await
-            .map_err(composed_error)?
-            .into_iter()
-            .map(|j| j.0)
-            .collect())
+        let conn = self;
+        let rows = standalone!(conn, {
+            let query = bind_all(
+                sqlx::query_scalar::<_, sqlx::types::Json<Value>>(sqlx::AssertSqlSafe(
+                    sql.to_owned(),
+                ))
+                .persistent(prepared()),
+                args,
+            );
+            query.fetch_all(&mut *conn).await.map_err(composed_error)?
+        });
+        Ok(rows.into_iter().map(|j| j.0).collect())
     }
 
     async fn composed_count(&mut self, sql: &str) -> Result<i64, StoreError> {
-        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
-            .fetch_one(self)
-            .await
-            .map_err(composed_error)
+        let conn = self;
+        Ok(standalone!(conn, {
+            sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+                .persistent(prepared())
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(composed_error)?
+        }))
     }
 
     async fn read_only_rows(
@@ -517,15 +582,17 @@ impl Conn for sqlx::PgConnection {
         max_rows: i64,
     ) -> Result<Result<TextRows, QueryRefusal>, StoreError> {
         // A sqlx transaction: rolled back even if this future is dropped half-way.
-        let mut tx = sqlx::Connection::begin(&mut *self).await?;
+        let mut tx = super::postgres::begin_on(&mut *self).await?;
         let run = async {
             sqlx::query("SET TRANSACTION READ ONLY")
+                .persistent(false)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SET LOCAL statement_timeout = {}",
                 timeout_ms.max(1)
             )))
+            .persistent(false)
             .execute(&mut *tx)
             .await?;
             // The role that may read the views and nothing else, where the database has it.
@@ -533,10 +600,12 @@ impl Conn for sqlx::PgConnection {
                 "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'ironflow_history_reader') \
                  THEN pg_has_role(current_user, 'ironflow_history_reader', 'MEMBER') ELSE false END",
             )
+            .persistent(prepared())
             .fetch_one(&mut *tx)
             .await?;
             if reader_role {
                 sqlx::query("SET LOCAL ROLE ironflow_history_reader")
+                    .persistent(false)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -547,6 +616,7 @@ impl Conn for sqlx::PgConnection {
                  WITH ORDINALITY AS j(key, value, n))::text FROM ({sql}) q LIMIT {max_rows}"
             );
             let rows: Vec<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(wrapped))
+                .persistent(false)
                 .fetch_all(&mut *tx)
                 .await?;
             Ok::<_, sqlx::Error>((columns, rows))

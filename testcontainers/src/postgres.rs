@@ -590,6 +590,17 @@ async fn start_cluster(durability: ClusterDurability) -> Result<PgCluster> {
         ClusterDurability::Fast => "-c fsync=off -c synchronous_commit=off -c full_page_writes=off",
         ClusterDurability::Durable => "-c fsync=off -c synchronous_commit=on",
     };
+    // TLS as a Debian server has it out of the box (its snake-oil certificate for localhost),
+    // so TLS connections can be tested on a throwaway cluster too.
+    let (cert, key) = (
+        "/etc/ssl/certs/ssl-cert-snakeoil.pem",
+        "/etc/ssl/private/ssl-cert-snakeoil.key",
+    );
+    let tls = if Path::new(cert).exists() && Path::new(key).exists() {
+        format!(" -c ssl=on -c ssl_cert_file={cert} -c ssl_key_file={key}")
+    } else {
+        String::new()
+    };
     // The port is only reserved until pg_ctl starts, so retry if another
     // process grabs it in between.
     let mut attempt = 0;
@@ -597,7 +608,7 @@ async fn start_cluster(durability: ClusterDurability) -> Result<PgCluster> {
         attempt += 1;
         let port = free_port()?;
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 {commits}",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 {commits}{tls}",
             sh_quote(&dir_str)
         );
         let started = run_as

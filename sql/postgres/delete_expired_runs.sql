@@ -1,0 +1,1 @@
+DELETE FROM runs WHERE id = ANY (SELECT jsonb_array_elements_text($1));

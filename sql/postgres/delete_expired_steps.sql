@@ -1,0 +1,1 @@
+DELETE FROM steps WHERE run_id = ANY (SELECT jsonb_array_elements_text($1));

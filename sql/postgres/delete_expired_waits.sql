@@ -1,0 +1,1 @@
+DELETE FROM waits WHERE run_id = ANY (SELECT jsonb_array_elements_text($1));

@@ -1,0 +1,1 @@
+SELECT ironflow_drop_history_partition($1);

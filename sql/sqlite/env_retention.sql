@@ -1,0 +1,1 @@
+SELECT retention_days FROM environments WHERE id = $1;
