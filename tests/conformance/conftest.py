@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,10 @@ import workerkit
 from ifconf import BACKENDS, Server
 
 _skipped: list[str] = []
+
+# The tests' own psql sessions look into the servers' default schema first, as an operator's would
+# after `SET search_path TO ironflow` (the README's advice); the servers never see this variable.
+os.environ["PGOPTIONS"] = "-c search_path=ironflow"
 
 
 # ── policy: a skip is a failure ──────────────────────────────────────────────────────────────────

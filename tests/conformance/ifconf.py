@@ -311,7 +311,8 @@ class Server:
         if self.db_url:
             args += ["--db", self.db_url]
         args += self.extra_args
-        env = {k: v for k, v in os.environ.items() if not k.startswith("IRONFLOW_")}
+        # PGOPTIONS is the tests' own psql setting (conftest.py), not the server's.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IRONFLOW_") and k != "PGOPTIONS"}
         env.update(self.extra_env)
         out = self.workdir / f"server-{self.starts}.stdout.log"
         err = self.workdir / f"server-{self.starts}.stderr.log"

@@ -26,6 +26,10 @@ from ironflow.rpc.v1 import RunStatus, TriggerSyncRequest
 from workerkit import WorkerKit, step_by_name
 
 
+# PgBouncer refuses the start-up `options` that PGOPTIONS (conftest.py) would send.
+_ENV = {k: v for k, v in os.environ.items() if k != "PGOPTIONS"}
+
+
 def _pgbouncer_binary() -> str:
     found = shutil.which("pgbouncer") or ("/usr/sbin/pgbouncer" if os.access("/usr/sbin/pgbouncer", os.X_OK) else None)
     if found is None:
@@ -60,7 +64,8 @@ def pgbouncer(postgres_admin: str) -> Iterator[tuple[str, str]]:
     proc = subprocess.Popen([*args, str(work / "pgbouncer.ini")], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
-        while ifconf.psql(f"postgres://{user}@127.0.0.1:{port}/pgbouncer", "SHOW VERSION").returncode != 0:
+        while subprocess.run(["psql", f"postgres://{user}@127.0.0.1:{port}/pgbouncer", "-X", "-c", "SHOW VERSION"],
+                             capture_output=True, env=_ENV).returncode != 0:
             if proc.poll() is not None or time.monotonic() > deadline:
                 log = (work / "pgbouncer.log").read_text() if (work / "pgbouncer.log").exists() else ""
                 pytest.fail(f"pgbouncer did not start: {log}", pytrace=False)
@@ -78,7 +83,8 @@ def pooled_server(pgbouncer: tuple[str, str], postgres_admin: str) -> Iterator[S
     db = ifconf.PostgresDatabase(postgres_admin)
     db.create()
     # Migrations run as the schema's owner on a direct connection; serve goes through the pooler.
-    migrated = subprocess.run([ifconf.ironflow_bin(), "migrate", "--db", db.url], capture_output=True, text=True)
+    migrated = subprocess.run([ifconf.ironflow_bin(), "migrate", "--db", db.url], capture_output=True, text=True,
+                              env=_ENV)
     assert migrated.returncode == 0, migrated.stderr
     pooled = f"postgres://{user}@{address}/{db.name}"
     workdir = Path(tempfile.mkdtemp(prefix="ironflow-conf-pooled-"))
@@ -109,7 +115,7 @@ def _pooler_clients(pgbouncer: tuple[str, str], database: str) -> int:
     address, user = pgbouncer
     out = subprocess.run(
         ["psql", f"postgres://{user}@{address}/pgbouncer", "-X", "-At", "-F", "|", "-c", "SHOW CLIENTS"],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, env=_ENV,
     ).stdout
     return sum(1 for line in out.splitlines() if f"|{database}|" in line)
 
