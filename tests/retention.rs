@@ -247,7 +247,8 @@ fn month_start(offset: i32) -> chrono::DateTime<chrono::Utc> {
             0,
             0,
         )
-        .single().expect("the first of a month")
+        .single()
+        .expect("the first of a month")
 }
 
 async fn partitions(url: &str) -> Vec<String> {
