@@ -197,8 +197,8 @@ pub struct DatabaseArgs {
     #[arg(long, env = "IRONFLOW_DATA_DIR", default_value = ".ironflow")]
     pub data_dir: PathBuf,
     /// Postgres: the schema every table, view and function lives in.
-    #[arg(long, env = "IRONFLOW_DB_SCHEMA", default_value = "ironflow")]
-    pub db_schema: String,
+    #[arg(long, env = "IRONFLOW_DB_SCHEMA", default_value = "ironflow", value_parser = parse_schema)]
+    pub db_schema: crate::store::pg_layout::DbSchema,
     /// Postgres: `--db` is a transaction-mode pooler (PgBouncer `pool_mode = transaction`):
     /// no named prepared statements or session settings.
     #[arg(long, env = "IRONFLOW_DB_TRANSACTION_POOLER")]
@@ -228,14 +228,12 @@ impl DatabaseArgs {
         }
     }
 
-    /// The store to open, with every `--db-*` setting parsed.
-    pub fn options(&self) -> anyhow::Result<crate::store::DbOptions> {
-        let schema = crate::store::pg_layout::DbSchema::parse(&self.db_schema)
-            .map_err(|e| anyhow::anyhow!("--db-schema: {e}"))?;
-        Ok(crate::store::DbOptions {
+    /// The store to open, with every `--db-*` setting.
+    pub fn options(&self) -> crate::store::DbOptions {
+        crate::store::DbOptions {
             url: self.url(),
             postgres: crate::store::postgres::PgOptions {
-                schema,
+                schema: self.db_schema.clone(),
                 listen_url: self.db_listen_url.clone().filter(|u| !u.trim().is_empty()),
                 transaction_pooler: self.db_transaction_pooler,
                 pool_size: self.db_pool_size.max(1),
@@ -244,7 +242,7 @@ impl DatabaseArgs {
                 application_name: self.db_application_name.clone(),
                 ca_file: self.db_ca_file.clone(),
             },
-        })
+        }
     }
 }
 
@@ -376,7 +374,7 @@ impl ServeArgs {
         Ok(ServeOptions {
             bind: self.bind,
             port: self.port,
-            database: self.database.options()?,
+            database: self.database.options(),
             dev: self.dev,
             bootstrap_key_file: self.bootstrap_key_file.clone(),
             max_payload_bytes: self.max_payload_bytes,

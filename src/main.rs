@@ -198,7 +198,7 @@ async fn main() -> anyhow::Result<()> {
                 expires_in,
             } => {
                 init_logging("warn");
-                let store = ironflow::server::open_store(&database.options()?).await?;
+                let store = ironflow::server::open_store(&database.options()).await?;
                 let minted = ironflow::tenancy::mint_key(
                     &store,
                     ironflow::tenancy::MintKey {
@@ -231,7 +231,7 @@ async fn main() -> anyhow::Result<()> {
         },
         Command::Migrate(args) => {
             init_logging("info");
-            let options = args.options()?;
+            let options = args.options();
             ironflow::server::open_store(&options).await?.close().await;
             eprintln!(
                 "ironflow: migrations applied to {}",

@@ -263,6 +263,15 @@ fn documented_grants(schema: &str, role: &str) -> String {
     )
 }
 
+/// Why a server on `url` refuses to start (it must).
+async fn refusal(url: &str, guard: &Arc<common::DbGuard>) -> String {
+    let refused = TestServer::start_on(db_options(url), guard.clone(), ServerConfig::default())
+        .await
+        .err()
+        .expect("the server refuses to start");
+    format!("{refused:#}")
+}
+
 /// The URL as another role.
 fn as_role(url: &str, role: &str) -> String {
     let mut parsed = reqwest::Url::parse(url).expect("url");
@@ -347,15 +356,7 @@ async fn serve_runs_as_a_role_with_only_the_documented_grants() {
     )
     .await
     .expect("revoke");
-    let refused = TestServer::start_on(
-        db_options(&as_role(&url, &role)),
-        guard.clone(),
-        ServerConfig::default(),
-    )
-    .await
-    .err()
-    .expect("refuses to start");
-    let said = format!("{refused:#}");
+    let said = refusal(&as_role(&url, &role), &guard).await;
     assert!(
         said.contains(&format!("role {role} lacks INSERT on {schema}.events"))
             && said.contains("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES"),
@@ -366,15 +367,7 @@ async fn serve_runs_as_a_role_with_only_the_documented_grants() {
     raw_execute(&url, &format!("GRANT INSERT ON {schema}.events TO {role}; DELETE FROM {schema}._sqlx_migrations WHERE version = (SELECT max(version) FROM {schema}._sqlx_migrations)"))
         .await
         .expect("pretend a migration is pending");
-    let refused = TestServer::start_on(
-        db_options(&as_role(&url, &role)),
-        guard.clone(),
-        ServerConfig::default(),
-    )
-    .await
-    .err()
-    .expect("refuses to migrate");
-    let said = format!("{refused:#}");
+    let said = refusal(&as_role(&url, &role), &guard).await;
     assert!(
         said.contains("needs 1 migrations applied") && said.contains("ironflow migrate"),
         "{said}"
@@ -491,11 +484,7 @@ async fn a_rolling_upgrade_keeps_serving() {
     // ... and the running nodes of this one keep serving on the migrated schema.
     run_one(&via_second, "after").await;
     // A node of this release started now refuses the newer schema, saying which it found.
-    let refused = TestServer::start_on(db_options(&url), guard.clone(), ServerConfig::default())
-        .await
-        .err()
-        .expect("an older binary refuses a newer schema");
-    let said = format!("{refused:#}");
+    let said = refusal(&url, &guard).await;
     assert!(
         said.contains("99990101000000") && said.contains("newer than this binary"),
         "{said}"

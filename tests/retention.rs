@@ -264,6 +264,15 @@ async fn partitions(url: &str) -> Vec<String> {
     names
 }
 
+/// The test's monthly entries of one environment.
+async fn month_entries(url: &str, env: &str) -> i64 {
+    raw_count(
+        url,
+        &format!("SELECT count(*) FROM history WHERE kind = 'test.month' AND env_id = '{env}'"),
+    )
+    .await
+}
+
 fn partition_name(start: chrono::DateTime<chrono::Utc>) -> String {
     format!("history_y{}", start.format("%Ym%m"))
 }
@@ -337,16 +346,7 @@ async fn postgres_drops_whole_expired_months_and_keeps_the_rest() {
         .expect("a pass");
     assert!(report.partitions_dropped.is_empty(), "{report:?}");
     assert_eq!(report.removed.history, 2 * n_expired as u64, "{report:?}");
-    assert_eq!(
-        raw_count(
-            &url,
-            &format!(
-                "SELECT count(*) FROM history WHERE kind = 'test.month' AND env_id = '{staging}'"
-            )
-        )
-        .await,
-        8
-    );
+    assert_eq!(month_entries(&url, &staging).await, 8);
     // The coming months' partitions are made ahead.
     let names = partitions(&url).await;
     for offset in 1..=2 {
@@ -402,26 +402,8 @@ async fn postgres_drops_whole_expired_months_and_keeps_the_rest() {
         2 * whole_past_months as u64,
         "{report:?}"
     );
-    assert_eq!(
-        raw_count(
-            &url,
-            &format!(
-                "SELECT count(*) FROM history WHERE kind = 'test.month' AND env_id = '{staging}'"
-            )
-        )
-        .await,
-        0
-    );
-    assert_eq!(
-        raw_count(
-            &url,
-            &format!(
-                "SELECT count(*) FROM history WHERE kind = 'test.month' AND env_id = '{default}'"
-            )
-        )
-        .await,
-        2 * whole_past_months
-    );
+    assert_eq!(month_entries(&url, &staging).await, 0);
+    assert_eq!(month_entries(&url, &default).await, 2 * whole_past_months);
     store.close().await;
     server.stop().await;
 }

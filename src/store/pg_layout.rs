@@ -95,18 +95,6 @@ pub const LEGACY_TABLES: &[&str] = &[
     "audit_log",
 ];
 
-/// The documented views of those releases.
-pub const LEGACY_VIEWS: &[&str] = &[
-    "ironflow_events",
-    "ironflow_runs",
-    "ironflow_steps",
-    "ironflow_history",
-    "ironflow_streams",
-    "ironflow_stream_events",
-    "ironflow_projections",
-    "ironflow_projection_states",
-];
-
 /// Their functions (trigger functions and the stream lock).
 pub const LEGACY_FUNCTIONS: &[&str] = &[
     "history_is_append_only",
@@ -124,7 +112,8 @@ pub struct PublicFacts {
     pub target_migrated: bool,
     /// The checksum of migration 1 in `public._sqlx_migrations`, when that table exists.
     pub public_first_checksum: Option<Vec<u8>>,
-    /// Which of [`LEGACY_TABLES`] and [`LEGACY_VIEWS`] exist in `public`.
+    /// Which of [`LEGACY_TABLES`] and the documented views ([`crate::domain::history_sql::VIEWS`])
+    /// exist in `public`.
     pub relations: Vec<String>,
     /// Which of [`LEGACY_FUNCTIONS`] exist in `public`, with their identity arguments.
     pub functions: Vec<(String, String)>,
@@ -146,7 +135,7 @@ pub fn legacy_move(schema: &DbSchema, facts: &PublicFacts, ours: &[u8]) -> Vec<S
             statements.push(format!("ALTER TABLE public.{table} SET SCHEMA {schema}"));
         }
     }
-    for view in LEGACY_VIEWS {
+    for view in crate::domain::history_sql::VIEWS {
         if facts.relations.iter().any(|r| r == view) {
             statements.push(format!("ALTER VIEW public.{view} SET SCHEMA {schema}"));
         }

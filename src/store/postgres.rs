@@ -267,7 +267,7 @@ impl PgDb {
                 .await?;
                 let names: Vec<&str> = pg_layout::LEGACY_TABLES
                     .iter()
-                    .chain(pg_layout::LEGACY_VIEWS)
+                    .chain(crate::domain::history_sql::VIEWS)
                     .copied()
                     .collect();
                 public.relations = sqlx::query_scalar(
@@ -353,9 +353,7 @@ impl PgDb {
     /// checks that this role may do what serving needs.
     async fn run_migrations(&self) -> Result<(), StoreError> {
         let migrator = sqlx::migrate!("./migrations/postgres");
-        let views = views_sql();
-        let fingerprint = views_fingerprint(&views);
-        let facts = self.layout_facts(&fingerprint).await?;
+        let facts = self.layout_facts(&views_fingerprint()).await?;
         super::check_schema_version(facts.applied.last().copied(), &migrator)?;
         let schema = &self.options.schema;
         let ours = migrator
@@ -363,20 +361,23 @@ impl PgDb {
             .find(|m| m.version == 1)
             .map(|m| m.checksum.to_vec())
             .unwrap_or_default();
-        let moves = pg_layout::legacy_move(schema, &facts.public, &ours);
-        let pending = migrator
-            .iter()
-            .filter(|m| !m.migration_type.is_down_migration())
-            .filter(|m| !facts.applied.contains(&m.version))
-            .count();
-        let changes =
-            !facts.schema_exists || !moves.is_empty() || pending > 0 || !facts.views_current;
-        if changes {
+        let changes = LayoutChanges {
+            create_schema: !facts.schema_exists,
+            moves: pg_layout::legacy_move(schema, &facts.public, &ours),
+            pending: migrator
+                .iter()
+                .filter(|m| !m.migration_type.is_down_migration())
+                .filter(|m| !facts.applied.contains(&m.version))
+                .count(),
+            views_stale: !facts.views_current,
+        };
+        if changes.any() {
             let Some(direct) = self.direct.clone() else {
                 return Err(StoreError::Setup(format!(
-                    "schema {schema} needs migrating ({pending} migrations pending) and DDL \
+                    "schema {schema} needs migrating ({} migrations pending) and DDL \
                      cannot run through a transaction-mode pooler: run `ironflow migrate` with \
-                     a direct URL, or give --db-listen-url"
+                     a direct URL, or give --db-listen-url",
+                    changes.pending
                 )));
             };
             let admin = PgPoolOptions::new()
@@ -384,15 +385,7 @@ impl PgDb {
                 .connect_with(direct)
                 .await?;
             let result = self
-                .apply_layout(
-                    &admin,
-                    &facts,
-                    &moves,
-                    &migrator,
-                    &views,
-                    &fingerprint,
-                    pending,
-                )
+                .apply_layout(&admin, &facts.role, &changes, &migrator)
                 .await;
             admin.close().await;
             result?;
@@ -408,32 +401,26 @@ impl PgDb {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Carries out `changes` on the direct connection, as `role`.
     async fn apply_layout(
         &self,
         admin: &PgPool,
-        facts: &LayoutFacts,
-        moves: &[String],
+        role: &str,
+        changes: &LayoutChanges,
         migrator: &sqlx::migrate::Migrator,
-        views: &str,
-        fingerprint: &str,
-        pending: usize,
     ) -> Result<(), StoreError> {
         let schema = &self.options.schema;
-        let role = &facts.role;
+        // A right the role lacks (insufficient_privilege, classified as `Setup`) names who can.
         let refused = |what: String| {
-            move |e: sqlx::Error| {
-                if is_permission_denied(&e) {
-                    StoreError::Setup(format!(
-                        "{what}, and role {role} may not: run `ironflow migrate` as the \
-                         schema's owner ({e})"
-                    ))
-                } else {
-                    StoreError::from(e)
-                }
+            move |e: sqlx::Error| match StoreError::from(e) {
+                StoreError::Setup(e) => StoreError::Setup(format!(
+                    "{what}, and role {role} may not: run `ironflow migrate` as the schema's \
+                     owner ({e})"
+                )),
+                other => other,
             }
         };
-        if !facts.schema_exists {
+        if changes.create_schema {
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "CREATE SCHEMA IF NOT EXISTS {schema}"
             )))
@@ -441,10 +428,10 @@ impl PgDb {
             .await
             .map_err(refused(format!("schema {schema} does not exist")))?;
         }
-        if !moves.is_empty() {
-            tracing::info!(%schema, objects = moves.len(), "moving an earlier release's tables out of public");
+        if !changes.moves.is_empty() {
+            tracing::info!(%schema, objects = changes.moves.len(), "moving an earlier release's tables out of public");
             let mut tx = admin.begin().await?;
-            for statement in moves {
+            for statement in &changes.moves {
                 sqlx::raw_sql(sqlx::AssertSqlSafe(statement.clone()))
                     .execute(&mut *tx)
                     .await
@@ -454,24 +441,26 @@ impl PgDb {
             }
             tx.commit().await?;
         }
-        if pending > 0 {
+        if changes.pending > 0 {
             migrator.run(admin).await.map_err(|e| match e {
                 sqlx::migrate::MigrateError::Execute(e) => refused(format!(
-                    "schema {schema} needs {pending} migrations applied"
+                    "schema {schema} needs {} migrations applied",
+                    changes.pending
                 ))(e),
                 other => StoreError::from(other),
             })?;
         }
-        if !facts.views_current || pending > 0 || !moves.is_empty() {
+        if changes.views_stale || changes.pending > 0 || !changes.moves.is_empty() {
             let mut tx = admin.begin().await?;
-            sqlx::raw_sql(sqlx::AssertSqlSafe(views.to_owned()))
+            sqlx::raw_sql(VIEWS_SQL)
                 .execute(&mut *tx)
                 .await
                 .map_err(refused(
                     "the documented views are from another release".into(),
                 ))?;
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                "COMMENT ON VIEW ironflow_events IS '{fingerprint}'"
+                "COMMENT ON VIEW ironflow_events IS '{}'",
+                views_fingerprint()
             )))
             .execute(&mut *tx)
             .await?;
@@ -481,24 +470,33 @@ impl PgDb {
     }
 }
 
-/// The documented views' SQL.
-fn views_sql() -> String {
-    include_str!("../../sql/postgres/views.sql").to_owned()
+/// What a start must change in the schema (nothing, against an up-to-date one).
+struct LayoutChanges {
+    create_schema: bool,
+    /// Statements moving an earlier release's objects out of `public`.
+    moves: Vec<String>,
+    /// Migrations not applied yet.
+    pending: usize,
+    /// The views are from another release.
+    views_stale: bool,
 }
 
+impl LayoutChanges {
+    fn any(&self) -> bool {
+        self.create_schema || !self.moves.is_empty() || self.pending > 0 || self.views_stale
+    }
+}
+
+/// The documented views' SQL.
+const VIEWS_SQL: &str = include_str!("../../sql/postgres/views.sql");
+
 /// Marks the views a release made, so a start finds them current without replacing them.
-fn views_fingerprint(views: &str) -> String {
+fn views_fingerprint() -> String {
     use sha2::Digest as _;
     format!(
         "ironflow views {}",
-        &hex::encode(sha2::Sha256::digest(views.as_bytes()))[..16]
+        &hex::encode(sha2::Sha256::digest(VIEWS_SQL.as_bytes()))[..16]
     )
-}
-
-fn is_permission_denied(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .is_some_and(|c| c == "42501")
 }
 
 #[derive(sqlx::FromRow)]

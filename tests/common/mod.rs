@@ -560,70 +560,56 @@ impl TestServer {
 /// heartbeat timestamps move on their own, and the audit log excluded): two equal snapshots mean nothing was
 /// written in between.
 pub async fn table_counts(url: &str) -> std::collections::BTreeMap<String, i64> {
-    let tables_sql = if url.starts_with("postgres") {
-        // Partitioned tables once (the history's monthly partitions are counted in it).
-        "SELECT c.relname::text AS name FROM pg_class c \
-         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') \
-           AND NOT c.relispartition"
-    } else {
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-    };
-    let mut counts = std::collections::BTreeMap::new();
-    let names: Vec<String> = if url.starts_with("postgres") {
-        let pool = pg_pool(url).await.expect("connect");
-        let names = sqlx::query_scalar(tables_sql)
-            .fetch_all(&pool)
-            .await
-            .expect("tables");
-        pool.close().await;
-        names
-    } else {
-        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{url}"))
-            .await
-            .expect("connect");
-        let names = sqlx::query_scalar(tables_sql)
-            .fetch_all(&pool)
-            .await
-            .expect("tables");
-        pool.close().await;
-        names
-    };
-    assert!(
-        !names.is_empty(),
-        "no tables found: the snapshot would prove nothing"
-    );
     // The audit log records refusals (that is its job); every other table must not move. One
     // statement counts them all (a snapshot per route must stay cheap).
-    let counted: Vec<String> = names
-        .into_iter()
-        .filter(|name| !(name.starts_with("_sqlx") || name == "workers" || name == "audit_log"))
-        .collect();
-    let all = counted
-        .iter()
-        .map(|name| format!("SELECT '{name}' AS name, count(*) AS n FROM \"{name}\""))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
+    fn counts_sql(names: &[String]) -> String {
+        assert!(
+            !names.is_empty(),
+            "no tables found: the snapshot would prove nothing"
+        );
+        names
+            .iter()
+            .filter(|name| {
+                !(name.starts_with("_sqlx") || *name == "workers" || *name == "audit_log")
+            })
+            .map(|name| format!("SELECT '{name}' AS name, count(*) AS n FROM \"{name}\""))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
+    }
     let rows: Vec<(String, i64)> = if url.starts_with("postgres") {
+        // Partitioned tables once (the history's monthly partitions are counted in it).
+        let tables = "SELECT c.relname::text AS name FROM pg_class c \
+             WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'p') \
+               AND NOT c.relispartition";
         let pool = pg_pool(url).await.expect("connect");
-        let rows = sqlx::query_as(sqlx::AssertSqlSafe(all))
+        let names: Vec<String> = sqlx::query_scalar(tables)
+            .fetch_all(&pool)
+            .await
+            .expect("tables");
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(counts_sql(&names)))
             .fetch_all(&pool)
             .await
             .expect("counts");
         pool.close().await;
         rows
     } else {
+        let tables =
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'";
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{url}"))
             .await
             .expect("connect");
-        let rows = sqlx::query_as(sqlx::AssertSqlSafe(all))
+        let names: Vec<String> = sqlx::query_scalar(tables)
+            .fetch_all(&pool)
+            .await
+            .expect("tables");
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(counts_sql(&names)))
             .fetch_all(&pool)
             .await
             .expect("counts");
         pool.close().await;
         rows
     };
-    counts.extend(rows);
-    counts
+    rows.into_iter().collect()
 }
 
 /// Polls `check` until it returns `Some`, at most `within`; panics naming `what` otherwise.
