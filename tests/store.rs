@@ -73,6 +73,7 @@ fn new_run(function: &str) -> NewRun {
         status: RunStatus::Running,
         max_attempts: 3,
         lane: None,
+        throttle: None,
     }
 }
 
@@ -589,6 +590,7 @@ async fn a_batch_of_events_is_stored_as_if_one_by_one(backend: Backend) {
         .map(|(event, runs)| Emission {
             event: event.clone(),
             runs: runs.clone(),
+            debounces: Vec::new(),
         })
         .collect();
     let outcomes = store.record_events(&emissions).await.expect("stored");
@@ -898,6 +900,7 @@ async fn a_batch_of_appends_is_decided_in_order(backend: Backend) {
     .map(|event| Emission {
         event,
         runs: vec![new_run("on-order")],
+        debounces: Vec::new(),
     })
     .collect();
     let outcomes = store.record_events(&batch).await.expect("batch");

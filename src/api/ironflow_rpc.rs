@@ -81,9 +81,14 @@ async fn get_function(
     req: pb::GetFunctionRequest,
 ) -> Result<pb::Function, ApiError> {
     let id = FunctionId::parse(&req.id).map_err(|e| ApiError::invalid(format!("id: {e}")))?;
-    Ok(map::function(
-        &state.engine.get_function(&ctx.env, &id).await?,
-    ))
+    let function = state.engine.get_function(&ctx.env, &id).await?;
+    let mut out = map::function(&function);
+    out.next_run = state
+        .engine
+        .next_cron_tick(&ctx.env, &id)
+        .await?
+        .map(map::timestamp);
+    Ok(out)
 }
 
 async fn list_functions(

@@ -11,6 +11,7 @@ mod breakers;
 mod connect;
 mod connect_stream;
 mod data;
+mod debounce;
 mod environment_rpc;
 pub mod error;
 mod extract;
@@ -318,6 +319,24 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             "/api/v1/secrets/{name}",
             Key(P::SecretsWrite),
             delete(data::delete_secret),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/debounce/entries",
+            Key(P::FunctionsRead),
+            get(debounce::list),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/debounce/entries/{env}/{function}/{key}",
+            Key(P::FunctionsWrite),
+            delete(debounce::delete),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/debounce/entries/{env}/{function}/",
+            Key(P::FunctionsWrite),
+            delete(debounce::delete_global),
         ),
         route(
             Method::GET,

@@ -64,7 +64,8 @@ pub async fn capabilities(
     Json(json!({
         "transports": ["rest", "connect"],
         "features": ["events", "functions", "runs", "history", "idempotency", "cel_filters", "wildcard_triggers",
-                     "time_travel", "run_control", "entity_streams", "event_schemas"],
+                     "time_travel", "run_control", "entity_streams", "event_schemas", "cron", "debounce",
+                     "throttle", "actor_keys"],
         "version": env!("CARGO_PKG_VERSION"),
         "auth_required": !state.auth.dev_mode(),
         "backend": state.engine.backend().as_str(),

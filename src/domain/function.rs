@@ -188,7 +188,10 @@ impl FunctionDefinition {
                 (Some(ev), _) => {
                     EventPattern::parse(ev).map_err(|e| trig_err(e.to_string()))?;
                 }
-                (None, Some(_)) => {}
+                (None, Some(cron)) => {
+                    crate::domain::schedule::CronSchedule::parse(cron)
+                        .map_err(|e| trig_err(format!("cron: {e}")))?;
+                }
             }
             if let Some(expr) = t.expression.as_deref().filter(|e| !e.trim().is_empty()) {
                 Expression::compile(expr)
@@ -226,10 +229,80 @@ impl FunctionDefinition {
                 })?;
             }
         }
+        self.validate_flow_control()?;
         if self.mode == ExecutionMode::Push || !self.endpoint_url.is_empty() {
             validate_endpoint_url(&self.endpoint_url, self.mode)?;
         }
         Ok(())
+    }
+
+    /// Debounce, throttle and actor keys: the bounds ironflow-py documents (a period of at least
+    /// a second, the scheduler's floor), and one serialisation rule per function.
+    fn validate_flow_control(&self) -> Result<(), DefinitionError> {
+        let field = |field: &'static str, reason: String| DefinitionError::Field { field, reason };
+        if let Some(d) = &self.debounce {
+            if d.period_ms < 1000 {
+                return Err(field(
+                    "debounce.period_ms",
+                    format!("must be at least 1000 (got {})", d.period_ms),
+                ));
+            }
+            if d.max_wait_ms != 0 && d.max_wait_ms < i64::from(d.period_ms) {
+                return Err(field(
+                    "debounce.max_wait_ms",
+                    format!(
+                        "must be 0 (no bound) or at least period_ms {} (got {})",
+                        d.period_ms, d.max_wait_ms
+                    ),
+                ));
+            }
+        }
+        if let Some(t) = &self.throttle {
+            if t.limit < 1 {
+                return Err(field(
+                    "throttle.limit",
+                    format!("must be at least 1 (got {})", t.limit),
+                ));
+            }
+            if t.limit > Self::MAX_THROTTLE_LIMIT {
+                return Err(field(
+                    "throttle.limit",
+                    format!(
+                        "must be at most {} (got {})",
+                        Self::MAX_THROTTLE_LIMIT,
+                        t.limit
+                    ),
+                ));
+            }
+            if t.period_ms < 1000 {
+                return Err(field(
+                    "throttle.period_ms",
+                    format!("must be at least 1000 (got {})", t.period_ms),
+                ));
+            }
+        }
+        if !self.actor_key.trim().is_empty()
+            && self.concurrency.as_ref().is_some_and(|c| c.limit > 0)
+        {
+            return Err(field(
+                "actor_key",
+                "an actor key already runs one run at a time per key value; set actor_key or concurrency, not both".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The most starts a throttle window remembers (its limit): the window is stored whole.
+    pub const MAX_THROTTLE_LIMIT: i32 = 10_000;
+
+    /// The cron triggers, with their index in `triggers`.
+    pub fn cron_triggers(&self) -> impl Iterator<Item = (i32, &str)> {
+        self.triggers.iter().enumerate().filter_map(|(i, t)| {
+            t.cron
+                .as_deref()
+                .filter(|c| !c.trim().is_empty())
+                .map(|c| (i32::try_from(i).unwrap_or(i32::MAX), c))
+        })
     }
 
     /// SHA-256 of the canonical JSON (struct field order, sorted metadata keys).

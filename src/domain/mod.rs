@@ -3,6 +3,7 @@
 
 pub mod authz;
 pub mod breaker;
+pub mod debounce;
 pub mod event_schema;
 pub mod expression;
 pub mod function;
@@ -20,10 +21,12 @@ pub mod projection;
 pub mod redaction;
 pub mod retention;
 pub mod run;
+pub mod schedule;
 pub mod secret;
 pub mod signature;
 pub mod sql_projection;
 pub mod storable;
 pub mod stream;
+pub mod throttle;
 pub mod time;
 pub mod time_travel;

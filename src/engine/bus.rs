@@ -34,6 +34,8 @@ pub struct Bus {
     /// Events were stored or a projection's cursor moved (here or on another node): projection
     /// feeds and catch-up waiters look again.
     projections: Arc<Notify>,
+    /// Wakes the scheduler: a cron schedule or a debounce changed on this node.
+    scheduler: Arc<Notify>,
 }
 
 impl Default for Bus {
@@ -46,6 +48,7 @@ impl Default for Bus {
             work: Arc::new(Notify::new()),
             history: Arc::new(Notify::new()),
             schedule: Arc::new(Notify::new()),
+            scheduler: Arc::new(Notify::new()),
             plan: Arc::default(),
             runs,
             groups: Arc::new(Notify::new()),
@@ -191,6 +194,16 @@ impl Bus {
     /// reading.
     pub fn projection_changes(&self) -> Arc<Notify> {
         self.projections.clone()
+    }
+
+    /// A cron schedule or a debounce changed here: the scheduler reads its next instant again.
+    pub fn scheduler_changed(&self) {
+        self.scheduler.notify_one();
+    }
+
+    /// A handle to await [`scheduler_changed`](Self::scheduler_changed).
+    pub fn scheduler(&self) -> Arc<Notify> {
+        self.scheduler.clone()
     }
 
     pub fn work_ready(&self) {

@@ -13,6 +13,7 @@ use crate::store::events::{
 };
 use crate::store::functions::FunctionRecord;
 use crate::store::runs::PageRequest;
+use crate::store::schedules::{DebounceHit, Throttle};
 
 use super::{Engine, EngineError, cursor, page_limit};
 
@@ -58,6 +59,49 @@ pub struct EventPage {
     pub limit: i64,
     pub next_cursor: Option<String>,
     pub has_prev: bool,
+}
+
+/// A new run of `function` for an event: its lane (a concurrency limit's, or an actor key's
+/// with room for one) and its throttle key.
+pub(crate) fn new_run(
+    function: &FunctionRecord,
+    event_id: &EventId,
+    event_name: &str,
+    data: &Value,
+) -> NewRun {
+    let definition = &function.definition;
+    let lane = if !definition.actor_key.trim().is_empty() {
+        Some(Lane {
+            key: crate::domain::debounce::path_value(&definition.actor_key, data),
+            limit: 1,
+        })
+    } else {
+        definition
+            .concurrency
+            .as_ref()
+            .filter(|c| c.limit > 0)
+            .map(|c| Lane {
+                key: lane_key(
+                    &c.key,
+                    &Bindings::for_json_event(
+                        &serde_json::json!({"id": event_id, "name": event_name, "data": data}),
+                    ),
+                ),
+                limit: c.limit,
+            })
+    };
+    NewRun {
+        lane,
+        throttle: definition.throttle.as_ref().map(|t| Throttle {
+            key: crate::domain::debounce::path_value(&t.key, data),
+            def: t.clone(),
+        }),
+        id: RunId::generate(),
+        max_attempts: definition.max_attempts(),
+        function_id: function.id.clone(),
+        function_version: function.version,
+        status: RunStatus::Running,
+    }
 }
 
 /// The most events one `TriggerBatch` carries.
@@ -181,16 +225,21 @@ impl Engine {
         // One read of the active functions serves both trigger matching and cancelOn.
         let active = self.store().active_functions(env).await?;
         let tombstone = event.append.as_ref().is_some_and(|a| a.tombstone);
-        let runs = match target {
-            _ if tombstone => Vec::new(),
-            Some(function) => self.matching_runs(&event, std::slice::from_ref(&function)),
-            None => self.matching_runs(&event, &active),
+        let (runs, debounces) = match target {
+            _ if tombstone => (Vec::new(), Vec::new()),
+            Some(function) => self.matching_runs(&event, std::slice::from_ref(&function), true),
+            None => self.matching_runs(&event, &active, false),
         };
+        let debounced = !debounces.is_empty();
         let emission = crate::store::events::Emission {
             event: event.clone(),
             runs,
+            debounces,
         };
         let outcome = self.commit_event(emission).await?;
+        if debounced && matches!(outcome, EventOutcome::Stored { .. }) {
+            self.bus().scheduler_changed();
+        }
         if let EventOutcome::Stored {
             run_ids, effects, ..
         } = &outcome
@@ -212,9 +261,16 @@ impl Engine {
         Ok(outcome)
     }
 
-    /// A new run for each function (of those given) that the event triggers.
-    fn matching_runs(&self, event: &NewEvent, functions: &[FunctionRecord]) -> Vec<NewRun> {
-        let invoked = event.name == super::INVOKED_EVENT;
+    /// A new run for each function (of those given) that the event triggers, or, for a
+    /// debounced function, the debounce it re-arms instead. `direct`: the functions were named
+    /// (an invoke, a cron tick), so they start whatever their triggers and debounce.
+    fn matching_runs(
+        &self,
+        event: &NewEvent,
+        functions: &[FunctionRecord],
+        direct: bool,
+    ) -> (Vec<NewRun>, Vec<DebounceHit>) {
+        let invoked = direct || event.name == super::INVOKED_EVENT;
         // Converted for CEL once per event, shared by every function's expressions.
         let bindings = Bindings::for_event(&EventView {
             id: event.id.as_str(),
@@ -223,34 +279,23 @@ impl Engine {
             metadata: &event.metadata,
             timestamp_ms: event.received_at.millis(),
         });
-        let lane_bindings = std::sync::OnceLock::new();
-        functions
+        let mut runs = Vec::new();
+        let mut debounces = Vec::new();
+        for f in functions
             .iter()
             .filter(|f| invoked || super::triggers::fires(&f.definition, &event.name, &bindings))
-            .map(|f| NewRun {
-                lane: f
-                    .definition
-                    .concurrency
-                    .as_ref()
-                    .filter(|c| c.limit > 0)
-                    .map(|c| Lane {
-                        key: lane_key(
-                            &c.key,
-                            lane_bindings.get_or_init(|| {
-                                Bindings::for_json_event(&serde_json::json!({
-                                    "id": event.id, "name": event.name, "data": event.data
-                                }))
-                            }),
-                        ),
-                        limit: c.limit,
-                    }),
-                id: RunId::generate(),
-                max_attempts: f.definition.max_attempts(),
-                function_id: f.id.clone(),
-                function_version: f.version,
-                status: RunStatus::Running,
-            })
-            .collect()
+        {
+            match f.definition.debounce.as_ref().filter(|_| !direct) {
+                Some(def) => debounces.push(DebounceHit {
+                    function_id: f.id.clone(),
+                    function_version: f.version,
+                    key: crate::domain::debounce::key_of(def, &event.data),
+                    def: def.clone(),
+                }),
+                None => runs.push(new_run(f, &event.id, &event.name, &event.data)),
+            }
+        }
+        (runs, debounces)
     }
 
     /// Cancels the unfinished runs of functions whose `cancelOn` names this event and whose

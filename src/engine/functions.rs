@@ -47,7 +47,10 @@ impl Engine {
             definition: request.definition,
             change_reason: request.change_reason,
         };
+        let env_id = registration.env_id.clone();
+        let function_id = registration.id.clone();
         let outcome = self.store().register_function(&registration).await?;
+        self.sync_cron(&env_id, &function_id).await?;
         if push {
             self.inner
                 .push_registered
@@ -127,6 +130,7 @@ impl Engine {
             .set_function_status(env, id, status, actor)
             .await?
             .ok_or_else(|| EngineError::not_found("function", id))?;
+        self.sync_cron(env, id).await?;
         self.bus().history_appended();
         Ok(function)
     }
@@ -139,6 +143,7 @@ impl Engine {
     ) -> Result<(), EngineError> {
         match self.store().delete_function(env, id, actor).await? {
             DeleteFunctionOutcome::Deleted => {
+                self.sync_cron(env, id).await?;
                 self.bus().history_appended();
                 Ok(())
             }
@@ -208,6 +213,7 @@ impl Engine {
             .await?
         {
             RollbackOutcome::RolledBack(f) => {
+                self.sync_cron(env, id).await?;
                 self.bus().history_appended();
                 Ok(f)
             }

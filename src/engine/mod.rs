@@ -24,6 +24,7 @@ mod pubsub;
 mod push;
 mod retention;
 mod runs;
+mod schedules;
 mod schemas;
 mod sql_projections;
 mod streams;
@@ -65,6 +66,7 @@ pub use push::{
 };
 pub use retention::{RetentionReport, run_retention};
 pub use runs::{RunPage, RunPageQuery};
+pub use schedules::CRON_EVENT;
 pub use schemas::{EnforcementReport, RegisterSchema, SchemaCheck, SchemaHistoryPage};
 pub use sql_projections::{CreateSqlProjection, RebuildRequest, SqlRows};
 pub use streams::{AppendEvent, Appended, EntityHistoryEntry, EntityHistoryPage};
@@ -251,7 +253,19 @@ impl Engine {
             let engine = self.clone();
             tokio::spawn(async move { engine.run_sql_projections().await })
         };
-        let mut tasks = vec![listener, timers, tailer, push, upkeep, sql_projections];
+        let scheduler = {
+            let engine = self.clone();
+            tokio::spawn(async move { engine.run_scheduler().await })
+        };
+        let mut tasks = vec![
+            listener,
+            timers,
+            tailer,
+            push,
+            upkeep,
+            sql_projections,
+            scheduler,
+        ];
         tasks.extend(self.spawn_committers());
         if let Some(fanout) = self.inner.fanout.clone() {
             tasks.push(tokio::spawn(fanout.run(self.clone())));

@@ -288,6 +288,7 @@ async fn write_runs<C: Conn + ?Sized>(
                 "concurrency_key": (r.lane_limit > 0).then_some(r.lane_key.as_str()),
                 "job_state": r.job_state.as_str(), "lane_key": r.lane_key,
                 "lane_limit": r.lane_limit,
+                "not_before": r.not_before.map(|t| t.to_rfc3339()),
             })
         })
         .collect();

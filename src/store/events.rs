@@ -12,6 +12,9 @@ use super::StoreError;
 use super::apply::{apply, lock_lane};
 use super::db::{Db, SqlStore};
 use super::runs::PageRequest;
+use super::schedules::{
+    DebounceHit, Throttle, arm_debounce, lock_throttle_windows, save_throttle_windows,
+};
 use super::sql::{Conn, args, sql};
 use super::writes::{escape_like, notify_commit};
 use crate::domain::history::{HistoryKind, NewHistoryEntry};
@@ -42,6 +45,7 @@ pub trait EventStore: Send + Sync {
         let emission = Emission {
             event: event.clone(),
             runs: runs.to_vec(),
+            debounces: Vec::new(),
         };
         self.record_events(std::slice::from_ref(&emission))
             .await?
@@ -136,15 +140,18 @@ pub struct NewRun {
     pub function_version: i32,
     pub status: RunStatus,
     pub max_attempts: i32,
-    /// Set when the function has a concurrency limit.
+    /// Set when the function has a concurrency limit or an actor key.
     pub lane: Option<Lane>,
+    /// Set when the function has a throttle: the run's start comes from the key's window.
+    pub throttle: Option<Throttle>,
 }
 
-/// An event to store and the runs it starts.
+/// An event to store, the runs it starts, and the debounces it re-arms instead.
 #[derive(Debug, Clone)]
 pub struct Emission {
     pub event: NewEvent,
     pub runs: Vec<NewRun>,
+    pub debounces: Vec<DebounceHit>,
 }
 
 #[derive(Debug, Clone)]
@@ -735,6 +742,20 @@ impl<D: Db> EventStore for SqlStore<D> {
         for (lane, active) in lanes.values_mut() {
             *active = lock_lane(&mut *tx, lane).await?;
         }
+        // Then the throttle windows of the batch's throttled runs, in key order.
+        let mut throttled: Vec<(String, String, String)> = Vec::new();
+        for e in &stored_events {
+            for r in &e.runs {
+                if let Some(t) = &r.throttle {
+                    throttled.push((
+                        e.event.env_id.to_string(),
+                        r.function_id.to_string(),
+                        t.key.clone(),
+                    ));
+                }
+            }
+        }
+        let mut windows = lock_throttle_windows(&mut *tx, throttled).await?;
 
         let at = emissions
             .first()
@@ -763,6 +784,17 @@ impl<D: Db> EventStore for SqlStore<D> {
                     parent: None,
                     parent_step: None,
                     lane: lane.clone(),
+                    not_before: run.throttle.as_ref().and_then(|t| {
+                        let key = (
+                            event.env_id.to_string(),
+                            run.function_id.to_string(),
+                            t.key.clone(),
+                        );
+                        let window = windows.get_mut(&key)?;
+                        let admission = crate::domain::throttle::admit(window, at.millis(), &t.def);
+                        *window = admission.window.clone();
+                        admission.delayed_start(at)
+                    }),
                 };
                 let created = create_run(&spec, active);
                 if let Some(l) = &lane
@@ -783,6 +815,22 @@ impl<D: Db> EventStore for SqlStore<D> {
             transitions.extend(mine);
         }
         let mut effects = apply(&mut *tx, transitions, at).await?;
+        save_throttle_windows(&mut *tx, &windows).await?;
+        // Debounces last, each under its entry's lock, in key order.
+        let mut hits: Vec<(&EnvId, &EventId, &DebounceHit)> = stored_events
+            .iter()
+            .flat_map(|e| {
+                e.debounces
+                    .iter()
+                    .map(|h| (&e.event.env_id, &e.event.id, h))
+            })
+            .collect();
+        hits.sort_by(|a, b| {
+            (a.0, &a.2.function_id, &a.2.key).cmp(&(b.0, &b.2.function_id, &b.2.key))
+        });
+        for (env, event, hit) in hits {
+            arm_debounce(&mut *tx, env, event, hit, at).await?;
+        }
         for seq in seqs.values() {
             effects.stored.push((StoredKind::Event, *seq));
         }

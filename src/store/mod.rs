@@ -30,6 +30,7 @@ pub mod projections;
 pub mod push;
 pub mod retention;
 pub mod runs;
+pub mod schedules;
 pub mod schemas;
 pub mod secrets;
 pub(crate) mod sql;
@@ -188,6 +189,7 @@ pub trait Store:
     + sql_projections::SqlProjectionStore
     + history_sql::HistoryQueryStore
     + retention::RetentionStore
+    + schedules::ScheduleStore
     + Send
     + Sync
     + 'static

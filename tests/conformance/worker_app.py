@@ -233,7 +233,58 @@ def build(p: str) -> dict[str, list[Function]]:
 
         return {"call": await ctx.step.run("call", call)}
 
+    # 13 — scheduling and flow control: a per-second cron, a debounce per user, a throttle of 2/s, an
+    # actor key, a step timeout ------------------------------------------------------------------------
+    @function(id=f"{p}-cron", triggers=[{"cron": "* * * * * *"}])
+    async def cron(ctx: Any) -> Any:
+        tick = ctx.event.data["tick"]
+        await ctx.step.run("tick", body(ctx, f"tick:{tick}", tick))
+        return {"tick": tick, "source": ctx.event.source, "name": ctx.event.name}
+
+    @function(id=f"{p}-debounce", triggers=ev("debounce"), debounce={"period": 1, "key": "user"})
+    async def debounced(ctx: Any) -> Any:
+        n = ctx.event.data["n"]
+        await ctx.step.run("work", body(ctx, f"debounced:{ctx.event.data['user']}:{n}", n))
+        return {"n": n, "user": ctx.event.data["user"]}
+
+    @function(id=f"{p}-debounce-long", triggers=ev("debounce-long"), debounce={"period": 30, "key": "user"})
+    async def debounced_long(ctx: Any) -> Any:
+        return {"n": ctx.event.data["n"]}
+
+    @function(id=f"{p}-throttle", triggers=ev("throttle"), throttle={"limit": 2, "period": 1})
+    async def throttled(ctx: Any) -> Any:
+        n = ctx.event.data["n"]
+        await ctx.step.run("work", body(ctx, f"throttled:{n}", n))
+        return {"n": n}
+
+    @function(id=f"{p}-actor", triggers=ev("actor"), actor_key="user")
+    async def actor(ctx: Any) -> Any:
+        n = ctx.event.data["n"]
+
+        async def work() -> Any:
+            effect(ctx, f"actor:start:{ctx.event.data['user']}:{n}")
+            await asyncio.sleep(0.15)  # work that takes a while, so overlapping runs would show
+            effect(ctx, f"actor:end:{ctx.event.data['user']}:{n}")
+            return n
+        await ctx.step.run("work", work)
+        return {"n": n}
+
+    @function(id=f"{p}-slowstep", triggers=ev("slowstep"), step_timeout=0.5,
+              retry={"max_attempts": 3, **FAST_RETRY})
+    async def slow_step(ctx: Any) -> Any:
+        async def work() -> Any:
+            effect(ctx, "slowstep:start")
+            if ctx.run.attempt == 1:
+                await asyncio.sleep(30)  # far past the step timeout: the SDK abandons it
+            return ctx.run.attempt
+        return {"attempt": await ctx.step.run("work", work)}
+
     return {
+        "cron": [cron],
+        "debounce": [debounced, debounced_long],
+        "throttle": [throttled],
+        "actor": [actor],
+        "slowstep": [slow_step],
         "control": [edit, broken, exhaust],
         "three": [three],
         "nap": [nap],

@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::{Change, JobState, LaneRef, NewRunRow, Transition};
 use crate::domain::history::{HistoryKind, NewHistoryEntry};
 use crate::domain::run::RunStatus;
+use crate::domain::time::Ts;
 use crate::ids::{EnvId, EventId, FunctionId, RunId};
 
 /// Everything a new run is made of.
@@ -23,6 +24,8 @@ pub struct RunSpec {
     /// The parent's step waiting on this run (`invoke`); `None` for `invoke_async`.
     pub parent_step: Option<String>,
     pub lane: Option<LaneRef>,
+    /// A throttled run's start ([`crate::domain::throttle::admit`]); `None` starts at once.
+    pub not_before: Option<Ts>,
 }
 
 /// Whether a run may start in a lane with `active` runs (admitted, leased or parked).
@@ -58,6 +61,7 @@ pub fn create_run(spec: &RunSpec, lane_active: Option<i64>) -> Transition {
         },
         lane_key: spec.lane.as_ref().map_or(String::new(), |l| l.key.clone()),
         lane_limit: spec.lane.as_ref().map_or(0, |l| l.limit),
+        not_before: spec.not_before,
     }));
     t.history(NewHistoryEntry {
         env_id: spec.env.clone(),
@@ -71,8 +75,9 @@ pub fn create_run(spec: &RunSpec, lane_active: Option<i64>) -> Transition {
             "event_name": spec.event_name,
             "parent_run_id": spec.parent.as_ref().map(ToString::to_string),
             "concurrency_key": spec.lane.as_ref().map(|l| l.key.clone()),
+            "throttled_until": spec.not_before.map(|t| t.to_rfc3339()),
         }),
     });
-    t.effects.work_ready = admitted;
+    t.effects.work_ready = admitted && spec.not_before.is_none();
     t
 }

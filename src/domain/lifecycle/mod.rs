@@ -168,6 +168,8 @@ pub struct NewRunRow {
     pub job_state: JobState,
     pub lane_key: String,
     pub lane_limit: i32,
+    /// A throttled run's start: its job is claimable from then, not at once.
+    pub not_before: Option<Ts>,
 }
 
 /// One row change. The store applies each with one statement (or several of a kind with one
@@ -384,6 +386,7 @@ impl Transition {
                 Change::QueueJob { due, .. } | Change::ParkJob { due, .. } => Some(*due),
                 Change::SetJobTimeout { at, .. } => Some(*at),
                 Change::RenewLease { until, .. } => Some(*until),
+                Change::InsertRun(run) => run.not_before,
                 _ => None,
             })
             .min()

@@ -406,6 +406,7 @@ fn child_run(
         parent: Some(facts.run.id.clone()),
         parent_step: waiting_step.cloned(),
         lane: function.lane.clone(),
+        not_before: None,
     };
     create_run(&spec, function.lane.as_ref().map(|_| function.lane_active))
 }

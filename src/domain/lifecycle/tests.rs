@@ -900,6 +900,7 @@ impl Model {
             parent: None,
             parent_step: None,
             lane: Some(lane),
+            not_before: None,
         };
         self.apply(create_run(&spec, Some(active)));
     }
