@@ -88,9 +88,16 @@ pub struct BenchArgs {
     /// What to measure: `steps` (durable workflow steps), `appends` (entity-stream appends
     /// with an expected version, and ReadStream of 1 000 events) or `sql-projection` (a SQL
     /// projection applying appended events, and append-to-visible latency under load) or
-    /// `authz` (authorization overhead per request with `--policy-modules` deny modules).
-    #[arg(long, default_value = "steps", value_parser = ["steps", "appends", "sql-projection", "authz"])]
+    /// `authz` (authorization overhead per request with `--policy-modules` deny modules) or
+    /// `cron` (tick to run lateness of `--cron-functions` per-second schedules over `--ticks`).
+    #[arg(long, default_value = "steps", value_parser = ["steps", "appends", "sql-projection", "authz", "cron"])]
     pub mode: String,
+    /// `--mode cron`: functions with a per-second schedule.
+    #[arg(long, default_value_t = 20)]
+    pub cron_functions: usize,
+    /// `--mode cron`: ticks measured.
+    #[arg(long, default_value_t = 200)]
+    pub ticks: usize,
     /// `--mode authz`: policy modules in force.
     #[arg(long, default_value_t = 20)]
     pub policy_modules: usize,
@@ -155,6 +162,14 @@ impl BenchArgs {
             database_url: self.database_url.clone(),
             modules: self.policy_modules,
             samples: self.latency_samples.max(1000),
+        }
+    }
+
+    pub fn cron_options(&self) -> crate::bench::CronBenchOptions {
+        crate::bench::CronBenchOptions {
+            database_url: self.database_url.clone(),
+            functions: self.cron_functions,
+            ticks: self.ticks,
         }
     }
 

@@ -77,6 +77,14 @@ async fn main() -> anyhow::Result<()> {
                 }
                 return Ok(());
             }
+            if args.mode == "cron" {
+                let report = ironflow::bench::run_cron(args.cron_options()).await?;
+                println!("{}", report.summary_line());
+                if args.json {
+                    println!("{}", serde_json::to_string(&report)?);
+                }
+                return Ok(());
+            }
             if args.mode == "authz" {
                 let report = ironflow::bench::run_authz(args.authz_options()).await?;
                 println!("{}", report.summary_line());

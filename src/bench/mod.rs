@@ -8,7 +8,7 @@
 //! never collide) and drives them with an SDK worker of concurrency `C` in a second process
 //! (or, with `--in-process-worker`, in the bench's). `--backlog N` first seeds `N` queued runs
 //! of an unserved function and history behind them. `--mode appends` measures entity-stream
-//! appends instead ([`appends`]); `--mode sql-projection` a SQL projection's apply rate and
+//! appends instead ([`appends`]); `--mode cron` how late cron ticks start their runs ([`cron`]); `--mode sql-projection` a SQL projection's apply rate and
 //! append-to-visible latency ([`projection`]); `--mode authz` the authorization overhead per
 //! request ([`authz`]).
 
@@ -16,6 +16,7 @@ mod appends;
 mod authz;
 mod backlog;
 mod counters;
+mod cron;
 mod projection;
 mod raw_commits;
 mod report;
@@ -34,6 +35,7 @@ use tokio::sync::Notify;
 pub use appends::{AppendOptions, AppendReport, run as run_appends};
 pub use authz::{AuthzOptions, AuthzReport, run as run_authz};
 pub use backlog::Backlog;
+pub use cron::{CronBenchOptions, CronReport, run as run_cron};
 pub use projection::{ProjectionBenchOptions, ProjectionReport, run as run_sql_projection};
 pub use report::{BenchReport, Samples};
 pub use worker_side::{WorkerOptions, serve as serve_worker};

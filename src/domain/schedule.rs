@@ -186,6 +186,11 @@ mod tests {
             every2s.next_after(at("2026-12-03T10:00:01.500Z")),
             Some(at("2026-12-03T10:00:02Z"))
         );
+        let hourly = CronSchedule::parse("@hourly").expect("parses");
+        assert_eq!(
+            hourly.next_after(at("2026-12-03T10:02:30Z")),
+            Some(at("2026-12-03T11:00:00Z"))
+        );
         let berlin = CronSchedule::parse("TZ=Europe/Berlin 0 9 * * *").expect("parses");
         // 09:00 in Berlin in December is 08:00 UTC.
         assert_eq!(

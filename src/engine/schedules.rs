@@ -29,6 +29,8 @@ const IDLE_LOOK: Duration = Duration::from_millis(500);
 const MIN_PAUSE: Duration = Duration::from_millis(5);
 /// Due rows taken per pass.
 const BATCH: i64 = 100;
+/// Due rows fired at once.
+const FIRING: usize = 32;
 
 impl Engine {
     /// Makes a function's schedule rows follow its current definition (registration, status,
@@ -101,14 +103,29 @@ impl Engine {
     }
 
     /// Fires every cron tick and debounce due at `now`.
+    /// Ticks that came due together fire together, so their emits share group commits.
     pub(crate) async fn fire_due(&self, now: Ts) -> Result<(), EngineError> {
-        for due in self.store().due_cron(now, BATCH).await? {
-            self.fire_cron(&due, now).await?;
-        }
-        for due in self.store().due_debounces(now, BATCH).await? {
-            self.fire_debounce(&due).await?;
-        }
-        Ok(())
+        use futures::StreamExt as _;
+        let crons = self.store().due_cron(now, BATCH).await?;
+        let fired: Vec<Result<(), EngineError>> = futures::stream::iter(crons)
+            .map(|due| {
+                let engine = self.clone();
+                async move { engine.fire_cron(&due, now).await }
+            })
+            .buffer_unordered(FIRING)
+            .collect()
+            .await;
+        fired.into_iter().collect::<Result<(), _>>()?;
+        let debounces = self.store().due_debounces(now, BATCH).await?;
+        let fired: Vec<Result<(), EngineError>> = futures::stream::iter(debounces)
+            .map(|due| {
+                let engine = self.clone();
+                async move { engine.fire_debounce(&due).await }
+            })
+            .buffer_unordered(FIRING)
+            .collect()
+            .await;
+        fired.into_iter().collect()
     }
 
     async fn fire_cron(&self, due: &DueCron, now: Ts) -> Result<(), EngineError> {
