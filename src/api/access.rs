@@ -85,6 +85,8 @@ pub fn connect_permission(service: &str, method: &str) -> Option<Permission> {
             | "DeleteConsumerGroup"
             | "AckEvent" => P::GroupsWrite,
             "GetConsumerGroup" | "ListConsumerGroups" => P::GroupsRead,
+            "Emit" => P::EventsEmit,
+            "ListTopics" | "GetTopicStats" => P::TopicsSubscribe,
             _ => return None,
         },
         ("EnvironmentService", m) => match m {
@@ -110,6 +112,7 @@ pub fn needs_body_facts(path: &str) -> bool {
             | "/ironflow.v1.IronflowService/InvokeFunction"
             | "/ironflow.v1.IronflowService/InvokeFunctionSync"
             | "/ironflow.v1.PubSubService/Publish"
+            | "/ironflow.v1.PubSubService/Emit"
     )
 }
 
@@ -129,6 +132,12 @@ pub fn body_facts(path: &str, headers: &HeaderMap, body: &[u8], facts: &mut Requ
     let Ok(unary) = super::connect::prepare(headers, body.to_vec().into(), usize::MAX) else {
         return;
     };
+    if path == "/ironflow.v1.PubSubService/Emit" {
+        if let Ok(req) = unary.decode::<pb::EmitRequest>() {
+            facts.event_names.push(req.event);
+        }
+        return;
+    }
     let method = path.rsplit('/').next().unwrap_or_default();
     match method {
         "Emit" | "Trigger" => {

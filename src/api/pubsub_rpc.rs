@@ -1,6 +1,7 @@
 //! `ironflow.v1.PubSubService` over Connect: `Publish` (what `step.publish` calls), consumer
 //! groups (create / get / list / update / delete), `JoinConsumerGroup` (a server stream of the
-//! member's messages), `AckEvent`, and `Subscribe` (a server stream of live messages).
+//! member's messages), `AckEvent`, `Subscribe` (a server stream of live messages), `Emit` (an
+//! event that triggers functions), `ListTopics` and `GetTopicStats`.
 //! `SubscribeBidirectional` needs a bidirectional stream and answers `unimplemented`; the same
 //! join-and-ack conversation is served over `/ws`.
 
@@ -62,6 +63,9 @@ pub async fn pubsub_service(
         },
         "DeleteConsumerGroup" => respond(&unary, |r| delete_group(&state, &ctx, r)).await,
         "AckEvent" => respond(&unary, |r| ack_event(&state, &ctx, r)).await,
+        "Emit" => respond(&unary, |r| emit(&state, &ctx, r)).await,
+        "ListTopics" => respond(&unary, |r| list_topics(&state, &ctx, r)).await,
+        "GetTopicStats" => respond(&unary, |r| topic_stats(&state, &ctx, r)).await,
         m => ApiError::new(
             StatusCode::NOT_IMPLEMENTED,
             Code::Unimplemented,
@@ -86,6 +90,66 @@ async fn publish(
         event_id: published.event_id,
         sequence: u64::try_from(published.sequence).unwrap_or_default(),
         duplicate: published.duplicate,
+    })
+}
+
+/// `Emit`: an event, like `IronflowService/Emit` (it triggers functions), from the pub/sub client.
+async fn emit(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::EmitRequest,
+) -> Result<pb::EmitResponse, ApiError> {
+    let request = map::emit_request(
+        pb::TriggerRequest {
+            event: req.event,
+            data: req.data,
+            data_value: req.data_value,
+            idempotency_key: req.idempotency_key,
+            metadata: req.metadata,
+            version: req.version,
+        },
+        "pubsub",
+    );
+    let result = state.engine.emit(&ctx.env, request).await?;
+    Ok(pb::EmitResponse {
+        run_ids: result.run_ids.iter().map(ToString::to_string).collect(),
+        event_id: result.event_id.to_string(),
+    })
+}
+
+async fn list_topics(
+    state: &AppState,
+    ctx: &RequestContext,
+    _req: pb::ListTopicsRequest,
+) -> Result<pb::ListTopicsResponse, ApiError> {
+    let topics = state.engine.list_topics(&ctx.env).await?;
+    Ok(pb::ListTopicsResponse {
+        topics: topics
+            .into_iter()
+            .map(|t| pb::TopicInfo {
+                name: t.name,
+                message_count: t.message_count,
+                consumer_count: i32::try_from(t.consumer_count).unwrap_or(i32::MAX),
+                first_message_at: t.first_at.map(map::timestamp),
+                last_message_at: t.last_at.map(map::timestamp),
+            })
+            .collect(),
+    })
+}
+
+async fn topic_stats(
+    state: &AppState,
+    ctx: &RequestContext,
+    req: pb::GetTopicStatsRequest,
+) -> Result<pb::GetTopicStatsResponse, ApiError> {
+    let stats = state.engine.topic_stats(&ctx.env, &req.topic).await?;
+    Ok(pb::GetTopicStatsResponse {
+        name: stats.name,
+        message_count: stats.message_count,
+        consumer_count: i32::try_from(stats.consumer_count).unwrap_or(i32::MAX),
+        lag: stats.lag,
+        first_seq: stats.first_seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+        last_seq: stats.last_seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
     })
 }
 

@@ -127,3 +127,80 @@ impl Engine {
         }
     }
 }
+
+/// A topic with its counts and the consumer groups whose pattern takes it.
+#[derive(Debug, Clone)]
+pub struct TopicSummary {
+    pub name: String,
+    pub message_count: i64,
+    pub consumer_count: usize,
+    pub first_at: Option<crate::domain::time::Ts>,
+    pub last_at: Option<crate::domain::time::Ts>,
+}
+
+/// One topic's counts: messages, their sequence range, consumer groups, and deliveries those
+/// groups have not acked yet (its lag).
+#[derive(Debug, Clone)]
+pub struct TopicStats {
+    pub name: String,
+    pub message_count: i64,
+    pub consumer_count: usize,
+    pub lag: i64,
+    pub first_seq: Option<i64>,
+    pub last_seq: Option<i64>,
+}
+
+/// The most topics one listing returns.
+const MAX_TOPICS: i64 = 1000;
+
+impl Engine {
+    /// The environment's topics (those with stored messages), by name.
+    pub async fn list_topics(&self, env: &EnvId) -> Result<Vec<TopicSummary>, EngineError> {
+        let patterns = self.group_patterns(env).await?;
+        Ok(self
+            .store()
+            .list_topics(env, MAX_TOPICS)
+            .await?
+            .into_iter()
+            .map(|t| TopicSummary {
+                consumer_count: consumers_of(&patterns, &t.topic),
+                name: t.topic,
+                message_count: t.message_count,
+                first_at: t.first_at,
+                last_at: t.last_at,
+            })
+            .collect())
+    }
+
+    pub async fn topic_stats(&self, env: &EnvId, topic: &str) -> Result<TopicStats, EngineError> {
+        validate_event_name(topic).map_err(|e| {
+            EngineError::InvalidArgument(format!("topic: {e}").replace("event pattern", "topic"))
+        })?;
+        let patterns = self.group_patterns(env).await?;
+        let stats = self.store().topic_stats(env, topic).await?;
+        Ok(TopicStats {
+            name: topic.to_owned(),
+            message_count: stats.message_count,
+            consumer_count: consumers_of(&patterns, topic),
+            lag: stats.lag,
+            first_seq: stats.first_seq,
+            last_seq: stats.last_seq,
+        })
+    }
+
+    async fn group_patterns(
+        &self,
+        env: &EnvId,
+    ) -> Result<Vec<crate::domain::pattern::EventPattern>, EngineError> {
+        Ok(self
+            .consumer_groups(env)
+            .await?
+            .iter()
+            .filter_map(|g| crate::domain::pattern::EventPattern::parse(&g.settings.pattern).ok())
+            .collect())
+    }
+}
+
+fn consumers_of(patterns: &[crate::domain::pattern::EventPattern], topic: &str) -> usize {
+    patterns.iter().filter(|p| p.matches(topic)).count()
+}

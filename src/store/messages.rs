@@ -29,6 +29,30 @@ pub trait MessageStore: Send + Sync {
 
     /// A topic message by its sequence (any environment: a copy announced by another node).
     async fn message_by_seq(&self, seq: i64) -> Result<Option<StoredMessage>, StoreError>;
+
+    /// The environment's topics (those with stored messages), by name.
+    async fn list_topics(&self, env: &EnvId, limit: i64) -> Result<Vec<TopicRow>, StoreError>;
+
+    /// One topic's counts (zero for a topic with no message).
+    async fn topic_stats(&self, env: &EnvId, topic: &str) -> Result<TopicStatsRow, StoreError>;
+}
+
+/// A topic as listed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TopicRow {
+    pub topic: String,
+    pub message_count: i64,
+    pub first_at: Option<Ts>,
+    pub last_at: Option<Ts>,
+}
+
+/// One topic's counts.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TopicStatsRow {
+    pub message_count: i64,
+    pub first_seq: Option<i64>,
+    pub last_seq: Option<i64>,
+    pub lag: i64,
 }
 
 /// A message to publish.
@@ -148,6 +172,22 @@ impl<D: Db> MessageStore for SqlStore<D> {
             .reader()
             .await?
             .fetch_optional(sql!("message_by_seq"), args![seq])
+            .await
+    }
+
+    async fn list_topics(&self, env: &EnvId, limit: i64) -> Result<Vec<TopicRow>, StoreError> {
+        self.db
+            .reader()
+            .await?
+            .fetch_all(sql!("list_topics"), args![env.as_str(), limit])
+            .await
+    }
+
+    async fn topic_stats(&self, env: &EnvId, topic: &str) -> Result<TopicStatsRow, StoreError> {
+        self.db
+            .reader()
+            .await?
+            .fetch_one(sql!("topic_stats"), args![env.as_str(), topic])
             .await
     }
 }

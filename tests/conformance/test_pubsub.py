@@ -223,3 +223,41 @@ def test_live_messages_cross_nodes_over_nats(postgres_admin: str, nats_url: str,
         second.kill()
         shutil.rmtree(second.workdir, ignore_errors=True)
         ifconf.cleanup(first, db)
+
+
+def test_topics_are_listed_with_their_stats(rpc: Any, uid: str) -> None:
+    topic = f"{uid}.stats.orders"
+    group = rpc.pubsub.create_consumer_group(v1.CreateConsumerGroupRequest(name=f"{uid}-stats", pattern=f"{uid}.stats.*"))
+    sent = [publish(rpc, topic, {"n": n}) for n in range(3)]
+    publish(rpc, f"{uid}.stats.other", {"n": 9})
+
+    listed = {t.name: t for t in rpc.pubsub.list_topics(v1.ListTopicsRequest()).topics}
+    assert listed[topic].message_count == 3, listed[topic]
+    assert listed[topic].consumer_count == 1
+    assert listed[topic].first_message_at is not None and listed[topic].last_message_at is not None
+    assert listed[f"{uid}.stats.other"].message_count == 1
+
+    stats = rpc.pubsub.get_topic_stats(v1.GetTopicStatsRequest(topic=topic))
+    assert stats.name == topic and stats.message_count == 3 and stats.consumer_count == 1
+    assert (stats.first_seq, stats.last_seq) == (sent[0].sequence, sent[-1].sequence), stats
+    assert stats.lag == 3, "the group has acked none of the three"
+
+    none = rpc.pubsub.get_topic_stats(v1.GetTopicStatsRequest(topic=f"{uid}.stats.never"))
+    assert none.message_count == 0 and none.lag == 0
+    with pytest.raises(IronflowRPCError) as bad:
+        rpc.pubsub.get_topic_stats(v1.GetTopicStatsRequest(topic="a..b"))
+    assert bad.value.code == "invalid_argument"
+    rpc.pubsub.delete_consumer_group(v1.DeleteConsumerGroupRequest(name=group.name))
+
+
+def test_pubsub_emit_triggers_functions(rpc: Any, uid: str) -> None:
+    ifconf.register(rpc, f"{uid}-on-emit", [f"{uid}.emitted"])
+    out = rpc.pubsub.emit(v1.EmitRequest(event=f"{uid}.emitted", data=Struct.from_python({"a": 1})))
+    assert out.event_id and len(out.run_ids) == 1, out
+    again = rpc.pubsub.emit(v1.EmitRequest(event=f"{uid}.emitted", data=Struct.from_python({"a": 1}),
+                                           idempotency_key=f"{uid}-k"))
+    repeat = rpc.pubsub.emit(v1.EmitRequest(event=f"{uid}.emitted", idempotency_key=f"{uid}-k"))
+    assert repeat.event_id == again.event_id and list(repeat.run_ids) == list(again.run_ids)
+    with pytest.raises(IronflowRPCError) as bad:
+        rpc.pubsub.emit(v1.EmitRequest(event="a..b"))
+    assert bad.value.code == "invalid_argument"
