@@ -148,8 +148,14 @@ async fn topic_stats(
         message_count: stats.message_count,
         consumer_count: i32::try_from(stats.consumer_count).unwrap_or(i32::MAX),
         lag: stats.lag,
-        first_seq: stats.first_seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
-        last_seq: stats.last_seq.and_then(|s| u64::try_from(s).ok()).unwrap_or(0),
+        first_seq: stats
+            .first_seq
+            .and_then(|s| u64::try_from(s).ok())
+            .unwrap_or(0),
+        last_seq: stats
+            .last_seq
+            .and_then(|s| u64::try_from(s).ok())
+            .unwrap_or(0),
     })
 }
 

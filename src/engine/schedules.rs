@@ -27,6 +27,8 @@ pub const CRON_EVENT: &str = "ironflow/cron";
 const IDLE_LOOK: Duration = Duration::from_millis(500);
 /// The least it sleeps, so a row it cannot fire (the database is down) does not spin.
 const MIN_PAUSE: Duration = Duration::from_millis(5);
+/// How long the scheduler waits after a pass failed.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Due rows taken per pass.
 const BATCH: i64 = 100;
 /// Due rows fired at once.
@@ -84,16 +86,21 @@ impl Engine {
             if token.is_cancelled() {
                 return;
             }
-            if let Err(e) = self.fire_due(Ts::now()).await {
-                tracing::warn!(error = %e, "scheduler pass failed; retrying");
-            }
-            let next = self.store().next_schedule_instant().await.ok().flatten();
-            let now = Ts::now();
-            let pause = next
-                .map_or(IDLE_LOOK, |t| {
-                    Duration::from_millis(u64::try_from(t.millis() - now.millis()).unwrap_or(0))
-                })
-                .clamp(MIN_PAUSE, IDLE_LOOK);
+            let pause = match self.fire_due(Ts::now()).await {
+                Ok(()) => {
+                    let next = self.store().next_schedule_instant().await.ok().flatten();
+                    let now = Ts::now();
+                    next.map_or(IDLE_LOOK, |t| {
+                        Duration::from_millis(u64::try_from(t.millis() - now.millis()).unwrap_or(0))
+                    })
+                    .clamp(MIN_PAUSE, IDLE_LOOK)
+                }
+                Err(e) => {
+                    // The database is away or refused: what is due stays due, tried again soon.
+                    tracing::warn!(error = %e, "scheduler pass failed; retrying");
+                    RETRY_PAUSE
+                }
+            };
             tokio::select! {
                 () = token.cancelled() => return,
                 () = tokio::time::sleep(pause) => {}
@@ -131,7 +138,17 @@ impl Engine {
     async fn fire_cron(&self, due: &DueCron, now: Ts) -> Result<(), EngineError> {
         let row = &due.schedule;
         let Ok(schedule) = CronSchedule::parse(&row.expression) else {
-            // Stored before validation existed: nothing to fire, and nothing to retry.
+            // Not written by this release (rows are planned from parsed expressions): nothing to
+            // fire; moved a day on so it does not stay due.
+            tracing::warn!(function = %row.function_id, expression = %row.expression,
+                "a cron schedule row does not parse; skipped for a day");
+            self.store()
+                .advance_cron(&CronAdvance {
+                    schedule: row,
+                    to: now.plus(Duration::from_secs(86_400)),
+                    fired: None,
+                })
+                .await?;
             return Ok(());
         };
         let decision = decide_tick(&schedule, row.next_at, now, due.active);
