@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/ironflow/v1/types.proto",
         "proto/ironflow/v1/ironflow.proto",
         "proto/ironflow/v1/pubsub.proto",
+        "proto/ironflow/v1/webhook.proto",
         "proto/ironflow/v1/worker.proto",
         "proto/ironflow/v1/timetravel.proto",
         "proto/ironflow/v1/entity_stream.proto",

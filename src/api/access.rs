@@ -96,6 +96,18 @@ pub fn connect_permission(service: &str, method: &str) -> Option<Permission> {
             _ => return None,
         },
         ("AuditService", "GetAuditTrail" | "GetAuthAuditTrail") => P::AuditRead,
+        ("WebhookService", m) => match m {
+            "GetWebhookSource" | "ListWebhookSources" | "ListWebhookDeliveries" => P::WebhooksRead,
+            "CreateWebhookSource"
+            | "UpdateWebhookSource"
+            | "RotateWebhookSecret"
+            | "ExpireWebhookSecretPrev"
+            | "DisableWebhookSignatureVerification"
+            | "RotateWebhookIngestToken"
+            | "TestWebhookVerifyConfig"
+            | "DeleteWebhookSource" => P::WebhooksWrite,
+            _ => return None,
+        },
         _ => return None,
     })
 }

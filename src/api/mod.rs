@@ -30,6 +30,7 @@ mod streams_rpc;
 mod subscription;
 mod system;
 mod watch;
+mod webhook_rpc;
 mod worker_stream;
 mod workers;
 mod ws;
@@ -711,6 +712,18 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             "/ironflow.v1.AuditService/{method}",
             Service,
             post(audit::audit_service),
+        ),
+        route(
+            Method::POST,
+            "/ironflow.v1.WebhookService/{method}",
+            Service,
+            post(webhook_rpc::webhook_service),
+        ),
+        route(
+            Method::POST,
+            "/webhooks/{token}",
+            Public,
+            post(webhook_rpc::ingest),
         ),
         route(
             Method::POST,

@@ -65,7 +65,7 @@ pub async fn capabilities(
         "transports": ["rest", "connect"],
         "features": ["events", "functions", "runs", "history", "idempotency", "cel_filters", "wildcard_triggers",
                      "time_travel", "run_control", "entity_streams", "event_schemas", "cron", "debounce",
-                     "throttle", "actor_keys"],
+                     "throttle", "actor_keys", "webhooks"],
         "version": env!("CARGO_PKG_VERSION"),
         "auth_required": !state.auth.dev_mode(),
         "backend": state.engine.backend().as_str(),

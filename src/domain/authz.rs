@@ -77,6 +77,8 @@ permissions! {
     GroupsWrite = "groups:write", "create, change, delete and join consumer groups, ack messages";
     WorkersRead = "workers:read", "list workers";
     WorkersRun = "workers:run", "run a worker: register, poll, report jobs, the worker stream";
+    WebhooksRead = "webhooks:read", "read webhook sources and their deliveries (never secrets)";
+    WebhooksWrite = "webhooks:write", "create, change, rotate and delete webhook sources";
     BreakersRead = "breakers:read", "read circuit breakers";
     BreakersReset = "breakers:reset", "reset a circuit breaker";
     SystemRead = "system:read", "server info and capabilities";
@@ -121,6 +123,7 @@ impl Permission {
                 | P::GroupsRead
                 | P::WorkersRead
                 | P::BreakersRead
+                | P::WebhooksRead
                 | P::SystemRead
                 | P::EnvironmentsRead
                 | P::ProjectsRead
@@ -301,6 +304,7 @@ impl BuiltinRole {
             P::GroupsRead,
             P::WorkersRead,
             P::BreakersRead,
+            P::WebhooksRead,
             P::SystemRead,
             P::EnvironmentsRead,
             P::ProjectsRead,
@@ -323,6 +327,7 @@ impl BuiltinRole {
             P::GroupsWrite,
             P::WorkersRun,
             P::BreakersReset,
+            P::WebhooksWrite,
         ]));
         match self {
             Self::Viewer => viewer,

@@ -30,3 +30,4 @@ pub mod stream;
 pub mod throttle;
 pub mod time;
 pub mod time_travel;
+pub mod webhook;

@@ -34,6 +34,7 @@ mod system_events;
 mod triggers;
 mod upkeep;
 mod watch;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -72,6 +73,7 @@ pub use sql_projections::{CreateSqlProjection, RebuildRequest, SqlRows};
 pub use streams::{AppendEvent, Appended, EntityHistoryEntry, EntityHistoryPage};
 pub use sync::{INVOKED_EVENT, MAX_SYNC_WAIT, SyncOutcome};
 pub use watch::{ConfigWatch, ConfigWatchEvent, KvWatch, KvWatchEvent};
+pub use webhooks::{Ingested, NewSource, SourceChanges, SourceView, VerifyTest};
 
 use crate::domain::time::Ts;
 use crate::store::SharedStore;

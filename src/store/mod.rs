@@ -37,6 +37,7 @@ pub(crate) mod sql;
 pub mod sql_projections;
 pub mod streams;
 pub mod tenancy;
+pub mod webhooks;
 mod writes;
 
 pub use tenancy::TenancyStore;
@@ -190,6 +191,7 @@ pub trait Store:
     + history_sql::HistoryQueryStore
     + retention::RetentionStore
     + schedules::ScheduleStore
+    + webhooks::WebhookStore
     + Send
     + Sync
     + 'static

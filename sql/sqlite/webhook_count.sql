@@ -1,0 +1,1 @@
+SELECT COUNT(*) FROM webhook_sources WHERE env_id = ?1;

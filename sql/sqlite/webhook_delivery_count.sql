@@ -1,0 +1,2 @@
+SELECT COUNT(*) FROM webhook_deliveries
+WHERE env_id = ?1 AND source_id = ?2 AND (?3 IS NULL OR status = ?3);
