@@ -1,7 +1,8 @@
 //! `ironflow.v1.PubSubService` over Connect: `Publish` (what `step.publish` calls), consumer
 //! groups (create / get / list / update / delete), `JoinConsumerGroup` (a server stream of the
 //! member's messages), `AckEvent`, `Subscribe` (a server stream of live messages), `Emit` (an
-//! event that triggers functions), `ListTopics` and `GetTopicStats`.
+//! event that triggers functions), `ListTopics` and `GetTopicStats`. `Subscribe` with
+//! `options.consumer_group` joins that group, as `JoinConsumerGroup` does.
 //! `SubscribeBidirectional` needs a bidirectional stream and answers `unimplemented`; the same
 //! join-and-ack conversation is served over `/ws`.
 
@@ -37,10 +38,23 @@ pub async fn pubsub_service(
                 Ok(r) => r,
                 Err(e) => return e.into_response(),
             };
-            return if method == "JoinConsumerGroup" {
-                join_consumer_group(&state, &ctx, &request).await
-            } else {
-                subscription::connect_subscribe(&state, &ctx, &request).await
+            if method == "JoinConsumerGroup" {
+                return join_consumer_group(&state, &ctx, &request).await;
+            }
+            // `Subscribe` naming a consumer group joins it: the group's pattern, filter and ack
+            // mode apply, and the stream's subscription id is the member to ack as.
+            let group = request
+                .decode::<pb::SubscribeRequest>()
+                .ok()
+                .and_then(|r| r.options)
+                .map(|o| o.consumer_group)
+                .filter(|g| !g.is_empty());
+            return match group {
+                Some(group) => {
+                    let consumer = format!("sub-{}", uuid::Uuid::new_v4().simple());
+                    join_group_stream(&state, &ctx, &request, &group, consumer).await
+                }
+                None => subscription::connect_subscribe(&state, &ctx, &request).await,
             };
         }
         _ => {}
@@ -446,23 +460,32 @@ async fn join_consumer_group(
     ctx: &RequestContext,
     request: &StreamRequest,
 ) -> Response {
-    let joined = async {
-        let req: pb::JoinConsumerGroupRequest = request.decode()?;
-        let consumer = [req.consumer_id, req.client_id]
-            .into_iter()
-            .find(|c| !c.is_empty())
-            .unwrap_or_else(|| format!("consumer-{}", uuid::Uuid::new_v4().simple()));
-        Ok::<_, ApiError>(
-            state
-                .engine
-                .join_consumer_group(&ctx.env, &req.group_name, &consumer)
-                .await?,
-        )
-    }
-    .await;
-    let member = match joined {
-        Ok(m) => m,
+    let req: pb::JoinConsumerGroupRequest = match request.decode() {
+        Ok(r) => r,
         Err(e) => return request.fail(&e),
+    };
+    let consumer = [req.consumer_id, req.client_id]
+        .into_iter()
+        .find(|c| !c.is_empty())
+        .unwrap_or_else(|| format!("consumer-{}", uuid::Uuid::new_v4().simple()));
+    join_group_stream(state, ctx, request, &req.group_name, consumer).await
+}
+
+/// Joins `group` as `consumer` and streams the member's messages.
+async fn join_group_stream(
+    state: &AppState,
+    ctx: &RequestContext,
+    request: &StreamRequest,
+    group: &str,
+    consumer: String,
+) -> Response {
+    let member = match state
+        .engine
+        .join_consumer_group(&ctx.env, group, &consumer)
+        .await
+    {
+        Ok(m) => m,
+        Err(e) => return request.fail(&ApiError::from(e)),
     };
     let (response, sink) = request.open();
     let shutdown = state.engine.shutdown_token().clone();

@@ -195,11 +195,6 @@ pub async fn connect_subscribe(
     let opened = async {
         let req: pb::SubscribeRequest = request.decode()?;
         let options = req.options.unwrap_or_default();
-        if !options.consumer_group.is_empty() {
-            return Err(ApiError::invalid(
-                "Subscribe does not join consumer groups: call JoinConsumerGroup",
-            ));
-        }
         let id = format!("sub_{}", uuid::Uuid::new_v4().simple());
         let spec = SubscriptionSpec {
             pattern: &req.pattern,

@@ -261,3 +261,36 @@ def test_pubsub_emit_triggers_functions(rpc: Any, uid: str) -> None:
     with pytest.raises(IronflowRPCError) as bad:
         rpc.pubsub.emit(v1.EmitRequest(event="a..b"))
     assert bad.value.code == "invalid_argument"
+
+
+def test_subscribe_with_a_consumer_group_joins_it(server: Server, rpc: Any, uid: str) -> None:
+    group = f"{uid}-subgroup"
+    topic = f"{uid}.subgroup.orders"
+    rpc.pubsub.create_consumer_group(
+        v1.CreateConsumerGroupRequest(name=group, pattern=topic, ack_mode=v1.AckMode.MANUAL))
+    sent = [publish(rpc, topic, {"n": n}) for n in range(2)]  # queued for the group until a member claims
+    client = server.rpc()
+    try:
+        stream = client.pubsub.subscribe(
+            v1.SubscribeRequest(pattern=topic, options=v1.SubscribeOptions(consumer_group=group)),
+            timeout=STREAM_TIMEOUT)
+        got = []
+        for event in stream:
+            got.append(event)
+            if len(got) == 2:
+                break
+        assert [e.sequence for e in got] == [s.sequence for s in sent], got
+        member = got[0].subscription_id
+        assert member, "the stream names the member to ack as"
+        rpc.pubsub.ack_event(v1.AckEventRequest(group_name=group, consumer_id=member, event_id=got[0].event_id,
+                                                ack_type=v1.AckType.ACK))
+        assert rpc.pubsub.get_topic_stats(v1.GetTopicStatsRequest(topic=topic)).lag == 1, "one left unacked"
+        stream.close()
+    finally:
+        client.close()
+    with pytest.raises(IronflowRPCError) as missing:
+        for _ in rpc.pubsub.subscribe(
+                v1.SubscribeRequest(pattern=topic, options=v1.SubscribeOptions(consumer_group=f"{uid}-nope")),
+                timeout=10.0):
+            pass
+    assert missing.value.code == "not_found"
