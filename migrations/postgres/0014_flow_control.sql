@@ -3,7 +3,8 @@
 -- tick a node claims (compare-and-set), so each tick starts one run however many nodes share
 -- the database. throttle_windows: the start instants a throttle key gave out (JSON array of
 -- Unix ms, at most the limit). debounce_entries: one pending run per (function, key), carrying
--- the latest event, fired at fires_at.
+-- the latest event, fired at fires_at. The two written on emits carry no foreign key to
+-- environments (invariant 29: no KEY SHARE lock on the environment row per write).
 CREATE TABLE cron_schedules (
     env_id           TEXT NOT NULL REFERENCES environments (id),
     function_id      TEXT NOT NULL,
@@ -18,7 +19,7 @@ CREATE TABLE cron_schedules (
 CREATE INDEX cron_schedules_next ON cron_schedules (next_at);
 
 CREATE TABLE throttle_windows (
-    env_id       TEXT NOT NULL REFERENCES environments (id),
+    env_id       TEXT NOT NULL,
     function_id  TEXT NOT NULL,
     throttle_key TEXT NOT NULL,
     starts       TEXT NOT NULL,
@@ -26,7 +27,7 @@ CREATE TABLE throttle_windows (
 );
 
 CREATE TABLE debounce_entries (
-    env_id           TEXT NOT NULL REFERENCES environments (id),
+    env_id           TEXT NOT NULL,
     function_id      TEXT NOT NULL,
     debounce_key     TEXT NOT NULL,
     function_version INTEGER NOT NULL,

@@ -24,7 +24,7 @@ CREATE INDEX webhook_sources_env ON webhook_sources (env_id, created_at);
 
 CREATE TABLE webhook_deliveries (
     id               TEXT PRIMARY KEY,
-    env_id           TEXT NOT NULL REFERENCES environments (id),
+    env_id           TEXT NOT NULL,
     source_id        TEXT NOT NULL,
     external_id      TEXT,
     status           TEXT NOT NULL,

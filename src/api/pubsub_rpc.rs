@@ -50,6 +50,12 @@ pub async fn pubsub_service(
                 .map(|o| o.consumer_group)
                 .filter(|g| !g.is_empty());
             return match group {
+                // Joining a group takes its messages from the other members: `groups:write`,
+                // as `JoinConsumerGroup` needs.
+                Some(_) if !ctx.holds(crate::domain::authz::Permission::GroupsWrite) => request
+                    .fail(&ApiError::forbidden(
+                        "Subscribe with a consumer_group joins the group: this needs groups:write",
+                    )),
                 Some(group) => {
                     let consumer = format!("sub-{}", uuid::Uuid::new_v4().simple());
                     join_group_stream(&state, &ctx, &request, &group, consumer).await

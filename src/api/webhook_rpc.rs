@@ -135,6 +135,17 @@ pub async fn webhook_service(
     };
     let (s, c) = (&state, &ctx);
     let engine = &s.engine;
+    // A source emits events: whoever makes or changes one must be allowed to emit.
+    if matches!(
+        method.as_str(),
+        "CreateWebhookSource" | "UpdateWebhookSource"
+    ) && !ctx.holds(crate::domain::authz::Permission::EventsEmit)
+    {
+        return ApiError::forbidden(
+            "a webhook source emits events: this needs events:emit as well as webhooks:write",
+        )
+        .into_response();
+    }
     match method.as_str() {
         "CreateWebhookSource" => {
             respond(&unary, |r: pb::CreateWebhookSourceRequest| async move {

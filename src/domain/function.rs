@@ -183,15 +183,15 @@ impl FunctionDefinition {
     pub fn validate(&self) -> Result<(), DefinitionError> {
         for (index, t) in self.triggers.iter().enumerate() {
             let trig_err = |reason: String| DefinitionError::Trigger { index, reason };
-            match (&t.event, &t.cron) {
-                (None, None) => return Err(trig_err("needs an event or a cron schedule".into())),
-                (Some(ev), _) => {
-                    EventPattern::parse(ev).map_err(|e| trig_err(e.to_string()))?;
-                }
-                (None, Some(cron)) => {
-                    crate::domain::schedule::CronSchedule::parse(cron)
-                        .map_err(|e| trig_err(format!("cron: {e}")))?;
-                }
+            if t.event.is_none() && t.cron.is_none() {
+                return Err(trig_err("needs an event or a cron schedule".into()));
+            }
+            if let Some(ev) = &t.event {
+                EventPattern::parse(ev).map_err(|e| trig_err(e.to_string()))?;
+            }
+            if let Some(cron) = &t.cron {
+                crate::domain::schedule::CronSchedule::parse(cron)
+                    .map_err(|e| trig_err(format!("cron: {e}")))?;
             }
             if let Some(expr) = t.expression.as_deref().filter(|e| !e.trim().is_empty()) {
                 Expression::compile(expr)

@@ -1,6 +1,7 @@
 //! Webhook sources as pure rules: a provider's signature scheme as configuration
 //! (`VerifyConfig`: GitHub's, Stripe's, Shopify's, Slack's and Standard Webhooks' are all field
-//! values), its check when saved, verifying a delivery against the current and previous secret,
+//! values; Standard Webhooks' base64 `whsec_` secrets are not decoded, so not yet), its check
+//! when saved, verifying a delivery against the current and previous secret,
 //! and where a delivery's event name and id live.
 
 use std::collections::BTreeMap;
@@ -216,7 +217,7 @@ pub struct Verified {
 /// its grace lasts). No secret: the source is unsigned and every delivery passes as `none`.
 pub fn verify(
     config: Option<&VerifyConfig>,
-    legacy_header: &str,
+    (legacy_header, legacy_algorithm): (&str, &str),
     delivery: &Delivery<'_>,
     secrets: &[(SecretSlot, &str)],
     now_secs: i64,
@@ -228,18 +229,11 @@ pub fn verify(
         };
     }
     let legacy;
+    let legacy_prefixes = config.is_none();
     let config = match config {
         Some(c) => c,
         None => {
-            legacy = VerifyConfig {
-                signature_header: if legacy_header.is_empty() {
-                    "X-Hub-Signature-256".into()
-                } else {
-                    legacy_header.into()
-                },
-                signing_template: "{body}".into(),
-                ..VerifyConfig::default()
-            };
+            legacy = legacy_config(legacy_header, legacy_algorithm);
             &legacy
         }
     };
@@ -262,13 +256,17 @@ pub fn verify(
     let mut timestamp: Option<String> = None;
     for entry in &entries {
         if config.kv_delimiter.is_empty() {
-            // A bare signature, or the legacy `algo=<hex>` form.
-            let value = entry.split_once('=').map_or(*entry, |(_, v)| v);
-            check.presented.push(if config.algorithm.is_empty() {
-                value.to_owned()
+            // A bare signature (base64 ones end in `=`, so nothing is split off), or the legacy
+            // hex form with a `sha256=` / `sha1=` prefix.
+            let value = if legacy_prefixes {
+                ["sha256=", "sha1="]
+                    .iter()
+                    .find_map(|p| entry.strip_prefix(p))
+                    .unwrap_or(entry)
             } else {
-                (*entry).to_owned()
-            });
+                entry
+            };
+            check.presented.push(value.to_owned());
             continue;
         }
         let Some((key, value)) = entry.split_once(config.kv_delimiter.as_str()) else {
@@ -294,32 +292,30 @@ pub fn verify(
         check.error = Some("the delivery carries no timestamp".into());
         return Verified { slot: None, check };
     }
-    let body = String::from_utf8_lossy(delivery.body);
     let id = delivery.dedup_id(Some(config)).unwrap_or_default();
-    check.signing_string = template
-        .replace("{ts}", timestamp.as_deref().unwrap_or_default())
-        .replace("{id}", &id)
-        .replace("{body}", &body);
+    let signed = fill_template(
+        template,
+        timestamp.as_deref().unwrap_or_default(),
+        &id,
+        delivery.body,
+    );
+    check.signing_string = String::from_utf8_lossy(&signed).into_owned();
     if config.tolerance_seconds > 0 {
         let Some(ts) = timestamp.as_deref().and_then(|t| t.parse::<i64>().ok()) else {
             check.error = Some("the delivery's timestamp is not a Unix time".into());
             return Verified { slot: None, check };
         };
-        if (now_secs - ts).abs() > i64::from(config.tolerance_seconds) {
+        let off = now_secs.abs_diff(ts);
+        if off > u64::try_from(config.tolerance_seconds).unwrap_or(0) {
             check.error = Some(format!(
-                "the delivery's timestamp is {} s away from now; the tolerance is {} s",
-                (now_secs - ts).abs(),
+                "the delivery's timestamp is {off} s away from now; the tolerance is {} s",
                 config.tolerance_seconds
             ));
             return Verified { slot: None, check };
         }
     }
     for (slot, secret) in secrets {
-        let mac = mac(
-            &config.algorithm,
-            secret.as_bytes(),
-            check.signing_string.as_bytes(),
-        );
+        let mac = mac(&config.algorithm, secret.as_bytes(), &signed);
         let computed = match config.encoding.as_str() {
             "base64" => base64::engine::general_purpose::STANDARD.encode(&mac),
             _ => hex::encode(&mac),
@@ -347,6 +343,50 @@ pub fn verify(
         "no signature matches".to_owned()
     });
     Verified { slot: None, check }
+}
+
+/// The bytes a provider signs: the template with `{ts}`, `{id}` and `{body}` filled in one pass
+/// (a placeholder inside a filled value stays text), the body byte for byte.
+fn fill_template(template: &str, ts: &str, id: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(template.len() + body.len());
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        out.extend_from_slice(&rest.as_bytes()[..start]);
+        let after = &rest[start..];
+        let (value, len): (&[u8], usize) = if after.starts_with("{body}") {
+            (body, 6)
+        } else if after.starts_with("{ts}") {
+            (ts.as_bytes(), 4)
+        } else if after.starts_with("{id}") {
+            (id.as_bytes(), 4)
+        } else {
+            (b"{", 1)
+        };
+        out.extend_from_slice(value);
+        rest = &after[len..];
+    }
+    out.extend_from_slice(rest.as_bytes());
+    out
+}
+
+/// The legacy scheme: a hex HMAC of the bare body in `verify_header`, SHA-256 unless the
+/// source's `verify_algorithm` names SHA-1.
+fn legacy_config(header: &str, algorithm: &str) -> VerifyConfig {
+    VerifyConfig {
+        signature_header: if header.is_empty() {
+            "X-Hub-Signature-256".into()
+        } else {
+            header.into()
+        },
+        signing_template: "{body}".into(),
+        algorithm: if algorithm.to_ascii_lowercase().contains("sha1") {
+            "hmac-sha1".into()
+        } else {
+            "hmac-sha256".into()
+        },
+        encoding: "hex".into(),
+        ..VerifyConfig::default()
+    }
 }
 
 fn mac(algorithm: &str, key: &[u8], message: &[u8]) -> Vec<u8> {
@@ -423,11 +463,17 @@ mod tests {
         let gh = VerifyConfig::github();
         gh.validate().expect("valid");
         let now = 0;
-        let current = verify(Some(&gh), "", &d, &[(SecretSlot::Current, "new")], now);
+        let current = verify(
+            Some(&gh),
+            ("", ""),
+            &d,
+            &[(SecretSlot::Current, "new")],
+            now,
+        );
         assert_eq!(current.slot, Some(SecretSlot::Current));
         let rotated = verify(
             Some(&gh),
-            "",
+            ("", ""),
             &d,
             &[
                 (SecretSlot::Current, "newer"),
@@ -436,7 +482,13 @@ mod tests {
             now,
         );
         assert_eq!(rotated.slot, Some(SecretSlot::Previous));
-        let forged = verify(Some(&gh), "", &d, &[(SecretSlot::Current, "other")], now);
+        let forged = verify(
+            Some(&gh),
+            ("", ""),
+            &d,
+            &[(SecretSlot::Current, "other")],
+            now,
+        );
         assert_eq!(forged.slot, None);
         assert_eq!(forged.check.error.as_deref(), Some("no signature matches"));
         assert_eq!(d.event_type(Some(&gh)).as_deref(), Some("pull_request"));
@@ -456,7 +508,7 @@ mod tests {
         stripe.validate().expect("valid");
         let ok = verify(
             Some(&stripe),
-            "",
+            ("", ""),
             &d,
             &[(SecretSlot::Current, "whsec")],
             ts + 10,
@@ -465,7 +517,7 @@ mod tests {
         assert_eq!(ok.check.presented.len(), 2, "every v1 entry is tried");
         let late = verify(
             Some(&stripe),
-            "",
+            ("", ""),
             &d,
             &[(SecretSlot::Current, "whsec")],
             ts + 301,
@@ -492,20 +544,78 @@ mod tests {
         let h = headers(&[("X-Shopify-Hmac-Sha256", &sig)]);
         let d = Delivery { headers: &h, body };
         assert_eq!(
-            verify(Some(&config), "", &d, &[(SecretSlot::Current, "k")], 0).slot,
+            verify(
+                Some(&config),
+                ("", ""),
+                &d,
+                &[(SecretSlot::Current, "k")],
+                0
+            )
+            .slot,
             Some(SecretSlot::Current)
         );
         let legacy_sig = format!("sha256={}", hex::encode(hmac::<sha2::Sha256>(b"k", body)));
         let h = headers(&[("X-Signature", &legacy_sig)]);
         let d = Delivery { headers: &h, body };
         assert_eq!(
-            verify(None, "X-Signature", &d, &[(SecretSlot::Current, "k")], 0).slot,
+            verify(
+                None,
+                ("X-Signature", ""),
+                &d,
+                &[(SecretSlot::Current, "k")],
+                0
+            )
+            .slot,
             Some(SecretSlot::Current)
         );
         assert_eq!(
-            verify(None, "X-Signature", &d, &[], 0).slot,
+            verify(None, ("X-Signature", ""), &d, &[], 0).slot,
             Some(SecretSlot::Unsigned)
         );
+    }
+
+    #[test]
+    fn base64_sha256_signatures_keep_their_padding_and_bodies_are_signed_byte_for_byte() {
+        let body: &[u8] = b"\xff{ts}\x00";
+        let config = VerifyConfig {
+            signature_header: "X-Shopify-Hmac-Sha256".into(),
+            encoding: "base64".into(),
+            ..VerifyConfig::default()
+        };
+        let sig =
+            base64::engine::general_purpose::STANDARD.encode(hmac::<sha2::Sha256>(b"k", body));
+        assert!(sig.ends_with('='), "{sig}");
+        let h = headers(&[("X-Shopify-Hmac-Sha256", &sig)]);
+        let d = Delivery { headers: &h, body };
+        assert_eq!(
+            verify(
+                Some(&config),
+                ("", ""),
+                &d,
+                &[(SecretSlot::Current, "k")],
+                0
+            )
+            .slot,
+            Some(SecretSlot::Current)
+        );
+        assert_eq!(fill_template("{ts}.{body}", "{id}", "x", b"b"), b"{id}.b");
+    }
+
+    #[test]
+    fn a_timestamp_far_from_now_is_refused_not_overflowed() {
+        let h = headers(&[("Stripe-Signature", "t=-9223372036854775808,v1=00")]);
+        let d = Delivery {
+            headers: &h,
+            body: b"{}",
+        };
+        let v = verify(
+            Some(&VerifyConfig::stripe()),
+            ("", ""),
+            &d,
+            &[(SecretSlot::Current, "k")],
+            1_700_000_000,
+        );
+        assert_eq!(v.slot, None);
     }
 
     #[test]

@@ -104,6 +104,21 @@ pub(crate) fn new_run(
     }
 }
 
+/// Idempotency keys the server gives its own events; a client's emit may not take them ahead of
+/// a tick or a delivery.
+pub const RESERVED_KEY_PREFIXES: [&str; 2] = ["cron:", "webhook:"];
+
+/// Refuses a client's idempotency key in the server's own namespace.
+pub(crate) fn check_client_key(key: Option<&str>) -> Result<(), EngineError> {
+    match key.filter(|k| RESERVED_KEY_PREFIXES.iter().any(|p| k.starts_with(p))) {
+        Some(key) => Err(EngineError::InvalidArgument(format!(
+            "idempotency_key '{key}': the prefixes {} are the server's own (cron ticks, webhook deliveries)",
+            RESERVED_KEY_PREFIXES.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The most events one `TriggerBatch` carries.
 pub const MAX_TRIGGER_BATCH: usize = 1000;
 
@@ -136,6 +151,7 @@ impl Engine {
                 request.name
             )));
         }
+        check_client_key(request.idempotency_key.as_deref())?;
         self.emit_to(env, request, None).await
     }
 

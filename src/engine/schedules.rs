@@ -27,6 +27,8 @@ pub const CRON_EVENT: &str = "ironflow/cron";
 const IDLE_LOOK: Duration = Duration::from_millis(500);
 /// The least it sleeps, so a row it cannot fire (the database is down) does not spin.
 const MIN_PAUSE: Duration = Duration::from_millis(5);
+/// How long the scheduler lets news gather before a pass.
+const NEWS_GAP: Duration = Duration::from_millis(50);
 /// How long the scheduler waits after a pass failed.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// Due rows taken per pass.
@@ -104,7 +106,14 @@ impl Engine {
             tokio::select! {
                 () = token.cancelled() => return,
                 () = tokio::time::sleep(pause) => {}
-                () = news.notified() => {}
+                () = news.notified() => {
+                    // News (a debounce armed, a schedule changed) only ever brings an instant
+                    // at least a second away; a burst of it makes one pass, not one each.
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        () = tokio::time::sleep(NEWS_GAP) => {}
+                    }
+                }
             }
         }
     }
@@ -122,7 +131,11 @@ impl Engine {
             .buffer_unordered(FIRING)
             .collect()
             .await;
-        fired.into_iter().collect::<Result<(), _>>()?;
+        // One row's failure neither stops the others nor the debounces; it is tried again.
+        let mut failures = fired
+            .into_iter()
+            .filter_map(Result::err)
+            .collect::<Vec<_>>();
         let debounces = self.store().due_debounces(now, BATCH).await?;
         let fired: Vec<Result<(), EngineError>> = futures::stream::iter(debounces)
             .map(|due| {
@@ -132,7 +145,14 @@ impl Engine {
             .buffer_unordered(FIRING)
             .collect()
             .await;
-        fired.into_iter().collect()
+        failures.extend(fired.into_iter().filter_map(Result::err));
+        for failure in &failures {
+            tracing::warn!(error = %failure, "a due cron tick or debounce did not fire; retrying");
+        }
+        match failures.into_iter().next() {
+            Some(first) => Err(first),
+            None => Ok(()),
+        }
     }
 
     async fn fire_cron(&self, due: &DueCron, now: Ts) -> Result<(), EngineError> {

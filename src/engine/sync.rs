@@ -49,6 +49,7 @@ impl Engine {
         data: Value,
         idempotency_key: Option<String>,
     ) -> Result<EmitResult, EngineError> {
+        super::events::check_client_key(idempotency_key.as_deref())?;
         let target = self.get_function(env, function).await?;
         let event = EmitEvent {
             name: INVOKED_EVENT.to_owned(),

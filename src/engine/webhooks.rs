@@ -23,8 +23,12 @@ use super::events::EmitEvent;
 use super::{Engine, EngineError};
 
 const TOKEN_PREFIX: &str = "ifwh_";
-/// Headers never kept in the delivery log: credentials of the sender's own.
-const DROPPED_HEADERS: [&str; 3] = ["authorization", "cookie", "proxy-authorization"];
+/// Headers never kept in the delivery log: anything that may carry a credential (a provider's
+/// shared token header such as `X-Gitlab-Token`, an API key, a cookie).
+fn logged_header(name: &str) -> bool {
+    const CREDENTIAL_WORDS: [&str; 6] = ["auth", "cookie", "token", "secret", "key", "password"];
+    !CREDENTIAL_WORDS.iter().any(|w| name.contains(w))
+}
 /// The most of a delivery's body the log keeps (the event keeps it whole).
 const LOGGED_BODY_BYTES: usize = 64 * 1024;
 
@@ -282,7 +286,7 @@ impl Engine {
     ) -> Result<WebhookSourceRow, EngineError> {
         let read_at = row.updated_at;
         if let Some(expected) = expected
-            && expected.millis() != read_at.millis()
+            && expected.0.timestamp_micros() != read_at.0.timestamp_micros()
         {
             return Err(EngineError::Conflict(format!(
                 "webhook source {} changed since {} (it was updated at {}); read it again",
@@ -474,22 +478,30 @@ impl Engine {
     ) -> Result<VerifyTest, EngineError> {
         check_config(config.as_ref())?;
         let now = Ts::now();
-        let (config, legacy_header, secrets) = if source_id.is_empty() {
+        // With the source's stored secret the answer never carries a MAC: the call must not
+        // sign a caller's chosen bytes with a secret the caller does not know.
+        let mut stored_secret = false;
+        let (config, legacy, secrets) = if source_id.is_empty() {
             let secrets = if secret.is_empty() {
                 vec![]
             } else {
                 vec![(SecretSlot::Current, secret.to_owned())]
             };
-            (config, String::new(), secrets)
+            (config, (String::new(), String::new()), secrets)
         } else {
             let row = self.webhook_row(env, source_id).await?;
             let view = self.view(row.clone(), None);
             let secrets = if secret.is_empty() {
+                stored_secret = true;
                 self.webhook_secrets(&row, now)?
             } else {
                 vec![(SecretSlot::Current, secret.to_owned())]
             };
-            (config.or(view.verify_config), row.verify_header, secrets)
+            (
+                config.or(view.verify_config),
+                (row.verify_header, row.verify_algorithm),
+                secrets,
+            )
         };
         let headers: BTreeMap<String, String> = headers
             .iter()
@@ -507,13 +519,16 @@ impl Engine {
                     .into(),
             ));
         }
-        let verified = webhook::verify(
+        let mut verified = webhook::verify(
             config.as_ref(),
-            &legacy_header,
+            (&legacy.0, &legacy.1),
             &delivery,
             &borrowed,
             now.0.timestamp(),
         );
+        if stored_secret {
+            verified.check.computed_signature.clear();
+        }
         Ok(VerifyTest {
             verified: verified.slot.is_some(),
             event_name: delivery.event_type(config.as_ref()),
@@ -547,13 +562,21 @@ impl Engine {
         let view = self.view(row.clone(), None);
         let config = view.verify_config.clone();
         let now = Ts::now();
-        let secrets = self.webhook_secrets(&row, now)?;
+        // A secret this server cannot open is its operator's problem, not the sender's: a 500
+        // (providers retry those) that names nothing, with the reason in the log.
+        let secrets = self.webhook_secrets(&row, now).map_err(|e| {
+            tracing::error!(source = %row.id, error = %e, "webhook secret cannot be opened");
+            EngineError::Store(crate::store::StoreError::Internal(format!(
+                "webhook source {}: {e}",
+                row.id
+            )))
+        })?;
         let borrowed: Vec<(SecretSlot, &str)> =
             secrets.iter().map(|(s, v)| (*s, v.as_str())).collect();
         let delivery = Delivery { headers, body };
         let mut verified = webhook::verify(
             config.as_ref(),
-            &row.verify_header,
+            (&row.verify_header, &row.verify_algorithm),
             &delivery,
             &borrowed,
             now.0.timestamp(),
@@ -592,17 +615,15 @@ impl Engine {
                     data,
                     metadata: json!({"webhook_source_id": row.id, "webhook_delivery_id": external_id,
                                      "signature_key": slot.as_str()}),
-                    idempotency_key: external_id.as_ref().map(|id| format!("webhook:{}:{id}", row.id)),
+                    idempotency_key: external_id.as_ref().map(|id| delivery_key(&row.id, id)),
                     source: "webhook".to_owned(),
                     version: row.schema_version,
                 },
                 None,
             )
             .await?;
-        let kept: BTreeMap<&String, &String> = headers
-            .iter()
-            .filter(|(k, _)| !DROPPED_HEADERS.contains(&k.as_str()))
-            .collect();
+        let kept: BTreeMap<&String, &String> =
+            headers.iter().filter(|(k, _)| logged_header(k)).collect();
         let logged = &body[..body.len().min(LOGGED_BODY_BYTES)];
         let delivery_row = WebhookDeliveryRow {
             id: format!("whd_{}", uuid::Uuid::now_v7()),
@@ -631,6 +652,19 @@ impl Engine {
             duplicate: emitted.duplicate,
             delivery_id: delivery_row.id,
         })
+    }
+}
+
+/// The idempotency key of a provider's delivery id (hashed when long, so any id fits the key's
+/// 256 bytes).
+fn delivery_key(source: &str, id: &str) -> String {
+    if id.len() <= 128 {
+        format!("webhook:{source}:{id}")
+    } else {
+        format!(
+            "webhook:{source}:sha256:{}",
+            crate::tenancy::hash_api_key(id)
+        )
     }
 }
 

@@ -444,20 +444,32 @@ pub(super) async fn child_function<C: Conn + ?Sized>(
     let Some(function) = super::functions::select_function(conn, env, &id).await? else {
         return Ok(None);
     };
-    let lane = function
-        .definition
-        .concurrency
-        .as_ref()
-        .filter(|c| c.limit > 0)
-        .map(|c| LaneRef {
+    let lane = if function.definition.actor_key.trim().is_empty() {
+        function
+            .definition
+            .concurrency
+            .as_ref()
+            .filter(|c| c.limit > 0)
+            .map(|c| LaneRef {
+                env: env.clone(),
+                function_id: id.clone(),
+                key: lane_key(
+                    &c.key,
+                    &Bindings::for_json_event(
+                        &serde_json::json!({"name": "invoke", "data": input}),
+                    ),
+                ),
+                limit: c.limit,
+            })
+    } else {
+        // An actor key: one run at a time per key value, children too.
+        Some(LaneRef {
             env: env.clone(),
             function_id: id.clone(),
-            key: lane_key(
-                &c.key,
-                &Bindings::for_json_event(&serde_json::json!({"name": "invoke", "data": input})),
-            ),
-            limit: c.limit,
-        });
+            key: crate::domain::debounce::path_value(&function.definition.actor_key, input),
+            limit: 1,
+        })
+    };
     let lane_active = match &lane {
         Some(lane) => lock_lane(conn, lane).await?,
         None => 0,

@@ -249,6 +249,11 @@ impl<D: Db> ScheduleStore for SqlStore<D> {
     ) -> Result<Option<Effects>, StoreError> {
         let now = Ts::now();
         let mut tx = self.db.begin().await?;
+        // Lanes before debounce entries: the order an emit's transaction takes them in.
+        let active = match &run.lane {
+            Some(lane) => Some(lock_lane(&mut *tx, lane).await?),
+            None => None,
+        };
         let taken = tx
             .execute(
                 sql!("debounce_take"),
@@ -264,10 +269,6 @@ impl<D: Db> ScheduleStore for SqlStore<D> {
         if taken == 0 {
             return Ok(None);
         }
-        let active = match &run.lane {
-            Some(lane) => Some(lock_lane(&mut *tx, lane).await?),
-            None => None,
-        };
         let created = create_run(run, active);
         let mut effects = created.effects_with_schedule();
         effects.merge(apply(&mut *tx, vec![created], now).await?);

@@ -204,6 +204,8 @@ impl<D: Db> WebhookStore for SqlStore<D> {
 
     async fn delete_webhook_source(&self, env: &EnvId, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.db.begin().await?;
+        tx.execute(sql!("webhook_deliveries_delete"), args![env.as_str(), id])
+            .await?;
         let n = tx
             .execute(sql!("webhook_delete"), args![env.as_str(), id])
             .await?;

@@ -294,3 +294,12 @@ def test_subscribe_with_a_consumer_group_joins_it(server: Server, rpc: Any, uid:
                 timeout=10.0):
             pass
     assert missing.value.code == "not_found"
+    # A viewer may subscribe to topics but not join a group (that takes messages from its members).
+    viewer = server.rest().api_keys_create({"name": f"viewer-{uid}", "role_ids": ["viewer"]})["key"]
+    with server.rpc(api_key=viewer) as watcher:
+        with pytest.raises(IronflowRPCError) as refused:
+            for _ in watcher.pubsub.subscribe(
+                    v1.SubscribeRequest(pattern=topic, options=v1.SubscribeOptions(consumer_group=group)),
+                    timeout=10.0):
+                pass
+        assert refused.value.code == "permission_denied", refused.value

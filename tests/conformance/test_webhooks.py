@@ -91,15 +91,28 @@ def test_github_style_deliveries_become_events_once(secrets_server: Server, wrpc
     ifconf.assert_json_error(unsigned, 401, mentions=("missing",))
     assert len(events_named(secrets_server, f"{prefix}.pull_request")) == 1, "a refused delivery stores nothing"
 
+    # A provider's shared-token header is a credential: never kept in the delivery log.
+    raw = b'{"action":"labeled"}'
+    tokened = deliver(secrets_server, token, raw, {"X-GitHub-Event": "pull_request", "X-GitHub-Delivery": "d-3",
+                                                   "X-Hub-Signature-256": f"sha256={sign('s3cret', raw)}",
+                                                   "X-Gitlab-Token": "shh"})
+    assert tokened.status == 200, tokened
+
     unknown = deliver(secrets_server, "ifwh_" + "0" * 64, b"{}", {})
     ifconf.assert_json_error(unknown, 404)
 
     listed = wrpc.webhooks.list_deliveries(v1.ListWebhookDeliveriesRequest(source_id=source.id))
-    assert listed.total_count == 2, listed
-    assert sorted(d.status for d in listed.deliveries) == ["accepted", "duplicate"]
+    assert listed.total_count == 3, listed
+    assert sorted(d.status for d in listed.deliveries) == ["accepted", "accepted", "duplicate"]
     assert {d.signature_key for d in listed.deliveries} == {"current"}
-    assert {d.external_id for d in listed.deliveries} == {"d-1"}
+    assert {d.external_id for d in listed.deliveries} == {"d-1", "d-3"}
     assert all("x-hub-signature-256" in d.request_headers.to_python() for d in listed.deliveries)
+    assert all("x-gitlab-token" not in d.request_headers.to_python() for d in listed.deliveries)
+
+    # The server's own idempotency keys are not a client's to take.
+    taken = secrets_server.request("POST", "/api/v1/events", json_body={
+        "name": f"{prefix}.pull_request", "data": {}, "idempotency_key": f"webhook:{source.id}:d-9"})
+    ifconf.assert_json_error(taken, 400, mentions=("idempotency_key",))
     only = wrpc.webhooks.list_deliveries(v1.ListWebhookDeliveriesRequest(source_id=source.id, status="duplicate"))
     assert [d.status for d in only.deliveries] == ["duplicate"]
 
