@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Backend, fresh_store, raw_count};
+use common::{Backend, default_env, fresh_store, raw_count};
 use ironflow::domain::function::{DebounceDef, FunctionDefinition, ThrottleDef, TriggerDef};
 use ironflow::domain::lifecycle::create::RunSpec;
 use ironflow::domain::run::RunStatus;
@@ -17,18 +17,6 @@ use ironflow::store::events::{Emission, NewEvent, NewRun};
 use ironflow::store::functions::FunctionRegistration;
 use ironflow::store::schedules::{CronAdvance, DebounceHit, Throttle};
 use serde_json::json;
-
-async fn default_env(store: &SharedStore) -> EnvId {
-    ironflow::tenancy::bootstrap(store)
-        .await
-        .expect("bootstrap");
-    store
-        .default_environment()
-        .await
-        .expect("query")
-        .expect("default env exists")
-        .id
-}
 
 async fn register(store: &SharedStore, env: &EnvId, id: &str) -> FunctionId {
     let id = FunctionId::parse(id).expect("id");

@@ -3,29 +3,16 @@
 
 mod common;
 
-use common::{Backend, fresh_store, raw_count, raw_execute};
+use common::{Backend, default_env, fresh_store, raw_count, raw_execute};
 use ironflow::domain::function::{FunctionDefinition, TriggerDef};
 use ironflow::domain::run::RunStatus;
 use ironflow::domain::time::Ts;
 use ironflow::ids::{EnvId, EventId, FunctionId, RunId};
-use ironflow::store::SharedStore;
 use ironflow::store::events::*;
 use ironflow::store::execution::CancelOutcome;
 use ironflow::store::functions::*;
 use ironflow::store::runs::*;
 use serde_json::json;
-
-async fn default_env(store: &SharedStore) -> EnvId {
-    ironflow::tenancy::bootstrap(store)
-        .await
-        .expect("bootstrap");
-    store
-        .default_environment()
-        .await
-        .expect("query")
-        .expect("default env exists")
-        .id
-}
 
 fn definition(event: &str) -> FunctionDefinition {
     FunctionDefinition {

@@ -3,21 +3,29 @@
 
 use sha2::{Digest, Sha256};
 
-/// HMAC-SHA256 (RFC 2104) over SHA-256's 64-byte blocks.
-pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+/// HMAC (RFC 2104) over a hash with 64-byte blocks (SHA-256, SHA-1).
+pub fn hmac<H: Digest>(key: &[u8], message: &[u8]) -> Vec<u8> {
     let mut block = [0u8; 64];
     if key.len() > block.len() {
-        block[..32].copy_from_slice(&Sha256::digest(key));
+        let digest = H::digest(key);
+        block[..digest.len()].copy_from_slice(&digest);
     } else {
         block[..key.len()].copy_from_slice(key);
     }
-    let mut inner = Sha256::new();
+    let mut inner = H::new();
     inner.update(block.map(|b| b ^ 0x36));
     inner.update(message);
-    let mut outer = Sha256::new();
+    let mut outer = H::new();
     outer.update(block.map(|b| b ^ 0x5c));
     outer.update(inner.finalize());
-    outer.finalize().into()
+    outer.finalize().to_vec()
+}
+
+/// HMAC-SHA256.
+pub fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(&hmac::<Sha256>(key, message));
+    out
 }
 
 /// The header value for `body` signed with `key` at Unix time `ts`.
@@ -33,6 +41,14 @@ pub fn sign(body: &[u8], key: &str, ts: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hmac_sha1_matches_rfc_2202() {
+        assert_eq!(
+            hex::encode(hmac::<sha1::Sha1>(b"Jefe", b"what do ya want for nothing?")),
+            "effcdf6ae5eb2fa2d27416d5f184df9c259a7c79"
+        );
+    }
 
     #[test]
     fn hmac_matches_rfc_4231() {

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
+
+use crate::domain::signature::hmac;
 
 /// How a source's deliveries are signed. The default (all empty) is the legacy scheme: a hex
 /// HMAC-SHA256 of the bare body in `verify_header` (an `algo=` prefix is allowed).
@@ -396,24 +397,6 @@ fn mac(algorithm: &str, key: &[u8], message: &[u8]) -> Vec<u8> {
     }
 }
 
-/// HMAC (RFC 2104) over a 64-byte-block hash.
-fn hmac<H: Digest>(key: &[u8], message: &[u8]) -> Vec<u8> {
-    let mut block = [0u8; 64];
-    if key.len() > block.len() {
-        let digest = H::digest(key);
-        block[..digest.len()].copy_from_slice(&digest);
-    } else {
-        block[..key.len()].copy_from_slice(key);
-    }
-    let mut inner = H::new();
-    inner.update(block.map(|b| b ^ 0x36));
-    inner.update(message);
-    let mut outer = H::new();
-    outer.update(block.map(|b| b ^ 0x5c));
-    outer.update(inner.finalize());
-    outer.finalize().to_vec()
-}
-
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -635,14 +618,5 @@ mod tests {
         assert_eq!(grace_secs(None), DEFAULT_GRACE_SECS);
         assert_eq!(grace_secs(Some(10_000_000)), MAX_GRACE_SECS);
         assert_eq!(grace_secs(Some(-5)), 0);
-    }
-
-    #[test]
-    fn hmac_sha256_matches_the_push_signature_implementation() {
-        assert_eq!(
-            hmac::<sha2::Sha256>(b"Jefe", b"what do ya want for nothing?"),
-            crate::domain::signature::hmac_sha256(b"Jefe", b"what do ya want for nothing?")
-                .to_vec()
-        );
     }
 }

@@ -2,7 +2,8 @@
 
 use serde_json::Value;
 
-use crate::domain::expression::{Bindings, EventView, lane_key};
+use crate::domain::expression::{Bindings, EventView};
+use crate::domain::lifecycle::lanes::lane_for;
 use crate::domain::pattern::validate_event_name;
 use crate::domain::run::RunStatus;
 use crate::domain::time::Ts;
@@ -68,28 +69,16 @@ pub(crate) fn new_run(
     event_id: &EventId,
     event_name: &str,
     data: &Value,
+    lane_bindings: &std::sync::OnceLock<Bindings>,
 ) -> NewRun {
     let definition = &function.definition;
-    let lane = if !definition.actor_key.trim().is_empty() {
-        Some(Lane {
-            key: crate::domain::debounce::path_value(&definition.actor_key, data),
-            limit: 1,
-        })
-    } else {
-        definition
-            .concurrency
-            .as_ref()
-            .filter(|c| c.limit > 0)
-            .map(|c| Lane {
-                key: lane_key(
-                    &c.key,
-                    &Bindings::for_json_event(
-                        &serde_json::json!({"id": event_id, "name": event_name, "data": data}),
-                    ),
-                ),
-                limit: c.limit,
-            })
-    };
+    let lane = lane_for(
+        definition,
+        data,
+        lane_bindings,
+        || serde_json::json!({"id": event_id, "name": event_name, "data": data}),
+    )
+    .map(|(key, limit)| Lane { key, limit });
     NewRun {
         lane,
         throttle: definition.throttle.as_ref().map(|t| Throttle {
@@ -295,6 +284,8 @@ impl Engine {
             metadata: &event.metadata,
             timestamp_ms: event.received_at.millis(),
         });
+        // The CEL view concurrency keys read, made once for every function the event starts.
+        let lane_bindings = std::sync::OnceLock::new();
         let mut runs = Vec::new();
         let mut debounces = Vec::new();
         for f in functions
@@ -308,7 +299,13 @@ impl Engine {
                     key: crate::domain::debounce::key_of(def, &event.data),
                     def: def.clone(),
                 }),
-                None => runs.push(new_run(f, &event.id, &event.name, &event.data)),
+                None => runs.push(new_run(
+                    f,
+                    &event.id,
+                    &event.name,
+                    &event.data,
+                    &lane_bindings,
+                )),
             }
         }
         (runs, debounces)

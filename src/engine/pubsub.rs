@@ -23,9 +23,7 @@ impl Engine {
         data: Value,
         idempotency_key: Option<&str>,
     ) -> Result<Published, EngineError> {
-        validate_event_name(topic).map_err(|e| {
-            EngineError::InvalidArgument(format!("topic: {e}").replace("event pattern", "topic"))
-        })?;
+        check_topic(topic)?;
         let size = serde_json::to_vec(&data).map_or(0, |v| v.len());
         let limit = self.options().max_payload_bytes;
         if size > limit {
@@ -173,9 +171,7 @@ impl Engine {
     }
 
     pub async fn topic_stats(&self, env: &EnvId, topic: &str) -> Result<TopicStats, EngineError> {
-        validate_event_name(topic).map_err(|e| {
-            EngineError::InvalidArgument(format!("topic: {e}").replace("event pattern", "topic"))
-        })?;
+        check_topic(topic)?;
         let patterns = self.group_patterns(env).await?;
         let stats = self.store().topic_stats(env, topic).await?;
         Ok(TopicStats {
@@ -199,6 +195,13 @@ impl Engine {
             .filter_map(|g| crate::domain::pattern::EventPattern::parse(&g.settings.pattern).ok())
             .collect())
     }
+}
+
+/// A topic is named like an event (dotted tokens, no wildcards).
+fn check_topic(topic: &str) -> Result<(), EngineError> {
+    validate_event_name(topic).map_err(|e| {
+        EngineError::InvalidArgument(format!("topic: {e}").replace("event pattern", "topic"))
+    })
 }
 
 fn consumers_of(patterns: &[crate::domain::pattern::EventPattern], topic: &str) -> usize {

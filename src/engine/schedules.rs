@@ -121,31 +121,21 @@ impl Engine {
     /// Fires every cron tick and debounce due at `now`.
     /// Ticks that came due together fire together, so their emits share group commits.
     pub(crate) async fn fire_due(&self, now: Ts) -> Result<(), EngineError> {
-        use futures::StreamExt as _;
         let crons = self.store().due_cron(now, BATCH).await?;
-        let fired: Vec<Result<(), EngineError>> = futures::stream::iter(crons)
-            .map(|due| {
-                let engine = self.clone();
-                async move { engine.fire_cron(&due, now).await }
-            })
-            .buffer_unordered(FIRING)
-            .collect()
-            .await;
         // One row's failure neither stops the others nor the debounces; it is tried again.
-        let mut failures = fired
-            .into_iter()
-            .filter_map(Result::err)
-            .collect::<Vec<_>>();
+        let mut failures = fire_each(crons, |due| {
+            let engine = self.clone();
+            async move { engine.fire_cron(&due, now).await }
+        })
+        .await;
         let debounces = self.store().due_debounces(now, BATCH).await?;
-        let fired: Vec<Result<(), EngineError>> = futures::stream::iter(debounces)
-            .map(|due| {
+        failures.extend(
+            fire_each(debounces, |due| {
                 let engine = self.clone();
                 async move { engine.fire_debounce(&due).await }
             })
-            .buffer_unordered(FIRING)
-            .collect()
-            .await;
-        failures.extend(fired.into_iter().filter_map(Result::err));
+            .await,
+        );
         for failure in &failures {
             tracing::warn!(error = %failure, "a due cron tick or debounce did not fire; retrying");
         }
@@ -225,7 +215,13 @@ impl Engine {
         };
         let event_id = EventId::from_stored(due.event_id.clone());
         let data: serde_json::Value = serde_json::from_str(&due.event_data).unwrap_or_default();
-        let run = new_run(&function, &event_id, &due.event_name, &data);
+        let run = new_run(
+            &function,
+            &event_id,
+            &due.event_name,
+            &data,
+            &std::sync::OnceLock::new(),
+        );
         let spec = RunSpec {
             id: run.id.clone(),
             env: env.clone(),
@@ -291,4 +287,19 @@ impl Engine {
             ))
         }
     }
+}
+
+/// Fires due rows [`FIRING`] at a time; the failures, in no particular order.
+async fn fire_each<T, F, Fut>(rows: Vec<T>, fire: F) -> Vec<EngineError>
+where
+    F: FnMut(T) -> Fut,
+    Fut: std::future::Future<Output = Result<(), EngineError>>,
+{
+    use futures::StreamExt as _;
+    futures::stream::iter(rows)
+        .map(fire)
+        .buffer_unordered(FIRING)
+        .filter_map(|r| async move { r.err() })
+        .collect()
+        .await
 }

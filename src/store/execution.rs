@@ -16,7 +16,6 @@ use super::events::EventRecord;
 use super::runs::{RunRecord, RunRow, StepRecord, StepRow, select_run};
 use super::sql::{Conn, args, sql};
 use super::writes::notify_commit;
-use crate::domain::expression::{Bindings, lane_key};
 use crate::domain::function::{ExecutionMode, FunctionDefinition, RetryPolicy};
 use crate::domain::job::{Fence, JobReport};
 use crate::domain::lifecycle::report::{
@@ -444,32 +443,18 @@ pub(super) async fn child_function<C: Conn + ?Sized>(
     let Some(function) = super::functions::select_function(conn, env, &id).await? else {
         return Ok(None);
     };
-    let lane = if function.definition.actor_key.trim().is_empty() {
-        function
-            .definition
-            .concurrency
-            .as_ref()
-            .filter(|c| c.limit > 0)
-            .map(|c| LaneRef {
-                env: env.clone(),
-                function_id: id.clone(),
-                key: lane_key(
-                    &c.key,
-                    &Bindings::for_json_event(
-                        &serde_json::json!({"name": "invoke", "data": input}),
-                    ),
-                ),
-                limit: c.limit,
-            })
-    } else {
-        // An actor key: one run at a time per key value, children too.
-        Some(LaneRef {
-            env: env.clone(),
-            function_id: id.clone(),
-            key: crate::domain::debounce::path_value(&function.definition.actor_key, input),
-            limit: 1,
-        })
-    };
+    let lane = crate::domain::lifecycle::lanes::lane_for(
+        &function.definition,
+        input,
+        &std::sync::OnceLock::new(),
+        || serde_json::json!({"name": "invoke", "data": input}),
+    )
+    .map(|(key, limit)| LaneRef {
+        env: env.clone(),
+        function_id: id.clone(),
+        key,
+        limit,
+    });
     let lane_active = match &lane {
         Some(lane) => lock_lane(conn, lane).await?,
         None => 0,

@@ -664,3 +664,16 @@ pub fn connect_methods() -> Vec<(String, String, bool)> {
     }
     methods
 }
+
+/// Bootstraps tenancy on a fresh store and returns its default environment.
+pub async fn default_env(store: &ironflow::store::SharedStore) -> ironflow::ids::EnvId {
+    ironflow::tenancy::bootstrap(store)
+        .await
+        .expect("bootstrap");
+    store
+        .default_environment()
+        .await
+        .expect("query")
+        .expect("default env exists")
+        .id
+}
