@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ironflow.worker import Function, InvokeError, NonRetryableError, Worker, function
+from ironflow.worker import Function, InvokeError, NonRetryableError, StreamingWorker, Worker, function
 
 EFFECTS: Path
 GATES: Path
@@ -308,6 +308,8 @@ def main() -> None:
     ap.add_argument("--effects", required=True)
     ap.add_argument("--gates", required=True)
     ap.add_argument("--max-jobs", type=int, default=10)
+    ap.add_argument("--transport", choices=("pull", "stream"), default="pull",
+                    help="pull: the REST long-polling Worker; stream: StreamingWorker on WorkerService/Connect")
     ap.add_argument("scenarios", nargs="+")
     args = ap.parse_args()
     EFFECTS, GATES = Path(args.effects), Path(args.gates)
@@ -319,14 +321,15 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown scenario(s) {unknown}; known: {sorted(catalog)}")
     functions = [f for s in args.scenarios for f in catalog[s]]
-    worker = Worker(
+    common: dict[str, Any] = dict(
         functions=functions, server_url=args.server, api_key=args.key, worker_id=args.worker_id,
         max_concurrent_jobs=args.max_jobs,
         heartbeat_interval=1,      # the conformance servers run with a 3 s lease TTL
         checkpoint_interval=0.2,   # steps become durable quickly (the crash test waits for that)
         reconnect_delay=0.3,       # the server-restart test needs a quick reconnect
-        drain_timeout=2, poll_wait=20,
+        drain_timeout=2,
     )
+    worker = StreamingWorker(**common) if args.transport == "stream" else Worker(**common, poll_wait=20)
     worker.run()
 
 

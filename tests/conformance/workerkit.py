@@ -29,8 +29,9 @@ TERMINAL = ifconf.TERMINAL_REST
 class WorkerProc:
     """One `worker_app.py` process (a real ironflow-py `Worker`)."""
 
-    def __init__(self, kit: WorkerKit, scenarios: Iterable[str], name: str) -> None:
+    def __init__(self, kit: WorkerKit, scenarios: Iterable[str], name: str, transport: str) -> None:
         self.kit = kit
+        self.transport = transport
         self.scenarios = list(scenarios)
         self.worker_id = f"{kit.prefix}-{name}"
         self.log_path = kit.dir / f"{self.worker_id}.log"
@@ -45,7 +46,7 @@ class WorkerProc:
             "--server", self.kit.server.url, "--key", self.kit.server.api_key,
             "--prefix", self.kit.prefix, "--worker-id", self.worker_id,
             "--effects", str(self.kit.effects_path), "--gates", str(self.kit.gates),
-            *self.scenarios,
+            "--transport", self.transport, *self.scenarios,
         ]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(args, cwd=self.kit.dir, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -85,8 +86,10 @@ class WorkerKit:
     """Per-test state: a unique prefix (function ids `{prefix}-x`, events `{prefix}.x`), a side-effect
     file, a gate directory, and every worker process the test started (all SIGKILLed at teardown)."""
 
-    def __init__(self, server: Server, tmp: Path) -> None:
+    def __init__(self, server: Server, tmp: Path, transport: str = "pull") -> None:
         self.server = server
+        #: How this kit's workers take jobs: "pull" (REST `Worker`) or "stream" (`StreamingWorker`).
+        self.transport = transport
         self.prefix = "w" + uuid.uuid4().hex[:10]
         self.dir = tmp
         self.effects_path = tmp / "effects.jsonl"
@@ -97,7 +100,7 @@ class WorkerKit:
     # processes -----------------------------------------------------------------------------------
 
     def worker(self, *scenarios: str, name: str | None = None) -> WorkerProc:
-        return WorkerProc(self, scenarios, name or f"wk{len(self.procs) + 1}").start()
+        return WorkerProc(self, scenarios, name or f"wk{len(self.procs) + 1}", self.transport).start()
 
     def close(self) -> None:
         for p in self.procs:

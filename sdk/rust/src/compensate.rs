@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 
-use chrono::Utc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
@@ -42,7 +41,7 @@ impl Ctx {
 /// Runs the registered undos newest first and returns their step records. Step ids come from
 /// the run's root scope: handler step names cannot start with `compensate:` (their `:` would be
 /// escaped), so they do not collide.
-pub(crate) async fn run_compensations(ctx: &Ctx) -> Vec<pb::StepRecord> {
+pub(crate) async fn run_compensations(ctx: &Ctx) -> Vec<pb::ExecutedStep> {
     let undos = std::mem::take(
         &mut *ctx
             .compensations()
@@ -58,7 +57,7 @@ pub(crate) async fn run_compensations(ctx: &Ctx) -> Vec<pb::StepRecord> {
         if ctx.is_completed(&step_id) {
             continue;
         }
-        let started_at_ms = Utc::now().timestamp_millis();
+        let started = std::time::Instant::now();
         let outcome = AssertUnwindSafe(undo()).catch_unwind().await;
         let error = match outcome {
             Ok(Ok(())) => None,
@@ -73,20 +72,24 @@ pub(crate) async fn run_compensations(ctx: &Ctx) -> Vec<pb::StepRecord> {
                 "a compensation failed"
             );
         }
-        records.push(pb::StepRecord {
-            step_id,
+        records.push(pb::ExecutedStep {
+            id: step_id,
             name,
             r#type: "compensate".into(),
-            completed: error.is_none(),
-            output_json: String::new(),
-            error_json: error
-                .map(|message| {
-                    serde_json::json!({"message": message, "retryable": false}).to_string()
-                })
-                .unwrap_or_default(),
-            started_at_ms,
-            ended_at_ms: Utc::now().timestamp_millis(),
+            status: if error.is_none() {
+                "completed"
+            } else {
+                "failed"
+            }
+            .into(),
+            error: error.map(|message| pb::Error {
+                message,
+                retryable: false,
+                ..Default::default()
+            }),
             compensation_for: step_name,
+            duration_ms: i32::try_from(started.elapsed().as_millis()).unwrap_or(i32::MAX),
+            ..Default::default()
         });
     }
     ctx.set_compensating(false);

@@ -6,7 +6,7 @@
 //! # How a step that waits ends the invocation
 //!
 //! A step that has to wait on the server (`sleep`, `wait_for_event`, `invoke`, `invoke_async`)
-//! sends `JobYielded`, waits for `Committed`, then marks the invocation as ended and returns a
+//! sends `step_yielded`, waits for its `step_ack`, then marks the invocation as ended and returns a
 //! future that never resolves. The invocation's runner watches that mark and drops the
 //! handler's future, so no handler code after the `.await` runs in this invocation (locals are
 //! dropped as usual). The server resumes the run later with a new assignment whose memo holds
@@ -41,7 +41,9 @@ use crate::invocation::{Ended, Ending};
 use crate::link::{Commit, Link};
 use crate::parallel::Group;
 use crate::proto::v1 as pb;
-use pb::worker_message::Kind;
+use crate::wire;
+use pb::step_yielded::YieldInfo;
+use pb::worker_message::Payload;
 
 /// Waits for an event named `event` (`ctx.wait_for_event`).
 ///
@@ -112,22 +114,35 @@ impl<I: Serialize> Invoke<I> {
         self
     }
 
-    fn to_proto(&self) -> Result<pb::Invoke, FnError> {
-        let input_json = serde_json::to_string(&self.input).map_err(|e| {
+    fn input_json(&self) -> Result<Vec<u8>, FnError> {
+        serde_json::to_vec(&self.input).map_err(|e| {
             FnError::non_retryable(format!("the invoke input is not serializable: {e}"))
                 .code("INVALID_INPUT")
-        })?;
-        Ok(pb::Invoke {
-            function_id: self.function_id.clone(),
-            input_json,
-            timeout_ms: self.timeout.map(millis).unwrap_or(0),
         })
     }
 }
 
+/// What a waiting step hands the job back with (`step_yielded`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Wait {
+    pub(crate) step_id: String,
+    pub(crate) info: YieldInfo,
+}
+
+/// A step of an earlier dispatch, as the assignment's memo carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MemoStep {
+    pub(crate) status: String,
+    pub(crate) output: Value,
+    pub(crate) error: Value,
+}
+
 /// One job as the server assigned it, decoded once.
 pub(crate) struct Job {
-    pub(crate) fence: pb::JobFence,
+    pub(crate) job_id: String,
+    /// The fence every report carries.
+    pub(crate) execution_seq: i64,
+    pub(crate) lease_token: String,
     pub(crate) run_id: String,
     pub(crate) function_id: String,
     pub(crate) attempt: u32,
@@ -137,34 +152,53 @@ pub(crate) struct Job {
     pub(crate) event: Value,
     pub(crate) secrets: HashMap<String, String>,
     /// Completed (or failed for good) steps of earlier dispatches, by step id.
-    pub(crate) memo: HashMap<String, pb::MemoStep>,
+    pub(crate) memo: HashMap<String, MemoStep>,
 }
 
 impl Job {
     pub(crate) fn from_assignment(a: pb::JobAssignment) -> Self {
-        let event = serde_json::from_str(&a.event_json).unwrap_or_else(|e| {
-            tracing::warn!(run_id = %a.run_id, error = %e, "the assignment's event_json is not JSON");
-            Value::Null
-        });
+        let event = a.event.as_ref().map_or(Value::Null, wire::event_json);
+        let memo = a
+            .completed_steps
+            .into_iter()
+            .map(|s| {
+                let error = if s.error_json.is_empty() {
+                    Value::Null
+                } else {
+                    serde_json::from_slice(&s.error_json).unwrap_or(Value::Null)
+                };
+                let step = MemoStep {
+                    status: if s.status.is_empty() {
+                        "completed".into()
+                    } else {
+                        s.status
+                    },
+                    output: wire::payload(s.output.as_ref(), s.output_value.as_ref()),
+                    error,
+                };
+                (s.step_id, step)
+            })
+            .collect();
         Self {
-            fence: a.fence.unwrap_or_default(),
+            job_id: a.job_id,
+            execution_seq: a.execution_seq,
+            lease_token: a.lease_token,
             run_id: a.run_id,
             function_id: a.function_id,
             attempt: u32::try_from(a.attempt).unwrap_or(1).max(1),
             max_attempts: u32::try_from(a.max_attempts).unwrap_or(0),
             on_exhausted: a.on_exhausted,
             event,
-            secrets: a.secrets.into_iter().collect(),
-            memo: a
-                .steps
-                .into_iter()
-                .map(|s| (s.step_id.clone(), s))
-                .collect(),
+            secrets: a
+                .context
+                .map(|c| c.secrets.into_iter().collect())
+                .unwrap_or_default(),
+            memo,
         }
     }
 
     pub(crate) fn job_id(&self) -> &str {
-        &self.fence.job_id
+        &self.job_id
     }
 }
 
@@ -270,27 +304,19 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn now_ms() -> i64 {
-    Utc::now().timestamp_millis()
-}
-
-/// Parses a `*_json` field of the protocol; empty means null.
-fn json_text(text: &str) -> Result<Value, serde_json::Error> {
-    if text.is_empty() {
-        Ok(Value::Null)
-    } else {
-        serde_json::from_str(text)
+fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
     }
 }
 
-fn decode<T: DeserializeOwned>(step_id: &str, output_json: &str) -> Result<T, FnError> {
-    let value = json_text(output_json).map_err(|e| {
-        FnError::non_retryable(format!(
-            "step {step_id}: the stored output is not JSON: {e}"
-        ))
-        .code("MEMO_MISMATCH")
-    })?;
-    serde_json::from_value(value).map_err(|e| {
+fn duration_ms(d: Duration) -> i32 {
+    i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
+}
+
+fn decode<T: DeserializeOwned>(step_id: &str, output: &Value) -> Result<T, FnError> {
+    T::deserialize(output).map_err(|e| {
         FnError::non_retryable(format!(
             "step {step_id}: the stored output does not fit the step's type: {e}"
         ))
@@ -302,7 +328,7 @@ fn decode<T: DeserializeOwned>(step_id: &str, output_json: &str) -> Result<T, Fn
 enum Memo<'a> {
     /// Not run yet (or left unfinished): run it.
     Absent,
-    Completed(&'a str),
+    Completed(&'a Value),
     Failed(Value),
 }
 
@@ -437,9 +463,9 @@ impl Ctx {
 
     fn memo(&self, step_id: &str) -> Memo<'_> {
         match self.inner.job.memo.get(step_id) {
-            Some(s) if s.status == "completed" => Memo::Completed(&s.output_json),
+            Some(s) if s.status == "completed" => Memo::Completed(&s.output),
             Some(s) if s.status == "failed" || s.status == "timed_out" => {
-                Memo::Failed(json_text(&s.error_json).unwrap_or(Value::Null))
+                Memo::Failed(s.error.clone())
             }
             _ => Memo::Absent,
         }
@@ -451,24 +477,14 @@ impl Ctx {
         std::future::pending().await
     }
 
-    /// Reports a finished `run` step and waits until it is durable.
-    async fn commit_step(&self, step: pb::StepRecord) -> Result<(), FnError> {
+    /// Reports a finished `run` step (`step_completed` / `step_failed`) and waits until it is
+    /// durable.
+    async fn commit_step(&self, step_id: String, report: Payload) -> Result<(), FnError> {
         if self.inner.final_sent.load(Ordering::Acquire) {
             // The job already ended (another step yielded): nothing may be reported after it.
             return Err(self.end(Ended::Yielded).await);
         }
-        let fence = self.inner.job.fence.clone();
-        let answer = self
-            .inner
-            .link
-            .request(|request_id| {
-                Kind::StepCompleted(pb::StepCompleted {
-                    request_id,
-                    fence: Some(fence),
-                    step: Some(step),
-                })
-            })
-            .await;
+        let answer = self.inner.link.request(step_id, report).await;
         match answer {
             Ok(Commit::Ok) => Ok(()),
             Ok(Commit::Stale) => Err(self.end(Ended::Stale).await),
@@ -488,7 +504,7 @@ impl Ctx {
     /// Hands the job back to the server until `step` can go on. Never returns, except with
     /// the error of a refused yield (or of a wait inside a compensation). In a `parallel`
     /// branch, parks the branch instead (see the module docs).
-    pub(crate) async fn suspend(&self, step: pb::Yield) -> FnError {
+    pub(crate) async fn suspend(&self, step: Wait) -> FnError {
         if self.inner.compensating.load(Ordering::Acquire) {
             return FnError::non_retryable(
                 "compensations cannot wait (sleep, wait_for_event, invoke)",
@@ -502,19 +518,15 @@ impl Ctx {
         if !self.claim_final() {
             return self.end(Ended::Yielded).await;
         }
-        let fence = self.inner.job.fence.clone();
-        let answer = self
-            .inner
-            .link
-            .request(|request_id| {
-                Kind::JobYielded(pb::JobYielded {
-                    request_id,
-                    fence: Some(fence),
-                    steps: Vec::new(),
-                    r#yield: Some(step),
-                })
-            })
-            .await;
+        let job = &self.inner.job;
+        let yielded = Payload::StepYielded(pb::StepYielded {
+            job_id: job.job_id.clone(),
+            step_id: step.step_id.clone(),
+            yield_info: Some(step.info),
+            execution_seq: job.execution_seq,
+            lease_token: job.lease_token.clone(),
+        });
+        let answer = self.inner.link.request(step.step_id, yielded).await;
         match answer {
             Ok(Commit::Ok) => self.end(Ended::Yielded).await,
             Ok(Commit::Stale) => self.end(Ended::Stale).await,
@@ -562,31 +574,53 @@ impl Ctx {
             Memo::Failed(error) => return Err(FnError::from_stored(error, "STEP_FAILED")),
             Memo::Absent => {}
         }
-        let started_at_ms = now_ms();
+        let job = &self.inner.job;
+        // Names the step for the history (the results carry only its id). No answer is
+        // awaited; a closed stream shows at the commit.
+        let _ = self
+            .inner
+            .link
+            .send(Payload::StepStarted(pb::StepStarted {
+                job_id: job.job_id.clone(),
+                step_id: step_id.clone(),
+                name,
+                step_type: pb::StepType::Invoke as i32,
+                execution_seq: job.execution_seq,
+                lease_token: job.lease_token.clone(),
+            }))
+            .await;
+        let started = std::time::Instant::now();
         let result = step().await;
-        let ended_at_ms = now_ms();
-        let mut record = pb::StepRecord {
-            step_id,
-            name,
-            r#type: "run".into(),
-            started_at_ms,
-            ended_at_ms,
-            ..Default::default()
-        };
+        let took = duration_ms(started.elapsed());
         match result {
             Ok(value) => {
-                let output = serde_json::to_string(&value).map_err(|e| {
+                let output = serde_json::to_value(&value).map_err(|e| {
                     FnError::non_retryable(format!("the step's output is not serializable: {e}"))
                         .code("INVALID_OUTPUT")
                 })?;
-                record.completed = true;
-                record.output_json = output;
-                self.commit_step(record).await?;
+                let (output, output_value) = wire::output_pair(&output);
+                let report = Payload::StepCompleted(pb::StepCompleted {
+                    job_id: job.job_id.clone(),
+                    step_id: step_id.clone(),
+                    output,
+                    output_value,
+                    duration_ms: took,
+                    execution_seq: job.execution_seq,
+                    lease_token: job.lease_token.clone(),
+                });
+                self.commit_step(step_id, report).await?;
                 Ok(value)
             }
             Err(e) if !e.is_retryable() => {
-                record.error_json = e.to_json().to_string();
-                self.commit_step(record).await?;
+                let report = Payload::StepFailed(pb::StepFailed {
+                    job_id: job.job_id.clone(),
+                    step_id: step_id.clone(),
+                    error: Some(e.to_proto()),
+                    duration_ms: took,
+                    execution_seq: job.execution_seq,
+                    lease_token: job.lease_token.clone(),
+                });
+                self.commit_step(step_id, report).await?;
                 Err(e)
             }
             Err(e) => Err(e),
@@ -664,11 +698,11 @@ impl Ctx {
                 Memo::Failed(error) => return Err(FnError::from_stored(error, "STEP_FAILED")),
                 Memo::Absent => {}
             }
-            let step = pb::Yield {
+            let step = Wait {
                 step_id,
-                kind: Some(pb::r#yield::Kind::Sleep(pb::Sleep {
-                    until_ms: until.timestamp_millis(),
-                })),
+                info: YieldInfo::Sleep(pb::SleepYield {
+                    until: Some(timestamp(until)),
+                }),
             };
             Err(ctx.suspend(step).await)
         }
@@ -696,14 +730,21 @@ impl Ctx {
                 Memo::Failed(error) => return Err(FnError::from_stored(error, "WAIT_TIMEOUT")),
                 Memo::Absent => {}
             }
-            let step = pb::Yield {
+            // The wire carries the wait's deadline; none is the server's default.
+            let deadline = wait
+                .timeout
+                .and_then(|t| chrono::Duration::from_std(t).ok())
+                .and_then(|t| Utc::now().checked_add_signed(t))
+                .map(timestamp);
+            let step = Wait {
                 step_id,
-                kind: Some(pb::r#yield::Kind::WaitForEvent(pb::WaitForEvent {
-                    event: wait.event,
-                    match_path: wait.match_path.unwrap_or_default(),
+                info: YieldInfo::WaitEvent(pb::WaitEventYield {
+                    event_name: wait.event,
+                    match_expression: wait.match_path.unwrap_or_default(),
                     match_value: wait.match_value.unwrap_or_default(),
-                    timeout_ms: wait.timeout.map(millis).unwrap_or(0),
-                })),
+                    timeout: deadline,
+                    payload_json: Vec::new(),
+                }),
             };
             Err(ctx.suspend(step).await)
         }
@@ -729,9 +770,13 @@ impl Ctx {
                 Memo::Failed(error) => return Err(FnError::from_stored(error, "INVOKE_FAILED")),
                 Memo::Absent => {}
             }
-            let step = pb::Yield {
+            let step = Wait {
                 step_id,
-                kind: Some(pb::r#yield::Kind::Invoke(invoke.to_proto()?)),
+                info: YieldInfo::InvokeFunction(pb::InvokeFunctionYield {
+                    input_json: invoke.input_json()?,
+                    invoke_timeout_ms: invoke.timeout.map(millis).unwrap_or(0),
+                    function_id: invoke.function_id,
+                }),
             };
             Err(ctx.suspend(step).await)
         }
@@ -760,9 +805,12 @@ impl Ctx {
                 Memo::Failed(error) => return Err(FnError::from_stored(error, "INVOKE_FAILED")),
                 Memo::Absent => {}
             }
-            let step = pb::Yield {
+            let step = Wait {
                 step_id,
-                kind: Some(pb::r#yield::Kind::InvokeAsync(invoke.to_proto()?)),
+                info: YieldInfo::InvokeFunctionAsync(pb::InvokeFunctionAsyncYield {
+                    input_json: invoke.input_json()?,
+                    function_id: invoke.function_id,
+                }),
             };
             Err(ctx.suspend(step).await)
         }

@@ -90,17 +90,19 @@ impl FnError {
         self.details.as_ref()
     }
 
-    /// The error as the server stores a failed step's `error`:
-    /// `{"message", "code"?, "retryable"}`.
-    pub(crate) fn to_json(&self) -> Value {
-        let mut v = serde_json::json!({
-            "message": self.message,
-            "retryable": self.retryable,
-        });
-        if let Some(code) = &self.code {
-            v["code"] = Value::String(code.clone());
+    /// The error as the worker stream carries it; the server stores a failed step's error
+    /// as `{"message", "code"?, "retryable"}`.
+    pub(crate) fn to_proto(&self) -> crate::proto::v1::Error {
+        crate::proto::v1::Error {
+            message: self.message.clone(),
+            code: self.code.clone().unwrap_or_default(),
+            retryable: self.retryable,
+            retry_after_ms: self
+                .retry_after
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+            ..Default::default()
         }
-        v
     }
 
     /// Rebuilds an error from a stored `error` JSON (a memoized failed step); such an error

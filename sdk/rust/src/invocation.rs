@@ -1,7 +1,7 @@
 //! One invocation of a handler for one job assignment: runs the handler until it returns,
 //! panics or is ended from outside (a yield, a stale fence, a cancellation, a broken stream),
-//! runs the compensations when it failed for good, and reports the result (`JobCompleted` /
-//! `JobFailed`) under the job's fence.
+//! runs the compensations when it failed for good, and reports the result (`job_completed` /
+//! `job_failed`) under the job's fence.
 
 use std::any::Any;
 use std::panic::AssertUnwindSafe;
@@ -17,7 +17,7 @@ use crate::error::FnError;
 use crate::function::Handler;
 use crate::link::Commit;
 use crate::proto::v1 as pb;
-use pb::worker_message::Kind;
+use pb::worker_message::Payload;
 
 /// Why an invocation ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,44 +118,43 @@ pub(crate) async fn invoke(ctx: Ctx, handler: Handler) -> Ended {
     report(&ctx, result, compensations).await
 }
 
-/// Sends the job's result and waits for `Committed`. Not raced with the ending signal: a
-/// `CancelJob` the server sends because this very result ended the run must not drop it.
+/// Sends the job's result and waits for its `step_ack` (keyed by the job id). Not raced with
+/// the ending signal: a `cancel` the server sends because this very result ended the run must
+/// not drop it.
 async fn report(
     ctx: &Ctx,
     result: Result<Value, FnError>,
-    compensations: Vec<pb::StepRecord>,
+    compensations: Vec<pb::ExecutedStep>,
 ) -> Ended {
-    let fence = ctx.job().fence.clone();
+    let job = ctx.job();
     let (message, done) = match result {
-        Ok(output) => (
-            Kind::JobCompleted(pb::JobCompleted {
-                request_id: 0,
-                fence: Some(fence),
-                steps: Vec::new(),
-                output_json: output.to_string(),
-            }),
-            Ended::Completed,
-        ),
+        Ok(output) => {
+            let (output, output_value) = crate::wire::output_pair(&output);
+            (
+                Payload::JobCompleted(pb::JobCompleted {
+                    job_id: job.job_id.clone(),
+                    output,
+                    output_value,
+                    duration_ms: 0,
+                    execution_seq: job.execution_seq,
+                    lease_token: job.lease_token.clone(),
+                }),
+                Ended::Completed,
+            )
+        }
         Err(e) => (
-            Kind::JobFailed(pb::JobFailed {
-                request_id: 0,
-                fence: Some(fence),
+            Payload::JobFailed(pb::JobFailed {
+                job_id: job.job_id.clone(),
+                error: Some(e.to_proto()),
+                duration_ms: 0,
                 steps: compensations,
-                message: e.message().to_owned(),
-                code: e.error_code().unwrap_or_default().to_owned(),
-                retryable: e.is_retryable(),
-                retry_after_ms: e
-                    .retry_delay()
-                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-                    .unwrap_or(0),
+                execution_seq: job.execution_seq,
+                lease_token: job.lease_token.clone(),
             }),
             Ended::Failed,
         ),
     };
-    let answer = ctx
-        .link()
-        .request(|request_id| with_request_id(message, request_id))
-        .await;
+    let answer = ctx.link().request(job.job_id.clone(), message).await;
     let ended = match answer {
         Ok(Commit::Ok) => done,
         Ok(Commit::Stale) => Ended::Stale,
@@ -164,14 +163,4 @@ async fn report(
     };
     ctx.ending().end(ended.clone());
     ended
-}
-
-/// Stamps a result message with its request id (known only once `Link` numbers it).
-fn with_request_id(mut kind: Kind, id: u64) -> Kind {
-    match &mut kind {
-        Kind::JobCompleted(c) => c.request_id = id,
-        Kind::JobFailed(f) => f.request_id = id,
-        _ => {}
-    }
-    kind
 }

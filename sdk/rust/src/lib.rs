@@ -1,5 +1,5 @@
-//! Ironflow's Rust SDK: durable functions served by a [`Worker`] over the gRPC worker stream
-//! (`ironflow.v1.WorkerService/Connect`), and a REST [`Client`] to emit events and read runs.
+//! Ironflow's Rust SDK: durable functions served by a [`Worker`] over the worker stream (gRPC,
+//! ironflow-py's `WorkerService/Connect` schema), and a REST [`Client`] to emit events and read runs.
 //!
 //! A function's handler gets a [`Ctx`] and the triggering event's `data`. Its steps are
 //! durable: `ctx.run` stores each step's output, so when the run is dispatched again (after a
@@ -57,6 +57,7 @@ mod invocation;
 mod link;
 mod parallel;
 pub mod proto;
+mod wire;
 mod worker;
 
 #[cfg(test)]

@@ -1,24 +1,26 @@
-//! `Link`: one worker stream's outbound half as invocations see it — it numbers requests,
-//! queues them towards the server and hands each `Committed` answer back to the request that
-//! is waiting for it.
+//! `Link`: one worker stream's outbound half as invocations see it — it queues messages
+//! towards the server and hands each `step_ack` back to the report waiting for it (keyed by
+//! the step id, or the job id for a job's result).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::proto::v1 as pb;
-use pb::worker_message::Kind;
+use pb::worker_message::Payload;
 
-/// The server's answer to one request.
+/// The error text of a report whose fence no longer holds.
+const STALE: &str = "STALE_EXECUTION";
+
+/// The server's answer to one report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Commit {
     /// Durable.
     Ok,
     /// The fence no longer holds: the job was re-dispatched, cancelled or ended.
     Stale,
-    /// The server refused the request (bad input) or could not commit it.
+    /// The server refused the report (bad input) or could not commit it.
     Refused(String),
 }
 
@@ -30,8 +32,7 @@ pub(crate) struct LinkClosed;
 pub(crate) struct Link {
     /// `None` once the stream closed; dropping the sender ends the request stream.
     tx: Mutex<Option<mpsc::Sender<pb::WorkerMessage>>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Commit>>>,
-    next_request: AtomicU64,
+    pending: Mutex<HashMap<String, oneshot::Sender<Commit>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -44,50 +45,51 @@ impl Link {
         Self {
             tx: Mutex::new(Some(tx)),
             pending: Mutex::new(HashMap::new()),
-            next_request: AtomicU64::new(1),
         }
     }
 
-    /// Queues a message that has no answer (credit, heartbeat, drain).
-    pub(crate) async fn send(&self, kind: Kind) -> Result<(), LinkClosed> {
+    /// Queues a message that has no answer (heartbeat, ack, nack, step started).
+    pub(crate) async fn send(&self, payload: Payload) -> Result<(), LinkClosed> {
         let tx = lock(&self.tx).clone().ok_or(LinkClosed)?;
-        tx.send(pb::WorkerMessage { kind: Some(kind) })
-            .await
-            .map_err(|_| LinkClosed)
+        tx.send(pb::WorkerMessage {
+            payload: Some(payload),
+        })
+        .await
+        .map_err(|_| LinkClosed)
     }
 
-    /// Sends a request built with a fresh request id and waits for the server's `Committed`.
+    /// Sends a report and waits for the server's `step_ack` under `key`.
     pub(crate) async fn request(
         &self,
-        build: impl FnOnce(u64) -> Kind,
+        key: String,
+        payload: Payload,
     ) -> Result<Commit, LinkClosed> {
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (answer, answered) = oneshot::channel();
         // Registered before sending so that an answer can never arrive unclaimed.
-        lock(&self.pending).insert(id, answer);
-        if self.send(build(id)).await.is_err() {
-            lock(&self.pending).remove(&id);
+        lock(&self.pending).insert(key.clone(), answer);
+        if self.send(payload).await.is_err() {
+            lock(&self.pending).remove(&key);
             return Err(LinkClosed);
         }
         answered.await.map_err(|_| LinkClosed)
     }
 
-    /// Routes a `Committed` from the server to its request; unknown ids are ignored (the
-    /// request gave up, e.g. its invocation was aborted).
-    pub(crate) fn resolve(&self, committed: pb::Committed) {
-        let commit = if committed.ok {
+    /// Routes a `step_ack` to its report; unknown keys are ignored (the report gave up, e.g.
+    /// its invocation was aborted).
+    pub(crate) fn resolve(&self, ack: pb::StepAck) {
+        let commit = if ack.accepted {
             Commit::Ok
-        } else if committed.stale {
+        } else if ack.error == STALE {
             Commit::Stale
         } else {
-            Commit::Refused(committed.error)
+            Commit::Refused(ack.error)
         };
-        if let Some(waiter) = lock(&self.pending).remove(&committed.request_id) {
+        if let Some(waiter) = lock(&self.pending).remove(&ack.step_id) {
             let _ = waiter.send(commit);
         }
     }
 
-    /// Ends the request stream and fails every waiting request with [`LinkClosed`].
+    /// Ends the request stream and fails every waiting report with [`LinkClosed`].
     pub(crate) fn close(&self) {
         lock(&self.tx).take();
         lock(&self.pending).clear();

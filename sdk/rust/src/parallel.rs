@@ -11,8 +11,8 @@ use futures::stream::FuturesUnordered;
 use tokio::sync::Notify;
 
 use crate::ctx::Ctx;
+use crate::ctx::Wait;
 use crate::error::FnError;
-use crate::proto::v1 as pb;
 
 /// A `parallel` step: its name (the branches' step-id scope) and how many branches run at
 /// once. `"name".into()` gives one with no limit.
@@ -54,17 +54,17 @@ impl From<String> for Parallel {
 /// The branches of one `parallel` step that parked on a wait, by branch index.
 #[derive(Debug, Default)]
 pub(crate) struct Group {
-    parked: Mutex<BTreeMap<usize, pb::Yield>>,
+    parked: Mutex<BTreeMap<usize, Wait>>,
     changed: Notify,
 }
 
 impl Group {
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<usize, pb::Yield>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<usize, Wait>> {
         self.parked.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Called by a branch's waiting step; the branch's future is never polled to the end.
-    pub(crate) fn park(&self, index: usize, step: pb::Yield) {
+    pub(crate) fn park(&self, index: usize, step: Wait) {
         self.lock().insert(index, step);
         // `notify_one` keeps a permit when the driver is not waiting yet, so no park is missed.
         self.changed.notify_one();
@@ -75,7 +75,7 @@ impl Group {
     }
 
     /// The wait of the lowest-numbered parked branch: the one the job is handed back with.
-    fn first(&self) -> Option<pb::Yield> {
+    fn first(&self) -> Option<Wait> {
         self.lock().values().next().cloned()
     }
 }

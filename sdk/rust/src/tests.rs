@@ -14,7 +14,8 @@ use crate::invocation::{self, Ended, Ending};
 use crate::link::Link;
 use crate::proto::v1 as pb;
 use crate::{FnError, Invoke, WaitForEvent};
-use pb::worker_message::Kind;
+use pb::step_yielded::YieldInfo;
+use pb::worker_message::Payload;
 
 const RUN: &str = "run_1";
 
@@ -22,16 +23,41 @@ const RUN: &str = "run_1";
 struct FakeServer {
     rx: mpsc::Receiver<pb::WorkerMessage>,
     link: Arc<Link>,
+    /// The `step_started` messages `next` skipped, in order.
+    started: Vec<pb::StepStarted>,
 }
 
 impl FakeServer {
-    async fn next(&mut self) -> Kind {
+    /// The next message, whatever it is (`step_started` included).
+    async fn next_raw(&mut self) -> Payload {
         tokio::time::timeout(Duration::from_secs(5), self.rx.recv())
             .await
             .expect("a message within 5 s")
             .expect("stream open")
-            .kind
-            .expect("a kind")
+            .payload
+            .expect("a payload")
+    }
+
+    /// The next message that is not a `step_started` (those are fire-and-forget: they are
+    /// recorded in `started`).
+    async fn next(&mut self) -> Payload {
+        loop {
+            match self.next_raw().await {
+                Payload::StepStarted(s) => self.started.push(s),
+                other => return other,
+            }
+        }
+    }
+
+    /// The next message must be the `step_started` of `step_id`.
+    async fn expect_started(&mut self, step_id: &str) -> pb::StepStarted {
+        match self.next_raw().await {
+            Payload::StepStarted(s) => {
+                assert_eq!(s.step_id, step_id, "{s:?}");
+                s
+            }
+            other => panic!("expected step_started of {step_id}, got {other:?}"),
+        }
     }
 
     /// Nothing more was sent (after letting the sender run).
@@ -42,92 +68,120 @@ impl FakeServer {
         }
     }
 
-    fn answer(&self, request_id: u64, ok: bool, stale: bool, error: &str) {
-        self.link.resolve(pb::Committed {
-            request_id,
-            ok,
-            stale,
+    /// Answers the report acknowledged under `key` (a step id, or the job id for a result).
+    fn answer(&self, key: &str, accepted: bool, error: &str) {
+        self.link.resolve(pb::StepAck {
+            step_id: key.into(),
+            accepted,
             error: error.into(),
         });
     }
 
-    fn commit(&self, request_id: u64) {
-        self.answer(request_id, true, false, "");
+    fn commit(&self, key: &str) {
+        self.answer(key, true, "");
     }
 
-    /// Receives the next message, commits it if it is a request, and returns it.
-    async fn next_committed(&mut self) -> Kind {
-        let kind = self.next().await;
-        if let Some(id) = request_id(&kind) {
-            self.commit(id);
+    /// Receives the next message (skipping `step_started`), commits it if it is a report,
+    /// and returns it.
+    async fn next_committed(&mut self) -> Payload {
+        let payload = self.next().await;
+        if let Some(key) = ack_key(&payload) {
+            self.commit(&key);
         }
-        kind
+        payload
     }
 }
 
-fn request_id(kind: &Kind) -> Option<u64> {
-    match kind {
-        Kind::StepCompleted(s) => Some(s.request_id),
-        Kind::JobYielded(y) => Some(y.request_id),
-        Kind::JobCompleted(c) => Some(c.request_id),
-        Kind::JobFailed(f) => Some(f.request_id),
+/// The key the server's `step_ack` for a report carries: the step id for a step's report,
+/// the job id for the job's result; `None` for messages that get no answer.
+fn ack_key(payload: &Payload) -> Option<String> {
+    match payload {
+        Payload::StepCompleted(s) => Some(s.step_id.clone()),
+        Payload::StepFailed(s) => Some(s.step_id.clone()),
+        Payload::StepYielded(y) => Some(y.step_id.clone()),
+        Payload::JobCompleted(c) => Some(c.job_id.clone()),
+        Payload::JobFailed(f) => Some(f.job_id.clone()),
         _ => None,
     }
 }
 
-fn memo(name: &str, n: u32, status: &str, output: Value, error: Value) -> pb::MemoStep {
-    let text = |v: Value| {
-        if v.is_null() {
-            String::new()
-        } else {
-            v.to_string()
-        }
-    };
-    pb::MemoStep {
+fn memo(name: &str, n: u32, status: &str, output: Value, error: Value) -> pb::CompletedStep {
+    pb::CompletedStep {
         step_id: format!("{RUN}:{name}:{n}"),
         name: name.into(),
         status: status.into(),
-        output_json: text(output),
-        error_json: text(error),
+        output_value: (!output.is_null()).then(|| crate::wire::to_proto(&output)),
+        error_json: if error.is_null() {
+            Vec::new()
+        } else {
+            error.to_string().into_bytes()
+        },
+        ..Default::default()
     }
 }
 
-fn setup(steps: Vec<pb::MemoStep>, data: Value) -> (Ctx, FakeServer) {
+fn setup(steps: Vec<pb::CompletedStep>, data: Value) -> (Ctx, FakeServer) {
     let (tx, rx) = mpsc::channel(64);
     let link = Arc::new(Link::new(tx));
     let job = Job::from_assignment(pb::JobAssignment {
-        fence: Some(pb::JobFence {
-            job_id: "job_1".into(),
-            execution_seq: 3,
-            lease_token: "lease".into(),
-        }),
+        job_id: "job_1".into(),
+        execution_seq: 3,
+        lease_token: "lease".into(),
         run_id: RUN.into(),
         function_id: "f".into(),
         attempt: 2,
         max_attempts: 3,
-        event_json: json!({"id": "evt_1", "name": "order.created", "data": data}).to_string(),
-        steps,
-        secrets: [("API_KEY".to_owned(), "s3cret".to_owned())].into(),
+        event: Some(pb::Event {
+            id: "evt_1".into(),
+            name: "order.created".into(),
+            data_value: Some(crate::wire::to_proto(&data)),
+            ..Default::default()
+        }),
+        completed_steps: steps,
+        context: Some(pb::JobContext {
+            secrets: [("API_KEY".to_owned(), "s3cret".to_owned())].into(),
+            ..Default::default()
+        }),
         ..Default::default()
     });
     // Nothing listens there: a test that publishes gets a connection error.
     let client = crate::Client::new("http://127.0.0.1:9", "key").expect("a client");
     let ctx = Ctx::new(job, link.clone(), Arc::new(Ending::default()), client);
-    (ctx, FakeServer { rx, link })
+    (
+        ctx,
+        FakeServer {
+            rx,
+            link,
+            started: Vec::new(),
+        },
+    )
 }
 
 fn handler_of(f: Function) -> Handler {
     f.handler.expect("a handler")
 }
 
-fn fence_of(kind: &Kind) -> Option<&pb::JobFence> {
-    match kind {
-        Kind::StepCompleted(s) => s.fence.as_ref(),
-        Kind::JobYielded(y) => y.fence.as_ref(),
-        Kind::JobCompleted(c) => c.fence.as_ref(),
-        Kind::JobFailed(f) => f.fence.as_ref(),
+/// The fence a report carries: (job id, execution seq, lease token).
+fn fence_of(payload: &Payload) -> Option<(&str, i64, &str)> {
+    match payload {
+        Payload::StepStarted(s) => Some((&s.job_id, s.execution_seq, &s.lease_token)),
+        Payload::StepCompleted(s) => Some((&s.job_id, s.execution_seq, &s.lease_token)),
+        Payload::StepFailed(s) => Some((&s.job_id, s.execution_seq, &s.lease_token)),
+        Payload::StepYielded(y) => Some((&y.job_id, y.execution_seq, &y.lease_token)),
+        Payload::JobCompleted(c) => Some((&c.job_id, c.execution_seq, &c.lease_token)),
+        Payload::JobFailed(f) => Some((&f.job_id, f.execution_seq, &f.lease_token)),
         _ => None,
     }
+}
+
+/// A step's output as JSON.
+fn output_of(s: &pb::StepCompleted) -> Value {
+    crate::wire::payload(s.output.as_ref(), s.output_value.as_ref())
+}
+
+/// A `prost_types::Timestamp` in milliseconds since the epoch.
+fn ts_ms(t: &prost_types::Timestamp) -> i64 {
+    t.seconds * 1_000 + i64::from(t.nanos) / 1_000_000
 }
 
 #[tokio::test]
@@ -156,13 +210,24 @@ async fn step_ids_count_earlier_steps_of_the_same_name() {
     });
     let mut ids = Vec::new();
     for _ in 0..3 {
-        match server.next_committed().await {
-            Kind::StepCompleted(s) => {
-                let step = s.step.expect("a step");
-                assert!(step.completed);
-                assert_eq!(step.r#type, "run");
-                assert!(step.started_at_ms > 0 && step.ended_at_ms >= step.started_at_ms);
-                ids.push((step.step_id, step.name, step.output_json));
+        // Each step is named by a `step_started` (no answer expected) before its result.
+        let started = match server.next_raw().await {
+            Payload::StepStarted(s) => s,
+            other => panic!("expected step_started, got {other:?}"),
+        };
+        assert_eq!(started.step_type, pb::StepType::Invoke as i32);
+        assert_eq!(
+            fence_of(&Payload::StepStarted(started.clone())),
+            Some(("job_1", 3, "lease"))
+        );
+        let payload = server.next_raw().await;
+        assert_eq!(fence_of(&payload), Some(("job_1", 3, "lease")));
+        server.commit(&ack_key(&payload).expect("a report"));
+        match payload {
+            Payload::StepCompleted(s) => {
+                assert_eq!(s.step_id, started.step_id, "started before completed");
+                assert!(s.duration_ms >= 0);
+                ids.push((s.step_id.clone(), started.name, output_of(&s)));
             }
             other => panic!("expected step_completed, got {other:?}"),
         }
@@ -170,9 +235,9 @@ async fn step_ids_count_earlier_steps_of_the_same_name() {
     assert_eq!(
         ids,
         [
-            ("run_1:a:0".to_owned(), "a".to_owned(), "1".to_owned()),
-            ("run_1:b:0".to_owned(), "b".to_owned(), "2".to_owned()),
-            ("run_1:a:1".to_owned(), "a".to_owned(), "3".to_owned()),
+            ("run_1:a:0".to_owned(), "a".to_owned(), json!(1)),
+            ("run_1:b:0".to_owned(), "b".to_owned(), json!(2)),
+            ("run_1:a:1".to_owned(), "a".to_owned(), json!(3)),
         ]
     );
     assert_eq!(steps.await.expect("joined"), Ok((1, 2, 3)));
@@ -190,12 +255,14 @@ async fn steps_are_numbered_when_called_not_when_polled() {
     });
     let order: Vec<String> = [server.next_committed().await, server.next_committed().await]
         .into_iter()
-        .map(|k| match k {
-            Kind::StepCompleted(s) => s.step.expect("a step").step_id,
+        .map(|p| match p {
+            Payload::StepCompleted(s) => s.step_id,
             other => panic!("unexpected {other:?}"),
         })
         .collect();
     assert_eq!(order, ["run_1:x:1", "run_1:x:0"]);
+    let started: Vec<&str> = server.started.iter().map(|s| s.step_id.as_str()).collect();
+    assert_eq!(started, ["run_1:x:1", "run_1:x:0"]);
     assert_eq!(
         task.await.expect("joined"),
         Ok(("first".to_owned(), "second".to_owned()))
@@ -236,7 +303,7 @@ async fn a_memoized_step_returns_its_output_without_running() {
         async move { ctx.run("charge", counted(runs, "new")).await }
     });
     match server.next_committed().await {
-        Kind::StepCompleted(s) => assert_eq!(s.step.expect("step").step_id, "run_1:charge:1"),
+        Payload::StepCompleted(s) => assert_eq!(s.step_id, "run_1:charge:1"),
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(second.await.expect("joined"), Ok(json!({"id": "new"})));
@@ -287,6 +354,8 @@ async fn step_errors_are_recorded_only_when_final() {
         .await
         .expect_err("retryable");
     assert!(e.is_retryable());
+    // The step started, but a retryable error is not recorded.
+    server.expect_started("run_1:flaky:0").await;
     server.assert_quiet().await;
 
     let task = tokio::spawn({
@@ -299,15 +368,17 @@ async fn step_errors_are_recorded_only_when_final() {
         }
     });
     match server.next_committed().await {
-        Kind::StepCompleted(s) => {
-            let step = s.step.expect("step");
-            assert_eq!(step.step_id, "run_1:doomed:0");
-            assert!(!step.completed);
-            assert!(step.output_json.is_empty());
-            let error: Value = serde_json::from_str(&step.error_json).expect("error JSON");
+        Payload::StepFailed(s) => {
+            assert_eq!(s.step_id, "run_1:doomed:0");
+            assert_eq!((s.job_id.as_str(), s.execution_seq), ("job_1", 3));
             assert_eq!(
-                error,
-                json!({"message": "no such account", "code": "NO_ACCOUNT", "retryable": false})
+                s.error,
+                Some(pb::Error {
+                    message: "no such account".into(),
+                    code: "NO_ACCOUNT".into(),
+                    retryable: false,
+                    ..Default::default()
+                })
             );
         }
         other => panic!("unexpected {other:?}"),
@@ -333,24 +404,14 @@ async fn a_sleep_yields_and_the_handler_goes_no_further() {
     }));
     let before = chrono::Utc::now().timestamp_millis();
     let invocation = tokio::spawn(invocation::invoke(ctx, handler));
-    let kind = server.next_committed().await;
-    let fence = fence_of(&kind).expect("fenced").clone();
-    assert_eq!(
-        (
-            fence.job_id.as_str(),
-            fence.execution_seq,
-            fence.lease_token.as_str()
-        ),
-        ("job_1", 3, "lease")
-    );
-    match kind {
-        Kind::JobYielded(y) => {
-            assert!(y.steps.is_empty());
-            let step = y.r#yield.expect("a yield");
-            assert_eq!(step.step_id, "run_1:nap:0");
-            match step.kind {
-                Some(pb::r#yield::Kind::Sleep(s)) => {
-                    let delta = s.until_ms - before;
+    let payload = server.next_committed().await;
+    assert_eq!(fence_of(&payload), Some(("job_1", 3, "lease")));
+    match payload {
+        Payload::StepYielded(y) => {
+            assert_eq!(y.step_id, "run_1:nap:0");
+            match y.yield_info {
+                Some(YieldInfo::Sleep(s)) => {
+                    let delta = ts_ms(&s.until.expect("an until")) - before;
                     assert!(
                         (60_000..65_000).contains(&delta),
                         "until is now + 60 s: {delta}"
@@ -359,7 +420,7 @@ async fn a_sleep_yields_and_the_handler_goes_no_further() {
                 other => panic!("expected a sleep, got {other:?}"),
             }
         }
-        other => panic!("expected job_yielded, got {other:?}"),
+        other => panic!("expected step_yielded, got {other:?}"),
     }
     assert_eq!(invocation.await.expect("joined"), Ended::Yielded);
     assert_eq!(after_sleep.load(Ordering::SeqCst), 0);
@@ -380,9 +441,10 @@ async fn a_memoized_sleep_goes_on_to_the_result() {
     );
     let invocation = tokio::spawn(invocation::invoke(ctx, handler));
     match server.next_committed().await {
-        Kind::JobCompleted(c) => {
+        Payload::JobCompleted(c) => {
+            assert_eq!(c.job_id, "job_1");
             assert_eq!(
-                serde_json::from_str::<Value>(&c.output_json).expect("JSON"),
+                crate::wire::payload(c.output.as_ref(), c.output_value.as_ref()),
                 json!({"doubled": 4})
             );
         }
@@ -394,6 +456,7 @@ async fn a_memoized_sleep_goes_on_to_the_result() {
 #[tokio::test]
 async fn wait_for_event_encodes_its_filter_and_returns_the_memoized_event() {
     let (ctx, mut server) = setup(Vec::new(), json!({}));
+    let before = chrono::Utc::now().timestamp_millis();
     let mut wait = Box::pin(
         ctx.wait_for_event(
             "reply",
@@ -404,22 +467,34 @@ async fn wait_for_event_encodes_its_filter_and_returns_the_memoized_event() {
     );
     // Drive the step until its yield reaches the server and is committed.
     let sent = tokio::select! {
-        kind = server.next_committed() => kind,
+        payload = server.next_committed() => payload,
         ended = &mut wait => panic!("the step ended before its yield was committed: {ended:?}"),
     };
     match sent {
-        Kind::JobYielded(y) => {
-            let step = y.r#yield.expect("a yield");
-            assert_eq!(step.step_id, "run_1:reply:0");
-            assert_eq!(
-                step.kind,
-                Some(pb::r#yield::Kind::WaitForEvent(pb::WaitForEvent {
-                    event: "order.replied".into(),
-                    match_path: "data.order_id".into(),
-                    match_value: String::new(),
-                    timeout_ms: 90_000,
-                }))
-            );
+        Payload::StepYielded(y) => {
+            assert_eq!(y.step_id, "run_1:reply:0");
+            match y.yield_info {
+                Some(YieldInfo::WaitEvent(mut w)) => {
+                    // The timeout travels as a deadline: now + 90 s.
+                    let deadline = w.timeout.take().expect("a deadline");
+                    let delta = ts_ms(&deadline) - before;
+                    assert!(
+                        (90_000..95_000).contains(&delta),
+                        "the deadline is now + 90 s: {delta}"
+                    );
+                    assert_eq!(
+                        w,
+                        pb::WaitEventYield {
+                            event_name: "order.replied".into(),
+                            match_expression: "data.order_id".into(),
+                            match_value: String::new(),
+                            timeout: None,
+                            payload_json: Vec::new(),
+                        }
+                    );
+                }
+                other => panic!("expected a wait_event, got {other:?}"),
+            }
         }
         other => panic!("unexpected {other:?}"),
     }
@@ -458,17 +533,16 @@ async fn invoke_encodes_the_child_and_returns_its_output_or_failure() {
         }
     });
     match server.next_committed().await {
-        Kind::JobYielded(y) => {
-            let step = y.r#yield.expect("a yield");
-            assert_eq!(step.step_id, "run_1:child:0");
-            match step.kind {
-                Some(pb::r#yield::Kind::Invoke(i)) => {
+        Payload::StepYielded(y) => {
+            assert_eq!(y.step_id, "run_1:child:0");
+            match y.yield_info {
+                Some(YieldInfo::InvokeFunction(i)) => {
                     assert_eq!(i.function_id, "resize");
                     assert_eq!(
-                        serde_json::from_str::<Value>(&i.input_json).expect("JSON"),
+                        serde_json::from_slice::<Value>(&i.input_json).expect("JSON"),
                         json!({"w": 10})
                     );
-                    assert_eq!(i.timeout_ms, 5_000);
+                    assert_eq!(i.invoke_timeout_ms, 5_000);
                 }
                 other => panic!("expected invoke, got {other:?}"),
             }
@@ -540,11 +614,11 @@ async fn invoke_async_yields_its_own_kind() {
         }
     });
     match server.next_committed().await {
-        Kind::JobYielded(y) => match y.r#yield.and_then(|s| s.kind) {
-            Some(pb::r#yield::Kind::InvokeAsync(i)) => {
+        Payload::StepYielded(y) => match y.yield_info {
+            Some(YieldInfo::InvokeFunctionAsync(i)) => {
+                assert_eq!(y.step_id, "run_1:spawn:0");
                 assert_eq!(i.function_id, "report");
-                assert_eq!(i.input_json, "[1,2]");
-                assert_eq!(i.timeout_ms, 0);
+                assert_eq!(i.input_json, b"[1,2]");
             }
             other => panic!("expected invoke_async, got {other:?}"),
         },
@@ -561,12 +635,11 @@ async fn a_stale_step_commit_ends_the_invocation_silently() {
         Ok::<_, FnError>(json!("done"))
     }));
     let invocation = tokio::spawn(invocation::invoke(ctx, handler));
-    let kind = server.next().await;
-    assert!(matches!(kind, Kind::StepCompleted(_)));
+    let payload = server.next().await;
+    assert!(matches!(payload, Payload::StepCompleted(_)));
     server.answer(
-        request_id(&kind).expect("a request"),
+        &ack_key(&payload).expect("a report"),
         false,
-        true,
         "STALE_EXECUTION",
     );
     assert_eq!(invocation.await.expect("joined"), Ended::Stale);
@@ -581,7 +654,7 @@ async fn a_closed_stream_abandons_the_invocation() {
         Ok::<_, FnError>(json!("done"))
     }));
     let invocation = tokio::spawn(invocation::invoke(ctx, handler));
-    assert!(matches!(server.next().await, Kind::StepCompleted(_)));
+    assert!(matches!(server.next().await, Payload::StepCompleted(_)));
     server.link.close();
     assert_eq!(invocation.await.expect("joined"), Ended::Abandoned);
     assert_eq!(server.link.pending_requests(), 0);
@@ -597,16 +670,18 @@ async fn a_refused_yield_is_an_error_the_handler_sees() {
         }
     }));
     let invocation = tokio::spawn(invocation::invoke(ctx, handler));
-    let kind = server.next().await;
-    assert!(matches!(kind, Kind::JobYielded(_)));
+    let payload = server.next().await;
+    assert!(matches!(payload, Payload::StepYielded(_)));
     server.answer(
-        request_id(&kind).expect("a request"),
+        &ack_key(&payload).expect("a report"),
         false,
-        false,
-        "yield.wait_for_event.event is required",
+        "step_yielded.wait_event.event_name is required",
     );
     match server.next_committed().await {
-        Kind::JobCompleted(c) => assert_eq!(c.output_json, "\"YIELD_REFUSED\""),
+        Payload::JobCompleted(c) => assert_eq!(
+            crate::wire::payload(c.output.as_ref(), c.output_value.as_ref()),
+            json!("YIELD_REFUSED")
+        ),
         other => panic!("unexpected {other:?}"),
     }
     assert_eq!(invocation.await.expect("joined"), Ended::Completed);
@@ -670,12 +745,14 @@ async fn errors_and_panics_become_job_failed() {
         let (ctx, mut server) = setup(Vec::new(), json!({"not": "a number"}));
         let invocation = tokio::spawn(invocation::invoke(ctx, handler));
         match server.next_committed().await {
-            Kind::JobFailed(f) => {
-                assert_eq!(f.retryable, retryable, "{f:?}");
-                assert_eq!(f.code, code, "{f:?}");
-                assert_eq!(f.retry_after_ms, retry_after_ms, "{f:?}");
-                assert!(!f.message.is_empty());
-                assert_eq!(f.fence.expect("fenced").job_id, "job_1");
+            Payload::JobFailed(f) => {
+                assert_eq!(f.job_id, "job_1");
+                assert_eq!((f.execution_seq, f.lease_token.as_str()), (3, "lease"));
+                let error = f.error.expect("an error");
+                assert_eq!(error.retryable, retryable, "{error:?}");
+                assert_eq!(error.code, code, "{error:?}");
+                assert_eq!(error.retry_after_ms, retry_after_ms, "{error:?}");
+                assert!(!error.message.is_empty());
             }
             other => panic!("expected job_failed, got {other:?}"),
         }
@@ -696,15 +773,16 @@ async fn a_cancelled_invocation_stops_at_its_next_await() {
         Ok::<_, FnError>(json!("done"))
     }));
     let invocation = tokio::spawn(invocation::invoke(ctx, handler));
-    tokio::task::yield_now().await;
+    // The handler is inside its step once the step started.
+    server.expect_started("run_1:slow:0").await;
     ending.end(Ended::Cancelled);
     assert_eq!(invocation.await.expect("joined"), Ended::Cancelled);
     server.assert_quiet().await;
 }
 
-fn step_of(kind: Kind) -> pb::StepRecord {
-    match kind {
-        Kind::StepCompleted(s) => s.step.expect("a step"),
+fn step_of(payload: Payload) -> pb::StepCompleted {
+    match payload {
+        Payload::StepCompleted(s) => s,
         other => panic!("expected step_completed, got {other:?}"),
     }
 }
@@ -760,19 +838,19 @@ async fn parallel_branches_number_their_steps_in_their_own_scope() {
 #[tokio::test]
 async fn parallel_replays_memoized_branches_and_refuses_a_reused_name() {
     let memoized = vec![
-        pb::MemoStep {
+        pb::CompletedStep {
             step_id: format!("{RUN}:fan:0:double:0"),
             name: "double".into(),
             status: "completed".into(),
-            output_json: "10".into(),
-            error_json: String::new(),
+            output_value: Some(crate::wire::to_proto(&json!(10))),
+            ..Default::default()
         },
-        pb::MemoStep {
+        pb::CompletedStep {
             step_id: format!("{RUN}:fan:1:double:0"),
             name: "double".into(),
             status: "completed".into(),
-            output_json: "12".into(),
-            error_json: String::new(),
+            output_value: Some(crate::wire::to_proto(&json!(12))),
+            ..Default::default()
         },
     ];
     let (ctx, mut server) = setup(memoized, json!({}));
@@ -827,10 +905,11 @@ async fn a_waiting_branch_lets_the_started_branches_commit_before_the_job_is_han
         "run_1:fan:1:work:0"
     );
     match server.next_committed().await {
-        Kind::JobYielded(y) => {
-            assert_eq!(y.r#yield.expect("a yield").step_id, "run_1:fan:0:nap:0");
+        Payload::StepYielded(y) => {
+            assert_eq!(y.step_id, "run_1:fan:0:nap:0");
+            assert!(matches!(y.yield_info, Some(YieldInfo::Sleep(_))));
         }
-        other => panic!("expected job_yielded, got {other:?}"),
+        other => panic!("expected step_yielded, got {other:?}"),
     }
     assert_eq!(invocation.await.expect("joined"), Ended::Yielded);
     server.assert_quiet().await;
@@ -908,12 +987,12 @@ async fn a_final_failure_runs_the_compensations_newest_first_and_reports_them() 
     }));
     let invocation = tokio::spawn(invocation::invoke(ctx, handler));
     match server.next_committed().await {
-        Kind::JobFailed(f) => {
-            assert_eq!(f.code, "DECLINED");
-            let steps: Vec<(String, String, bool, String)> = f
+        Payload::JobFailed(f) => {
+            assert_eq!(f.error.expect("an error").code, "DECLINED");
+            let steps: Vec<(String, String, String, String)> = f
                 .steps
                 .into_iter()
-                .map(|s| (s.step_id, s.r#type, s.completed, s.compensation_for))
+                .map(|s| (s.id, s.r#type, s.status, s.compensation_for))
                 .collect();
             // `reserve`'s undo completed in an earlier dispatch: not run again.
             assert_eq!(
@@ -922,13 +1001,13 @@ async fn a_final_failure_runs_the_compensations_newest_first_and_reports_them() 
                     (
                         "run_1:compensate:ship:0".to_owned(),
                         "compensate".to_owned(),
-                        false,
+                        "failed".to_owned(),
                         "ship".to_owned()
                     ),
                     (
                         "run_1:compensate:charge:0".to_owned(),
                         "compensate".to_owned(),
-                        true,
+                        "completed".to_owned(),
                         "charge".to_owned()
                     ),
                 ]
@@ -951,8 +1030,8 @@ async fn a_retryable_failure_before_the_last_attempt_runs_no_compensation() {
     }));
     let invocation = tokio::spawn(invocation::invoke(ctx, handler));
     match server.next_committed().await {
-        Kind::JobFailed(f) => {
-            assert!(f.retryable);
+        Payload::JobFailed(f) => {
+            assert!(f.error.expect("an error").retryable);
             assert!(f.steps.is_empty());
         }
         other => panic!("expected job_failed, got {other:?}"),
@@ -972,14 +1051,11 @@ async fn a_compensation_cannot_wait() {
     }));
     let invocation = tokio::spawn(invocation::invoke(ctx, handler));
     match server.next_committed().await {
-        Kind::JobFailed(f) => {
+        Payload::JobFailed(f) => {
             assert_eq!(f.steps.len(), 1);
-            assert!(!f.steps[0].completed);
-            assert!(
-                f.steps[0].error_json.contains("cannot wait"),
-                "{}",
-                f.steps[0].error_json
-            );
+            assert_eq!(f.steps[0].status, "failed");
+            let error = f.steps[0].error.as_ref().expect("an error");
+            assert!(error.message.contains("cannot wait"), "{error:?}");
         }
         other => panic!("expected job_failed, got {other:?}"),
     }
@@ -1013,5 +1089,8 @@ async fn a_memoized_publish_returns_the_stored_message_without_publishing() {
         .expect_err("no server");
     assert!(e.is_retryable());
     assert_eq!(e.error_code(), Some("PUBLISH_FAILED"));
+    // Only the unmemoized publish started; its retryable failure is not recorded.
+    let started = server.expect_started("run_1:publish:orders:1").await;
+    assert_eq!(started.name, "publish:orders");
     server.assert_quiet().await;
 }

@@ -1,6 +1,7 @@
-//! [`Worker`]: registers the functions, keeps one `WorkerService/Connect` stream open
-//! (reconnecting with backoff), takes jobs as its credit allows, runs each in its own task,
-//! renews leases, routes `Committed` answers and cancellations, and drains on shutdown.
+//! [`Worker`]: registers the functions, keeps one `WorkerService/Connect` stream open over
+//! gRPC (reconnecting with backoff), runs each assigned job in its own task (at most
+//! `concurrency` at once: the server assigns no more), renews leases, routes `step_ack`
+//! answers, cancellations and stale leases, and drains on shutdown.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,14 +22,14 @@ use crate::invocation::{self, Ended, Ending};
 use crate::link::Link;
 use crate::proto::v1 as pb;
 use crate::proto::v1::worker_service_client::WorkerServiceClient;
-use pb::server_message::Kind as ServerKind;
-use pb::worker_message::Kind;
+use pb::engine_message::Payload as EnginePayload;
+use pb::worker_message::Payload;
 
 /// Messages queued towards the server before senders wait.
 const OUTBOUND_QUEUE: usize = 256;
-/// How long the server may take to answer `RegisterWorker`.
+/// How long the server may take to answer `register`.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Heartbeat period when the server does not say its lease TTL.
+/// Heartbeat period when the server does not say one.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(10);
 const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
@@ -291,12 +292,16 @@ impl Worker {
         };
         let (tx, outbound) = mpsc::channel(OUTBOUND_QUEUE);
         let link = Arc::new(Link::new(tx));
-        let hello = Kind::Register(pb::RegisterWorker {
+        let hello = Payload::Register(pb::WorkerRegister {
             worker_id: self.worker_id.clone(),
             hostname: hostname(),
             function_ids: self.functions.iter().map(|f| f.id().to_owned()).collect(),
             max_concurrent_jobs: i32::try_from(self.concurrency).unwrap_or(i32::MAX),
-            sdk_version: SDK_VERSION.into(),
+            labels: HashMap::new(),
+            version: Some(pb::WorkerVersion {
+                sdk: SDK_VERSION.into(),
+                runtime: "rust".into(),
+            }),
         });
         // The channel is empty: the first message is queued before the call starts.
         link.send(hello)
@@ -330,10 +335,10 @@ impl Worker {
                 return Err(status_error(&status));
             }
         };
-        let lease_ttl = match tokio::time::timeout(REGISTER_TIMEOUT, inbound.message()).await {
-            Ok(Ok(Some(pb::ServerMessage {
-                kind: Some(ServerKind::Registered(r)),
-            }))) => r.lease_ttl_ms,
+        let heartbeat_ms = match tokio::time::timeout(REGISTER_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(pb::EngineMessage {
+                payload: Some(EnginePayload::Registered(r)),
+            }))) => r.heartbeat_interval_ms,
             Ok(Ok(other)) => {
                 link.close();
                 return Err(SdkError::Stream(format!(
@@ -349,7 +354,7 @@ impl Worker {
                 return Err(SdkError::Stream("no `registered` answer in time".into()));
             }
         };
-        tracing::info!(worker_id = %self.worker_id, lease_ttl_ms = lease_ttl, "worker connected");
+        tracing::info!(worker_id = %self.worker_id, heartbeat_ms, "worker connected");
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let mut session = Session {
             worker: self,
@@ -359,7 +364,9 @@ impl Worker {
             draining: false,
             server_draining: false,
         };
-        session.serve(inbound, done_rx, lease_ttl, shutdown).await
+        session
+            .serve(inbound, done_rx, heartbeat_ms, shutdown)
+            .await
     }
 }
 
@@ -367,6 +374,8 @@ impl Worker {
 struct Running {
     ending: Arc<Ending>,
     task: JoinHandle<()>,
+    /// What a heartbeat says of it.
+    active: pb::ActiveJob,
 }
 
 /// The state of one open stream.
@@ -375,26 +384,25 @@ struct Session<'w> {
     link: Arc<Link>,
     running: HashMap<String, Running>,
     done_tx: mpsc::UnboundedSender<(String, Ended)>,
-    /// We sent `Drain`: no more credit.
+    /// The worker is stopping: new assignments are nacked, running jobs finish.
     draining: bool,
-    /// The server is stopping: no more credit (it ends the stream soon).
+    /// The server is stopping (`shutdown`): new assignments are nacked (it ends the stream
+    /// soon).
     server_draining: bool,
 }
 
 impl Session<'_> {
     async fn serve(
         &mut self,
-        mut inbound: tonic::Streaming<pb::ServerMessage>,
+        mut inbound: tonic::Streaming<pb::EngineMessage>,
         mut done_rx: mpsc::UnboundedReceiver<(String, Ended)>,
-        lease_ttl_ms: i64,
+        heartbeat_ms: i32,
         shutdown: &CancellationToken,
     ) -> Result<SessionEnd, SdkError> {
-        let jobs = i32::try_from(self.worker.concurrency).unwrap_or(i32::MAX);
-        self.send(Kind::Credit(pb::Credit { jobs })).await;
-        let period = u64::try_from(lease_ttl_ms)
+        let period = u64::try_from(heartbeat_ms)
             .ok()
             .filter(|ms| *ms > 0)
-            .map_or(DEFAULT_HEARTBEAT, |ms| Duration::from_millis(ms / 3))
+            .map_or(DEFAULT_HEARTBEAT, Duration::from_millis)
             .max(Duration::from_millis(100));
         let mut heartbeat = tokio::time::interval_at(Instant::now() + period, period);
         heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -405,8 +413,8 @@ impl Session<'_> {
             tokio::select! {
                 message = inbound.message() => match message {
                     Ok(Some(m)) => {
-                        if let Some(kind) = m.kind {
-                            self.on_message(kind).await;
+                        if let Some(payload) = m.payload {
+                            self.on_message(payload).await;
                         }
                     }
                     Ok(None) => break Ok(()),
@@ -417,7 +425,6 @@ impl Session<'_> {
                 () = shutdown.cancelled(), if drain_deadline.is_none() => {
                     tracing::info!(worker_id = %self.worker.worker_id, running = self.running.len(), "draining");
                     self.draining = true;
-                    self.send(Kind::Drain(pb::Drain {})).await;
                     drain_deadline = Some(Instant::now() + self.worker.drain_grace);
                 }
                 () = tokio::time::sleep_until(deadline), if drain_deadline.is_some() => {
@@ -457,44 +464,99 @@ impl Session<'_> {
 
     /// Sends a message without an answer. A closed link means the stream is gone, which the
     /// read side notices and handles.
-    async fn send(&self, kind: Kind) {
-        if self.link.send(kind).await.is_err() {
+    async fn send(&self, payload: Payload) {
+        if self.link.send(payload).await.is_err() {
             tracing::debug!("worker stream closed; message not sent");
         }
     }
 
-    async fn on_message(&mut self, kind: ServerKind) {
-        match kind {
-            ServerKind::Job(assignment) => self.start(assignment).await,
-            ServerKind::Committed(committed) => self.link.resolve(committed),
-            ServerKind::Cancel(cancel) => {
+    async fn on_message(&mut self, payload: EnginePayload) {
+        match payload {
+            EnginePayload::Job(assignment) => self.start(assignment).await,
+            EnginePayload::StepAck(ack) => self.link.resolve(ack),
+            EnginePayload::Cancel(cancel) => {
                 if let Some(running) = self.running.get(&cancel.job_id) {
                     tracing::info!(
                         job_id = cancel.job_id,
-                        run_id = cancel.run_id,
+                        reason = cancel.reason,
                         "job cancelled by the server"
                     );
                     running.ending.end(Ended::Cancelled);
                 }
             }
-            ServerKind::Draining(_) => {
+            EnginePayload::Shutdown(_) => {
                 tracing::info!(worker_id = %self.worker.worker_id, "the server is stopping");
                 self.server_draining = true;
             }
-            ServerKind::Registered(_) | ServerKind::Lease(_) => {}
+            EnginePayload::LeaseRefresh(refresh) => {
+                for segment in refresh.segments {
+                    if segment.state == pb::LeaseState::Refreshed as i32 {
+                        continue;
+                    }
+                    for running in self.running.values().filter(|r| {
+                        r.active.run_id == segment.run_id
+                            && r.active.execution_seq == segment.execution_seq
+                    }) {
+                        running.ending.end(Ended::Stale);
+                    }
+                }
+            }
+            // `resume` is for workers that keep a suspended job in memory; this one hands
+            // the job back and gets a new assignment.
+            EnginePayload::Registered(_) | EnginePayload::Resume(_) => {}
         }
     }
 
+    /// Gives an assignment back at once (no attempt used).
+    async fn nack(&self, a: &pb::JobAssignment, reason: pb::JobNackReason) {
+        self.send(Payload::JobNack(pb::JobNack {
+            job_id: a.job_id.clone(),
+            run_id: a.run_id.clone(),
+            execution_seq: a.execution_seq,
+            lease_token: a.lease_token.clone(),
+            reason: reason as i32,
+        }))
+        .await;
+    }
+
     async fn start(&mut self, assignment: pb::JobAssignment) {
-        let job = Job::from_assignment(assignment);
-        let job_id = job.job_id().to_owned();
-        if self.running.contains_key(&job_id) {
-            // Cannot happen with a conforming server (every claim has a new job id); give the
-            // credit back rather than leak it.
-            tracing::warn!(job_id, "assignment for a job already running; ignored");
-            self.send(Kind::Credit(pb::Credit { jobs: 1 })).await;
+        if self.running.contains_key(&assignment.job_id) {
+            // A re-delivered job that runs here already: dropped, never nacked (a nack would
+            // queue a job that is still running).
+            tracing::warn!(
+                job_id = assignment.job_id,
+                "assignment for a job already running; ignored"
+            );
             return;
         }
+        if self.draining || self.server_draining {
+            self.nack(&assignment, pb::JobNackReason::Draining).await;
+            return;
+        }
+        if self.running.len() >= self.worker.concurrency as usize {
+            tracing::warn!(job_id = assignment.job_id, "at capacity; job given back");
+            self.nack(&assignment, pb::JobNackReason::AtCapacity).await;
+            return;
+        }
+        let active = pb::ActiveJob {
+            job_id: assignment.job_id.clone(),
+            started_at: Some(prost_types::Timestamp {
+                seconds: chrono::Utc::now().timestamp(),
+                nanos: 0,
+            }),
+            run_id: assignment.run_id.clone(),
+            execution_seq: assignment.execution_seq,
+            lease_token: assignment.lease_token.clone(),
+        };
+        self.send(Payload::JobAck(pb::JobAck {
+            job_id: active.job_id.clone(),
+            run_id: active.run_id.clone(),
+            execution_seq: active.execution_seq,
+            lease_token: active.lease_token.clone(),
+        }))
+        .await;
+        let job = Job::from_assignment(assignment);
+        let job_id = job.job_id().to_owned();
         let handler = self
             .worker
             .handlers
@@ -521,7 +583,14 @@ impl Session<'_> {
             let ended = invocation::invoke(ctx, handler).await;
             let _ = done.send((id, ended));
         });
-        self.running.insert(job_id, Running { ending, task });
+        self.running.insert(
+            job_id,
+            Running {
+                ending,
+                task,
+                active,
+            },
+        );
     }
 
     async fn finished(&mut self, job_id: String, ended: Ended) {
@@ -535,16 +604,19 @@ impl Session<'_> {
             Ended::Stale => tracing::info!(job_id, "the job was taken away (stale fence)"),
             other => tracing::debug!(job_id, ended = ?other, "job ended"),
         }
-        if !self.draining && !self.server_draining {
-            self.send(Kind::Credit(pb::Credit { jobs: 1 })).await;
-        }
     }
 
     /// Renews the running jobs' leases; sent when idle too, so the server sees the worker as
     /// alive (`last_seen`).
     async fn heartbeat(&self) {
-        let job_ids = self.running.keys().cloned().collect();
-        self.send(Kind::Heartbeat(pb::Heartbeat { job_ids })).await;
+        let jobs: Vec<pb::ActiveJob> = self.running.values().map(|r| r.active.clone()).collect();
+        self.send(Payload::Heartbeat(pb::WorkerHeartbeat {
+            worker_id: self.worker.worker_id.clone(),
+            active_jobs: i32::try_from(jobs.len()).unwrap_or(i32::MAX),
+            jobs,
+            metrics: None,
+        }))
+        .await;
     }
 }
 
