@@ -372,12 +372,9 @@ async fn fuzz_every_route(backend: Backend) {
 
     // Every Connect method we define, by name; and an unknown one per service.
     let bomb = gzip(&vec![0u8; 64 * 1024 * 1024]);
-    // `WorkerService` is served over gRPC only (tonic, HTTP/2, answers in grpc-status
-    // trailers); its refusals are tested with a real gRPC client in tests/worker_stream.rs.
-    let mut methods: Vec<_> = connect_methods()
-        .into_iter()
-        .filter(|(service, _, _)| service != "ironflow.v1.WorkerService")
-        .collect();
+    // `WorkerService/Connect` is a bidirectional stream: on Connect it is refused like the
+    // others; its gRPC refusals are tested with a tonic client in tests/worker_stream.rs.
+    let mut methods: Vec<_> = connect_methods();
     assert!(methods.len() > 30, "the descriptors list our methods");
     for service in ["ironflow.v1.IronflowService", "ironflow.v1.PubSubService"] {
         methods.push((service.into(), "NoSuchMethod".into(), false));

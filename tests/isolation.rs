@@ -170,10 +170,8 @@ async fn every_route_refuses_outsiders(backend: Backend) {
         )
         .await;
     }
-    // `WorkerService` is gRPC only: its refusals are tested in tests/worker_stream.rs.
     let methods: Vec<(String, String)> = connect_methods()
         .into_iter()
-        .filter(|(service, _, _)| service != "ironflow.v1.WorkerService")
         .map(|(service, method, _)| {
             let short = service.trim_start_matches("ironflow.v1.").to_owned();
             (short, method)

@@ -80,6 +80,7 @@ pub fn connect_permission(service: &str, method: &str) -> Option<Permission> {
             "Publish" => P::TopicsPublish,
             "Subscribe" => P::TopicsSubscribe,
             "JoinConsumerGroup"
+            | "SubscribeBidirectional"
             | "CreateConsumerGroup"
             | "UpdateConsumerGroup"
             | "DeleteConsumerGroup"
@@ -96,6 +97,7 @@ pub fn connect_permission(service: &str, method: &str) -> Option<Permission> {
             _ => return None,
         },
         ("AuditService", "GetAuditTrail" | "GetAuthAuditTrail") => P::AuditRead,
+        ("WorkerService", "Connect") => P::WorkersRun,
         ("WebhookService", m) => match m {
             "GetWebhookSource" | "ListWebhookSources" | "ListWebhookDeliveries" => P::WebhooksRead,
             "CreateWebhookSource"

@@ -22,6 +22,7 @@ mod kv;
 mod policies;
 mod projections_rpc;
 mod proto_map;
+mod pubsub_bidi;
 mod pubsub_rpc;
 mod rest;
 mod run_control_rpc;

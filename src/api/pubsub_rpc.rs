@@ -3,8 +3,7 @@
 //! member's messages), `AckEvent`, `Subscribe` (a server stream of live messages), `Emit` (an
 //! event that triggers functions), `ListTopics` and `GetTopicStats`. `Subscribe` with
 //! `options.consumer_group` joins that group, as `JoinConsumerGroup` does.
-//! `SubscribeBidirectional` needs a bidirectional stream and answers `unimplemented`; the same
-//! join-and-ack conversation is served over `/ws`.
+//! `SubscribeBidirectional` (join, then messages and acks on one stream) is in `pubsub_bidi`.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -30,8 +29,22 @@ pub async fn pubsub_service(
     PathParams(method): PathParams<String>,
     ctx: RequestContext,
     headers: HeaderMap,
-    Body(body): Body,
+    request: axum::extract::Request,
 ) -> Response {
+    if method == "SubscribeBidirectional" {
+        return super::pubsub_bidi::subscribe_bidirectional(
+            &state,
+            &ctx,
+            &headers,
+            request.into_body(),
+        )
+        .await;
+    }
+    let body =
+        match <Body as axum::extract::FromRequest<AppState>>::from_request(request, &state).await {
+            Ok(Body(body)) => body,
+            Err(e) => return e.into_response(),
+        };
     match method.as_str() {
         "JoinConsumerGroup" | "Subscribe" => {
             let request = match StreamRequest::parse(&headers, &body, state.max_request_bytes) {

@@ -62,10 +62,10 @@ pub async fn capabilities(
     _ctx: RequestContext,
 ) -> Json<serde_json::Value> {
     Json(json!({
-        "transports": ["rest", "connect"],
+        "transports": ["rest", "connect", "grpc"],
         "features": ["events", "functions", "runs", "history", "idempotency", "cel_filters", "wildcard_triggers",
                      "time_travel", "run_control", "entity_streams", "event_schemas", "cron", "debounce",
-                     "throttle", "actor_keys", "webhooks"],
+                     "throttle", "actor_keys", "webhooks", "worker_stream", "subscribe_bidirectional"],
         "version": env!("CARGO_PKG_VERSION"),
         "auth_required": !state.auth.dev_mode(),
         "backend": state.engine.backend().as_str(),

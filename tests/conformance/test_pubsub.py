@@ -303,3 +303,72 @@ def test_subscribe_with_a_consumer_group_joins_it(server: Server, rpc: Any, uid:
                     timeout=10.0):
                 pass
         assert refused.value.code == "permission_denied", refused.value
+
+
+def test_subscribe_bidirectional_joins_and_acks_on_one_stream(server: Server, rpc: Any, uid: str) -> None:
+    """The SDK's generated `PubSubServiceClient.subscribe_bidirectional` over HTTP/2: join, messages,
+    acks answered by `ack_result` (a NAK redelivers, an unknown id is NOT_FOUND), all on one stream."""
+    import asyncio
+
+    import pyqwest
+    from ironflow._gen.pubsub_connect import PubSubServiceClient
+    from ironflow._gen.pubsub_pb import (
+        JoinConsumerGroupRequest,
+        SubscribeBidirectionalRequest,
+        SubscriptionAck,
+    )
+    from protobuf import Oneof
+
+    group = f"{uid}-bidi"
+    topic = f"{uid}.bidi.orders"
+    rpc.pubsub.create_consumer_group(
+        v1.CreateConsumerGroupRequest(name=group, pattern=topic, ack_mode=v1.AckMode.MANUAL))
+    sent = [publish(rpc, topic, {"n": n}) for n in range(2)]
+
+    async def conversation() -> tuple[Any, list[tuple[str, int]], list[Any]]:
+        http = pyqwest.Client(transport=pyqwest.HTTPTransport(http_version=pyqwest.HTTPVersion.HTTP2))
+        client = PubSubServiceClient(server.url, http_client=http)
+        outbox: asyncio.Queue[SubscribeBidirectionalRequest | None] = asyncio.Queue()
+        await outbox.put(SubscribeBidirectionalRequest(payload=Oneof(
+            "join", JoinConsumerGroupRequest(group_name=group, consumer_id="bidi-1"))))
+
+        async def requests():  # noqa: ANN202
+            while (item := await outbox.get()) is not None:
+                yield item
+
+        def ack(event_id: str, ack_id: int, ack_type: Any) -> SubscribeBidirectionalRequest:
+            return SubscribeBidirectionalRequest(payload=Oneof(
+                "ack", SubscriptionAck(event_id=event_id, ack_type=ack_type, ack_id=ack_id)))
+
+        joined = None
+        deliveries: list[tuple[str, int]] = []
+        results: list[Any] = []
+        stream = client.subscribe_bidirectional(
+            requests(), headers={"Authorization": f"Bearer {server.api_key}"}, timeout_ms=20_000)
+        from ironflow._gen.pubsub_pb import AckType
+        async for message in stream:
+            kind, value = message.payload.field, message.payload.value
+            if kind == "joined":
+                joined = value
+            elif kind == "event":
+                deliveries.append((value.event_id, value.delivery_attempt))
+                first_try = value.event_id == sent[0].event_id and value.delivery_attempt == 1
+                await outbox.put(ack(value.event_id, len(deliveries), AckType.NAK if first_try else AckType.ACK))
+            elif kind == "ack_result":
+                results.append(value)
+                if len(results) == 3:
+                    await outbox.put(ack("no-such-message", 99, AckType.ACK))
+                if len(results) == 4:
+                    break
+        await outbox.put(None)
+        return joined, deliveries, results
+
+    joined, deliveries, results = asyncio.run(asyncio.wait_for(conversation(), 30))
+    assert joined is not None and joined.group_name == group and joined.subscription_id == "bidi-1", joined
+    ids = [s.event_id for s in sent]
+    assert sorted(set(d[0] for d in deliveries)) == sorted(ids), deliveries
+    assert (ids[0], 2) in deliveries, f"the NAKed message comes again: {deliveries}"
+    from ironflow._gen.pubsub_pb import AckResultCode
+    assert [r.code for r in results[:3]] == [AckResultCode.OK] * 3, results
+    assert results[3].ack_id == 99 and results[3].code == AckResultCode.NOT_FOUND, results[3]
+    assert rpc.pubsub.get_topic_stats(v1.GetTopicStatsRequest(topic=topic)).lag == 0

@@ -20,7 +20,6 @@ use tower::ServiceExt;
 use crate::api::auth::{Operation, RequestContext};
 use crate::api::connect_stream::BidiRequest;
 use crate::api::error::{ApiError, Code};
-use crate::domain::authz::Permission;
 use crate::proto::v1 as pb;
 use crate::proto::v1::worker_service_server::{WorkerService, WorkerServiceServer};
 
@@ -67,7 +66,6 @@ async fn authorize(
     headers: &HeaderMap,
     method: &str,
 ) -> Result<RequestContext, ApiError> {
-    let known = method == "Connect";
     let operation = Operation {
         facts: crate::domain::policy::RequestFacts {
             method: "POST".into(),
@@ -76,7 +74,7 @@ async fn authorize(
             ..Default::default()
         },
         // An unknown method answers `unimplemented` to any authenticated caller.
-        permission: known.then_some(Permission::WorkersRun),
+        permission: crate::api::access::connect_permission("WorkerService", method),
     };
     state.auth.authorize(headers, None, None, operation).await
 }
