@@ -139,7 +139,7 @@ pub async fn start_with_push(
         .await
         .with_context(|| format!("binding {}:{}", options.bind, options.port))?;
     let local_addr = listener.local_addr()?;
-    // Without TCP_NODELAY a small answer (a `Committed` on the worker stream, a sync trigger's
+    // Without TCP_NODELAY a small answer (a `step_ack` on the worker stream, a sync trigger's
     // result) can sit in Nagle's buffer until the peer's delayed ACK: ~40 ms stalls.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {

@@ -230,8 +230,9 @@ impl Worker {
         &self.worker_id
     }
 
-    /// Registers the functions, then serves jobs until `shutdown` is cancelled: it sends
-    /// `Drain`, lets running jobs finish (at most the drain grace) and returns `Ok(())`.
+    /// Registers the functions, then serves jobs until `shutdown` is cancelled: it then
+    /// stops taking jobs (nacking new assignments `DRAINING`), lets running jobs finish (at most
+    /// the drain grace) and returns `Ok(())`.
     ///
     /// A broken stream is reopened with exponential backoff (100 ms doubling to 5 s, with
     /// jitter); jobs running on it are dropped (the server gives them back). Returns `Err` only
@@ -621,7 +622,7 @@ impl Session<'_> {
 }
 
 /// The handler for a job of a function this worker does not have (only a server that ignores
-/// `RegisterWorker.function_ids` sends one): a retryable failure, so a worker that has the
+/// `register.function_ids` sends one): a retryable failure, so a worker that has the
 /// function can take the next attempt.
 fn unknown_function(function_id: &str) -> Handler {
     let message = format!("this worker has no function '{function_id}'");

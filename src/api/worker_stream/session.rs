@@ -106,6 +106,7 @@ pub async fn open(engine: Engine, env: EnvId, mut inbound: Inbound) -> Result<Ou
             held: Mutex::new(HashMap::new()),
             slots: Semaphore::new(capacity),
             owed_slots: AtomicUsize::new(0),
+            emptied: tokio::sync::Notify::new(),
             tx,
         }),
     };
@@ -162,6 +163,8 @@ struct Shared {
     /// Jobs the worker nacked as at capacity: their slots come back at its next heartbeat
     /// (not at once, or the same job would bounce between the queue and a full worker).
     owed_slots: AtomicUsize,
+    /// Signalled when the last held job stops being held (a drain can end then).
+    emptied: tokio::sync::Notify,
     tx: mpsc::Sender<Result<pb::EngineMessage, ApiError>>,
 }
 
@@ -213,12 +216,15 @@ impl Session {
                     continue;
                 }
                 () = tokio::time::sleep_until(grace), if drain_deadline.is_some() => break,
+                () = self.shared.emptied.notified(), if drain_deadline.is_some() => continue,
             };
             let payload = match next {
                 Some(Ok(pb::WorkerMessage { payload: Some(p) })) => p,
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => {
+                    // A frame we cannot read ends the stream with the reason.
                     tracing::debug!(worker = %self.shared.worker_id, error = %e.message, "worker stream read failed");
+                    let _ = self.shared.tx.send(Err(e)).await;
                     break;
                 }
                 None => break,
@@ -228,8 +234,11 @@ impl Session {
                 break;
             }
         }
+        // Both finished before the release, so neither can hold a job after it.
         claims.abort();
         cancels.abort();
+        let _ = claims.await;
+        let _ = cancels.await;
         self.release_held().await;
     }
 
@@ -244,7 +253,9 @@ impl Session {
             .collect();
         for (job, fence, applier) in held {
             // The queue's sender is gone with the entry: the applier ends once it is empty.
-            let _ = applier.await;
+            // Bounded: an applier blocked on a peer that stopped reading must not keep the
+            // job from going back.
+            let _ = tokio::time::timeout(DRAIN_GRACE, applier).await;
             if let Err(e) = self.shared.engine.release_job(&job, &fence).await {
                 tracing::warn!(error = %e, job, "releasing a job of a disconnected worker failed; its lease will expire");
             }
@@ -253,7 +264,14 @@ impl Session {
 
     /// Stops holding `job` (if it still is) and frees its slot unless it is owed.
     fn unhold(&self, job: &str, why: Release) -> Option<Held> {
-        let held = self.held().remove(job)?;
+        let held = {
+            let mut all = self.held();
+            let held = all.remove(job)?;
+            if all.is_empty() {
+                self.shared.emptied.notify_one();
+            }
+            held
+        };
         match why {
             Release::Done => self.shared.slots.add_permits(1),
             Release::NackedAtCapacity => {
@@ -385,7 +403,9 @@ impl Session {
                     .map(|h| h.fence.clone());
                 if let Some(fence) = fence {
                     self.unhold(&n.job_id, why);
-                    self.shared.engine.release_job(&n.job_id, &fence).await?;
+                    if let Err(e) = self.shared.engine.release_job(&n.job_id, &fence).await {
+                        tracing::warn!(error = %e, job = n.job_id, "giving back a nacked job failed; its lease will expire");
+                    }
                 }
             }
         }
@@ -411,11 +431,19 @@ impl Session {
             .filter(|(_, holds)| *holds)
             .map(|(j, _)| j.job_id.clone())
             .collect();
-        let alive = self
+        let alive = match self
             .shared
             .engine
             .heartbeat(&self.shared.env, &self.shared.worker_id, &renew)
-            .await?;
+            .await
+        {
+            Ok(alive) => alive,
+            Err(e) => {
+                // The leases have slack: the next heartbeat tries again.
+                tracing::warn!(error = %e, worker = %self.shared.worker_id, "renewing a stream worker's leases failed");
+                return Ok(());
+            }
+        };
         if !alive {
             return Err(ApiError::not_found(
                 "the worker's registration is gone; connect again",
@@ -544,11 +572,19 @@ impl Session {
                     }
                     (Err(STALE.to_owned()), true)
                 }
+                Err(e) if end_ack.is_some() => {
+                    // Neither SDK sends a result twice: the job goes back to the queue (no
+                    // attempt used) rather than waiting for its lease.
+                    tracing::warn!(error = %e, job, "committing a stream worker's result failed; the job goes back");
+                    if self.unhold(&job, Release::Done).is_some()
+                        && let Err(e) = self.shared.engine.release_job(&job, &fence).await
+                    {
+                        tracing::warn!(error = %e, job, "giving the job back failed; its lease will expire");
+                    }
+                    (Err(ApiError::from(e).message), true)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, job, "committing a stream worker's report failed");
-                    if let Some(h) = self.held().get_mut(&job) {
-                        h.finishing = false;
-                    }
                     (Err(ApiError::from(e).message), false)
                 }
             };
@@ -607,6 +643,8 @@ impl Session {
                 }
             };
             shared.slots.add_permits(want - jobs.len());
+            // All held before any is sent: a session that ends mid-batch gives back every one.
+            let mut assignments = Vec::with_capacity(jobs.len());
             for job in jobs {
                 let fence = Fence {
                     env_id: shared.env.clone(),
@@ -631,8 +669,13 @@ impl Session {
                         finishing: false,
                     },
                 );
-                let assignment = pb::engine_message::Payload::Job(wire::assignment(&job));
-                if !self.send(assignment).await {
+                assignments.push(wire::assignment(&job));
+            }
+            for assignment in assignments {
+                if !self
+                    .send(pb::engine_message::Payload::Job(assignment))
+                    .await
+                {
                     return;
                 }
             }
