@@ -566,6 +566,61 @@ async fn heartbeats_and_nacks(backend: Backend) {
     server.stop().await;
 }
 
+/// A held job whose lease expired (its worker went quiet) is `STALE` at the next heartbeat,
+/// and the stream's slot is free again: the retry comes to the same worker.
+async fn an_expired_lease_is_stale_at_the_heartbeat(backend: Backend) {
+    let server = TestServer::start_with(
+        backend,
+        common::ServerConfig {
+            lease_ttl: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    register_fn(&server, "s-exp", "s.exp").await;
+    let mut w = Stream::open(&server, "w-exp", &["s-exp"], 1).await;
+    let run_id = emit(&server, "s.exp", json!({})).await;
+    let job = w.next_job().await;
+    let expired =
+        format!("SELECT count(*) FROM history WHERE run_id = '{run_id}' AND kind = 'run.retrying'");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while raw_count(&server.url, &expired).await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    w.send(Worker::Heartbeat(pb::WorkerHeartbeat {
+        worker_id: "w-exp".into(),
+        active_jobs: 1,
+        jobs: vec![pb::ActiveJob {
+            job_id: job.job_id.clone(),
+            run_id: run_id.clone(),
+            execution_seq: job.execution_seq,
+            lease_token: job.lease_token.clone(),
+            started_at: None,
+        }],
+        metrics: None,
+    }))
+    .await;
+    // Both come: the refresh, and the retry on the slot it freed (in either order).
+    let (mut refreshed, mut retry) = (None, None);
+    while refreshed.is_none() || retry.is_none() {
+        match w.next().await {
+            Engine::LeaseRefresh(r) => {
+                refreshed = Some(r.segments.iter().map(|s| s.state).collect::<Vec<i32>>());
+            }
+            Engine::Job(job) => retry = Some(job),
+            other => panic!("expected lease_refresh and the retry; got {other:?}"),
+        }
+    }
+    assert_eq!(refreshed, Some(vec![pb::LeaseState::Stale as i32]));
+    let retry = retry.expect("the retry");
+    assert_eq!((retry.run_id.as_str(), retry.attempt), (run_id.as_str(), 2));
+    server.stop().await;
+}
+
 /// Authentication and the first message are checked before the stream starts.
 async fn handshake_refusals(backend: Backend) {
     let server = TestServer::start(backend).await;
@@ -913,6 +968,7 @@ both_backends! {
     capacity => capacity_retries_and_refusals;
     cancel => cancel_and_disconnect;
     heartbeats => heartbeats_and_nacks;
+    expired_lease => an_expired_lease_is_stale_at_the_heartbeat;
     handshake => handshake_refusals;
     connect => connect_transport;
 }

@@ -1,4 +1,4 @@
--- A heartbeat renews its jobs' leases, locking the rows in run order (the order every
+-- A heartbeat renews its jobs' leases (returning the ones it renewed), locking the rows in run order (the order every
 -- transaction takes job rows in; an UPDATE alone would lock them in scan order).
 UPDATE jobs SET lease_expires_at = $4
 WHERE run_id IN (
@@ -7,4 +7,5 @@ WHERE run_id IN (
       AND dispatch_id = ANY(ARRAY(SELECT jsonb_array_elements_text($3::jsonb)))
     ORDER BY run_id
     FOR UPDATE
-);
+)
+RETURNING dispatch_id;

@@ -75,7 +75,12 @@ pub async fn heartbeat(
     JsonBody(body): JsonBody<HeartbeatBody>,
 ) -> Result<Json<Value>, ApiError> {
     let jobs: Vec<String> = body.jobs.into_iter().map(|j| j.job_id).collect();
-    if state.engine.heartbeat(&ctx.env, &worker, &jobs).await? {
+    if state
+        .engine
+        .heartbeat(&ctx.env, &worker, &jobs)
+        .await?
+        .is_some()
+    {
         Ok(Json(json!({"status": "ok"})))
     } else {
         Err(ApiError::not_found(format!(

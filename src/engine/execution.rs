@@ -72,13 +72,14 @@ impl Engine {
         Ok(())
     }
 
-    /// Records a heartbeat and renews the leases of the jobs the worker still runs.
+    /// Records a heartbeat and renews the leases of the jobs the worker still holds; returns
+    /// those renewed, `None` when the worker is not registered.
     pub async fn heartbeat(
         &self,
         env: &EnvId,
         worker: &str,
         job_ids: &[String],
-    ) -> Result<bool, EngineError> {
+    ) -> Result<Option<Vec<String>>, EngineError> {
         Ok(self
             .store()
             .heartbeat_worker(env, worker, job_ids, self.lease_expiry())

@@ -84,15 +84,15 @@ pub trait ExecutionStore: Send + Sync {
 
     async fn register_worker(&self, worker: &WorkerRegistration) -> Result<(), StoreError>;
 
-    /// Records a heartbeat and renews the leases of the listed dispatches; false when the
-    /// worker is not registered.
+    /// Records a heartbeat and renews the leases of the listed dispatches this worker still
+    /// holds; returns the ones renewed, `None` when the worker is not registered.
     async fn heartbeat_worker(
         &self,
         env: &EnvId,
         worker: &str,
         dispatch_ids: &[String],
         lease_expires_at: Ts,
-    ) -> Result<bool, StoreError>;
+    ) -> Result<Option<Vec<String>>, StoreError>;
 
     /// The functions a worker serves; `None` when it is not registered.
     async fn worker_functions(
@@ -850,24 +850,26 @@ impl<D: Db> ExecutionStore for SqlStore<D> {
         worker: &str,
         dispatch_ids: &[String],
         lease_expires_at: Ts,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Vec<String>>, StoreError> {
         let mut tx = self.db.begin().await?;
         let touched = tx
             .execute(sql!("touch_worker"), args![env.as_str(), worker, Ts::now()])
             .await?;
         if touched == 0 {
-            return Ok(false);
+            return Ok(None);
         }
+        let mut renewed = Vec::new();
         if !dispatch_ids.is_empty() {
             let ids = Value::from(dispatch_ids.to_vec());
-            tx.execute(
-                sql!("renew_leases"),
-                args![env.as_str(), worker, &ids, lease_expires_at],
-            )
-            .await?;
+            renewed = tx
+                .scalars(
+                    sql!("renew_leases"),
+                    args![env.as_str(), worker, &ids, lease_expires_at],
+                )
+                .await?;
         }
         D::commit(tx).await?;
-        Ok(true)
+        Ok(Some(renewed))
     }
 
     async fn worker_functions(

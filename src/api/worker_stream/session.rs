@@ -36,6 +36,9 @@ const OUTBOUND_QUEUE: usize = 256;
 const REGISTER_WAIT: Duration = Duration::from_secs(30);
 /// The most jobs one stream may hold, whatever the worker asks for.
 const MAX_HELD: usize = 10_000;
+/// Reports one job may have waiting to be applied; a worker that sends more ends its stream
+/// (ironflow-py queues at most 256 messages of all its jobs).
+const REPORT_QUEUE: usize = 1024;
 /// The error text of a report whose fence no longer holds.
 pub const STALE: &str = "STALE_EXECUTION";
 
@@ -114,6 +117,14 @@ pub async fn open(engine: Engine, env: EnvId, mut inbound: Inbound) -> Result<Ou
     Ok(rx)
 }
 
+fn too_many_reports() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        crate::api::error::Code::ResourceExhausted,
+        format!("more than {REPORT_QUEUE} reports of one job are waiting to be applied"),
+    )
+}
+
 fn message(payload: pb::engine_message::Payload) -> Result<pb::EngineMessage, ApiError> {
     Ok(pb::EngineMessage {
         payload: Some(payload),
@@ -144,7 +155,7 @@ struct Held {
     fence: Fence,
     run_id: String,
     /// Its report queue (one task applies it in order).
-    reports: mpsc::UnboundedSender<Report>,
+    reports: mpsc::Sender<Report>,
     /// The task applying that queue.
     applier: tokio::task::JoinHandle<()>,
     /// Its final report is being committed: the run's end is this worker's doing, not a
@@ -282,17 +293,23 @@ impl Session {
     }
 
     /// Queues a report behind the job's earlier ones; a job not held is answered stale.
-    async fn enqueue(&self, job: &str, report: Report) {
+    async fn enqueue(&self, job: &str, report: Report) -> Result<(), ApiError> {
+        use mpsc::error::TrySendError;
         let refused = {
             let held = self.held();
             match held.get(job) {
-                Some(h) => h.reports.send(report).err().map(|e| e.0),
+                Some(h) => match h.reports.try_send(report) {
+                    Ok(()) => None,
+                    Err(TrySendError::Full(_)) => return Err(too_many_reports()),
+                    Err(TrySendError::Closed(report)) => Some(report),
+                },
                 None => Some(report),
             }
         };
         if let Some(Report::Step { ack, .. } | Report::End { ack, .. }) = refused {
             self.ack(ack, Err(STALE.into())).await;
         }
+        Ok(())
     }
 
     async fn ack(&self, step_id: String, result: Result<(), String>) {
@@ -332,8 +349,10 @@ impl Session {
                     label,
                 };
                 // A start of a job no longer held needs no answer.
-                if let Some(h) = self.held().get(&s.job_id) {
-                    let _ = h.reports.send(report);
+                if let Some(h) = self.held().get(&s.job_id)
+                    && let Err(mpsc::error::TrySendError::Full(_)) = h.reports.try_send(report)
+                {
+                    return Err(too_many_reports());
                 }
             }
             Payload::StepCompleted(s) => {
@@ -342,14 +361,14 @@ impl Session {
                     ack: s.step_id.clone(),
                     step: wire::completed_step(&s, None, now).map_err(|e| e.0),
                 };
-                self.enqueue(&s.job_id, report).await;
+                self.enqueue(&s.job_id, report).await?;
             }
             Payload::StepFailed(s) => {
                 let report = Report::Step {
                     ack: s.step_id.clone(),
                     step: wire::failed_step(&s, None, now).map_err(|e| e.0),
                 };
-                self.enqueue(&s.job_id, report).await;
+                self.enqueue(&s.job_id, report).await?;
             }
             Payload::StepYielded(y) => {
                 let report = Report::End {
@@ -359,7 +378,7 @@ impl Session {
                         .map(ReportOutcome::Yielded)
                         .map_err(|e| e.0),
                 };
-                self.enqueue(&y.job_id, report).await;
+                self.enqueue(&y.job_id, report).await?;
             }
             Payload::JobCompleted(c) => {
                 let output = wire::payload(c.output.as_ref(), c.output_value.as_ref());
@@ -368,7 +387,7 @@ impl Session {
                     steps: Ok(Vec::new()),
                     outcome: Ok(ReportOutcome::Completed { output }),
                 };
-                self.enqueue(&c.job_id, report).await;
+                self.enqueue(&c.job_id, report).await?;
             }
             Payload::JobFailed(f) => {
                 let steps = f
@@ -382,7 +401,7 @@ impl Session {
                     steps,
                     outcome: Ok(ReportOutcome::Failed(wire::failure(f.error.as_ref()))),
                 };
-                self.enqueue(&f.job_id, report).await;
+                self.enqueue(&f.job_id, report).await?;
             }
             // The claim set the lease just now: an ack needs no write.
             Payload::JobAck(_) => {}
@@ -431,40 +450,46 @@ impl Session {
             .filter(|(_, holds)| *holds)
             .map(|(j, _)| j.job_id.clone())
             .collect();
-        let alive = match self
+        let renewed = match self
             .shared
             .engine
             .heartbeat(&self.shared.env, &self.shared.worker_id, &renew)
             .await
         {
-            Ok(alive) => alive,
+            Ok(Some(renewed)) => renewed,
+            Ok(None) => {
+                return Err(ApiError::not_found(
+                    "the worker's registration is gone; connect again",
+                ));
+            }
             Err(e) => {
                 // The leases have slack: the next heartbeat tries again.
                 tracing::warn!(error = %e, worker = %self.shared.worker_id, "renewing a stream worker's leases failed");
                 return Ok(());
             }
         };
-        if !alive {
-            return Err(ApiError::not_found(
-                "the worker's registration is gone; connect again",
-            ));
-        }
         let owed = self.shared.owed_slots.swap(0, Ordering::Relaxed);
         if owed > 0 {
             self.shared.slots.add_permits(owed);
         }
-        let segments = states
-            .into_iter()
-            .map(|(j, holds)| pb::SegmentLeaseStatus {
+        let mut segments = Vec::with_capacity(states.len());
+        for (j, holds) in states {
+            let fresh = holds && renewed.contains(&j.job_id);
+            if holds && !fresh {
+                // Held here but its lease is gone (it expired into a failed attempt, or the
+                // job was taken over): no longer this worker's.
+                self.unhold(&j.job_id, Release::Done);
+            }
+            segments.push(pb::SegmentLeaseStatus {
                 run_id: j.run_id,
                 execution_seq: j.execution_seq,
-                state: if holds {
+                state: if fresh {
                     pb::LeaseState::Refreshed
                 } else {
                     pb::LeaseState::Stale
                 } as i32,
-            })
-            .collect();
+            });
+        }
         self.send(pb::engine_message::Payload::LeaseRefresh(
             pb::LeaseRefreshResult { segments },
         ))
@@ -480,7 +505,7 @@ impl Session {
         job: String,
         fence: Fence,
         mut next_step: i64,
-        mut queue: mpsc::UnboundedReceiver<Report>,
+        mut queue: mpsc::Receiver<Report>,
     ) {
         let mut labels: HashMap<String, StepLabel> = HashMap::new();
         while let Some(first) = queue.recv().await {
@@ -652,7 +677,7 @@ impl Session {
                     execution_seq: job.execution_seq,
                     lease_token: job.lease_token.clone(),
                 };
-                let (reports, queue) = mpsc::unbounded_channel();
+                let (reports, queue) = mpsc::channel(REPORT_QUEUE);
                 let applier = tokio::spawn(self.clone().apply_reports(
                     job.dispatch_id.clone(),
                     fence.clone(),
