@@ -49,8 +49,8 @@ async fn main() -> anyhow::Result<()> {
                 LogFormat::Text
             };
             init_logging_as(&filter, format);
-            let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-                .install_recorder()
+            let metrics = ironflow::server::prometheus_builder()
+                .and_then(metrics_exporter_prometheus::PrometheusBuilder::install_recorder)
                 .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))
                 .ok();
             let server =

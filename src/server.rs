@@ -227,6 +227,20 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The Prometheus exporter as the binary installs it: durations (`*_seconds`) and batch sizes
+/// (`*_size`) are histograms with fixed buckets, not summaries, so they aggregate across nodes.
+pub fn prometheus_builder()
+-> Result<metrics_exporter_prometheus::PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    const SECONDS: [f64; 15] = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    ];
+    const SIZES: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS)?
+        .set_buckets_for_metric(Matcher::Suffix("_size".into()), &SIZES)
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact_url;

@@ -17,6 +17,7 @@ pub mod error;
 mod extract;
 mod function_versions_rpc;
 mod history_sql_rpc;
+mod http_metrics;
 mod ironflow_rpc;
 mod kv;
 mod policies;
@@ -875,6 +876,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         // gRPC (HTTP/2): authenticates from the stream's metadata itself.
         .merge(worker_stream::routes(state))
+        // Per route (the matched pattern is known there), so it sees every handler's status.
+        .route_layer(middleware::from_fn(http_metrics::record))
         .layer(middleware::map_response(error::json_error_bodies))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             error::panic_response,

@@ -185,10 +185,12 @@ impl Engine {
         match self.commit_report(report, self.lease_expiry()).await? {
             FenceOutcome::Accepted(effects) => {
                 self.bus().publish(&effects);
+                record_step_metrics(report);
                 Ok(())
             }
             FenceOutcome::Paused(effects) => {
                 self.bus().publish(&effects);
+                record_step_metrics(report);
                 Err(EngineError::PausedAtBoundary)
             }
             FenceOutcome::Stale => Err(EngineError::StaleExecution),
@@ -268,6 +270,23 @@ impl Engine {
                 plan = None;
             }
             sweep = due;
+        }
+    }
+}
+
+/// The committed steps of a report: how many, and how long each ran (where the worker said).
+fn record_step_metrics(report: &JobReport) {
+    for step in &report.steps {
+        let status = if step.completed {
+            "completed"
+        } else {
+            "failed"
+        };
+        metrics::counter!("ironflow_steps_committed_total", "status" => status).increment(1);
+        if let (Some(started), Some(ended)) = (step.started_at, step.ended_at)
+            && let Ok(took) = (ended.0 - started.0).to_std()
+        {
+            metrics::histogram!("ironflow_step_duration_seconds").record(took.as_secs_f64());
         }
     }
 }
