@@ -278,7 +278,7 @@ pub(super) fn prepare(
         .map(|s| s.trim().to_ascii_lowercase());
     let body = match encoding.as_deref() {
         None | Some("identity") | Some("") => body,
-        Some("gzip") => gunzip(&body, max_bytes)?,
+        Some("gzip") => gunzip(&body, max_bytes, "request body")?,
         Some(other) => {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -290,8 +290,9 @@ pub(super) fn prepare(
     Ok(Unary { codec, body })
 }
 
-/// Decompresses at most `max_bytes`; a larger body is refused rather than inflated.
-fn gunzip(body: &[u8], max_bytes: usize) -> Result<Bytes, ApiError> {
+/// Decompresses at most `max_bytes`; a larger body is refused rather than inflated. `what`
+/// names it in the error ("request body", "request message").
+pub(super) fn gunzip(body: &[u8], max_bytes: usize, what: &str) -> Result<Bytes, ApiError> {
     let mut out = Vec::new();
     let limit = u64::try_from(max_bytes)
         .unwrap_or(u64::MAX)
@@ -299,10 +300,10 @@ fn gunzip(body: &[u8], max_bytes: usize) -> Result<Bytes, ApiError> {
     flate2::read::GzDecoder::new(body)
         .take(limit)
         .read_to_end(&mut out)
-        .map_err(|e| ApiError::invalid(format!("malformed gzip request body: {e}")))?;
+        .map_err(|e| ApiError::invalid(format!("malformed gzip {what}: {e}")))?;
     if out.len() > max_bytes {
         return Err(ApiError::too_large(format!(
-            "request body is over the limit of {max_bytes} bytes once decompressed"
+            "{what} is over the limit of {max_bytes} bytes once decompressed"
         )));
     }
     Ok(Bytes::from(out))

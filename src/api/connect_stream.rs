@@ -4,7 +4,6 @@
 //! messages fed from a channel, and the end-of-stream message carrying any error.
 
 use std::convert::Infallible;
-use std::io::Read;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -83,21 +82,7 @@ fn unpack(
             "the request message is compressed with '{encoding}'; only gzip is supported"
         )));
     }
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(payload)
-        .take(
-            u64::try_from(max_bytes)
-                .unwrap_or(u64::MAX)
-                .saturating_add(1),
-        )
-        .read_to_end(&mut out)
-        .map_err(|e| ApiError::invalid(format!("malformed gzip request message: {e}")))?;
-    if out.len() > max_bytes {
-        return Err(ApiError::too_large(format!(
-            "request message is over the limit of {max_bytes} bytes once decompressed"
-        )));
-    }
-    Ok(Bytes::from(out))
+    super::connect::gunzip(payload, max_bytes, "request message")
 }
 
 /// Decodes one message; malformed, or carrying U+0000 in a string, is a 400.

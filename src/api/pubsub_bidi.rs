@@ -11,7 +11,6 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
-use crate::domain::group::AckMode;
 use crate::engine::{EngineError, GroupMember};
 use crate::proto::v1 as pb;
 
@@ -19,7 +18,7 @@ use super::AppState;
 use super::auth::RequestContext;
 use super::connect_stream::{BidiRequest, RequestMessages, StreamSink};
 use super::error::ApiError;
-use super::pubsub_rpc::{delivery_event, settle_from};
+use super::pubsub_rpc::{ack_mode_message, delivery_event, settle_from};
 
 /// How long a stream may go without a message before the server sends a `heartbeat`.
 const HEARTBEAT: Duration = Duration::from_secs(15);
@@ -118,10 +117,7 @@ async fn converse(
         subscription_id: subscription_id.clone(),
         group_name: group.name.clone(),
         pattern: group.settings.pattern.clone(),
-        ack_mode: match group.settings.ack_mode {
-            AckMode::Manual => pb::AckMode::Manual,
-            AckMode::Auto => pb::AckMode::Auto,
-        } as i32,
+        ack_mode: ack_mode_message(group.settings.ack_mode) as i32,
     };
     if !sink.send(&message(Payload::Joined(joined))).await {
         member.leave().await;

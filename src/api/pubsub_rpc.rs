@@ -221,6 +221,13 @@ fn metadata_json(metadata: Option<&pbjson_types::Struct>) -> serde_json::Value {
     })
 }
 
+pub(super) fn ack_mode_message(mode: AckMode) -> pb::AckMode {
+    match mode {
+        AckMode::Manual => pb::AckMode::Manual,
+        AckMode::Auto => pb::AckMode::Auto,
+    }
+}
+
 fn group_message(g: &ConsumerGroupRecord) -> pb::ConsumerGroup {
     let s = &g.settings;
     pb::ConsumerGroup {
@@ -229,10 +236,7 @@ fn group_message(g: &ConsumerGroupRecord) -> pb::ConsumerGroup {
         name: g.name.clone(),
         pattern: s.pattern.clone(),
         filter_expr: s.filter_expr.clone(),
-        ack_mode: match s.ack_mode {
-            AckMode::Manual => pb::AckMode::Manual,
-            AckMode::Auto => pb::AckMode::Auto,
-        } as i32,
+        ack_mode: ack_mode_message(s.ack_mode) as i32,
         backpressure: pb::BackpressureMode::Block as i32,
         max_inflight: s.max_inflight,
         max_redeliveries: s.max_redeliveries,

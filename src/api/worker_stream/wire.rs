@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::api::proto_map::{json_to_value, map_to_struct, struct_to_map, value_to_json};
+use crate::api::proto_map::{from_timestamp, json_to_value, map_to_struct, payload_json};
 use crate::domain::job::{
     DEFAULT_INVOKE_TIMEOUT, DEFAULT_WAIT_TIMEOUT, JobFailure, ReportedStep, YieldRequest,
 };
@@ -34,13 +34,13 @@ pub fn step_type_name(step_type: i32) -> &'static str {
     }
 }
 
-/// A (Struct, Value) payload pair as JSON: `*_value` wins; neither is null.
+/// A (Struct, Value) payload pair as JSON: `*_value` wins; neither is null (a step or run
+/// output, unlike event data, may be absent).
 pub fn payload(s: Option<&pbjson_types::Struct>, v: Option<&pbjson_types::Value>) -> Value {
-    match (v, s) {
-        (Some(v), _) => value_to_json(v),
-        (None, Some(s)) => Value::Object(struct_to_map(s)),
-        (None, None) => Value::Null,
+    if s.is_none() && v.is_none() {
+        return Value::Null;
     }
+    payload_json(s, v)
 }
 
 /// The stored JSON of a step error: the message, the code when there is one, and whether a
@@ -173,10 +173,7 @@ pub fn failure(error: Option<&pb::Error>) -> JobFailure {
 }
 
 fn timestamp(ts: &pbjson_types::Timestamp, field: &str) -> Result<Ts, WireError> {
-    let nanos = u32::try_from(ts.nanos).map_err(|_| WireError(format!("{field}: bad nanos")))?;
-    chrono::DateTime::from_timestamp(ts.seconds, nanos)
-        .map(Ts)
-        .ok_or_else(|| WireError(format!("{field}: timestamp out of range")))
+    from_timestamp(ts, field).map_err(|e| WireError(e.message))
 }
 
 /// JSON bytes; empty is null.
@@ -461,7 +458,9 @@ mod tests {
         }));
         assert_eq!(e.name, "order.created");
         assert_eq!(
-            e.data_value.as_ref().map(value_to_json),
+            e.data_value
+                .as_ref()
+                .map(crate::api::proto_map::value_to_json),
             Some(json!({"n": 1}))
         );
         assert_eq!(e.timestamp.expect("set").seconds, 1_796_378_400);
