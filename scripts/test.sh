@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: Rust unit + integration tests (SQLite and Postgres) and the
-# external conformance suite (ironflow-py 0.53.0 against a real `ironflow serve` on both backends).
+# external conformance suite (ironflow-py 0.53.0 against a real `ironflow serve` on both backends),
+# then the dashboard's suite (Vitest, the bundle check, Playwright + chromium on both backends).
 #
 #   scripts/test.sh
 #
@@ -36,5 +37,8 @@ IRONFLOW_DB_SCHEMA=history cargo test --workspace --all-targets
 echo "== Conformance: ironflow-py 0.53.0 against ironflow serve (SQLite + Postgres, default schema; PgBouncer)"
 cargo build --bin ironflow
 IRONFLOW_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ironflow" scripts/conformance.sh
+
+echo "== Dashboard: lint, types, unit tests, bundle check, browser tests (chromium; SQLite + Postgres)"
+IRONFLOW_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/ironflow" scripts/dashboard.sh
 
 echo "== all suites passed"

@@ -126,7 +126,14 @@ pub async fn start_with_push(
         .check_master_key()
         .await
         .context("checking IRONFLOW_MASTER_KEY against stored secrets")?;
-    let background = engine.spawn_background();
+    let mut background = engine.spawn_background();
+    if metrics.is_some() {
+        // Gauges are only worth their queries when something scrapes them.
+        let sampler = engine.clone();
+        background.push(tokio::spawn(
+            async move { sampler.run_gauge_sampler().await },
+        ));
+    }
     let engine_token = engine.shutdown_token().clone();
     let state = AppState {
         auth: Authenticator::new(engine.clone(), options.dev),

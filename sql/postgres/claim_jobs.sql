@@ -34,5 +34,5 @@ SET state = 'leased',
     lease_expires_at = $6
 FROM due
 WHERE j.run_id = due.run_id
-RETURNING j.run_id, j.dispatch_id, j.execution_seq, j.lease_token,
+RETURNING j.run_id, j.dispatch_id, j.execution_seq, j.lease_token, j.due_at,
     (SELECT f.definition FROM functions f WHERE f.env_id = j.env_id AND f.id = j.function_id) AS definition;

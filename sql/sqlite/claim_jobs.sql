@@ -23,5 +23,5 @@ WHERE run_id IN (
     ORDER BY due_at, seq
     LIMIT ?4
 )
-RETURNING run_id, dispatch_id, execution_seq, lease_token,
+RETURNING run_id, dispatch_id, execution_seq, lease_token, due_at,
     (SELECT f.definition FROM functions f WHERE f.env_id = jobs.env_id AND f.id = jobs.function_id) AS definition;

@@ -10,6 +10,7 @@ pub mod auth;
 mod breakers;
 mod connect;
 mod connect_stream;
+mod dashboard;
 mod data;
 mod debounce;
 mod environment_rpc;
@@ -202,6 +203,12 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             "/api/v1/capabilities",
             Key(P::SystemRead),
             get(system::capabilities),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/overview",
+            Key(P::SystemRead),
+            get(system::overview),
         ),
         route(
             Method::POST,
@@ -879,6 +886,7 @@ pub fn router(state: AppState) -> Router {
         // Per route (the matched pattern is known there), so it sees every handler's status.
         .route_layer(middleware::from_fn(http_metrics::record))
         .layer(middleware::map_response(error::json_error_bodies))
+        .layer(middleware::from_fn(dashboard::serve))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             error::panic_response,
         ))

@@ -1,4 +1,5 @@
-//! Unauthenticated operational endpoints (`/health`, `/ready`, `/metrics`) and capabilities.
+//! Operational endpoints: unauthenticated `/health`, `/ready`, `/metrics`; capabilities and the
+//! dashboard's overview figures.
 
 use axum::Json;
 use axum::extract::State;
@@ -54,6 +55,23 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .into_response(),
         None => ApiError::not_found("metrics are not enabled in this process").into_response(),
     }
+}
+
+/// `GET /api/v1/overview`: queue depth per function (zeros included), schedule-to-start p50 /
+/// p99 of the newest runs, connected workers, breakers not closed.
+pub async fn overview(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let o = state.engine.overview(&ctx.env).await?;
+    Ok(Json(json!({
+        "queue": o.queue.iter().map(|q| json!({
+            "function_id": q.function_id, "ready": q.ready, "scheduled": q.scheduled, "leased": q.leased,
+        })).collect::<Vec<_>>(),
+        "schedule_to_start_ms": o.schedule_to_start_ms,
+        "workers": o.workers,
+        "open_breakers": o.open_breakers.iter().map(crate::engine::breaker_document).collect::<Vec<_>>(),
+    })))
 }
 
 /// `GET /api/v1/capabilities`

@@ -14,6 +14,7 @@ pub mod history_sql;
 pub mod job;
 pub mod job_wire;
 pub mod kv;
+pub mod latency;
 pub mod lifecycle;
 pub mod pattern;
 pub mod policy;

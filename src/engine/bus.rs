@@ -90,6 +90,7 @@ impl Bus {
         for run in &effects.finished_runs {
             let _ = self.runs.send(run.clone());
         }
+        super::observability::record_ended(&effects.ended_runs, crate::domain::time::Ts::now());
     }
 
     fn update_plan(&self, change: impl FnOnce(&mut ScheduleNews)) {

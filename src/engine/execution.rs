@@ -139,7 +139,7 @@ impl Engine {
                 for job in &mut jobs {
                     job.secrets = self.secrets_for_run(env, job.definition.as_ref()).await;
                 }
-                metrics::counter!("ironflow_jobs_dispatched_total").increment(jobs.len() as u64);
+                super::observability::record_dispatch(env, &jobs, Ts::now());
                 return Ok(PollOutcome::Jobs(jobs));
             }
             if tokio::time::Instant::now() >= deadline {

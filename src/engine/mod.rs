@@ -18,6 +18,7 @@ mod functions;
 mod groups;
 mod history_sql;
 mod kv;
+mod observability;
 mod policies;
 mod projections;
 mod pubsub;
@@ -55,6 +56,7 @@ pub use functions::{FunctionHistoryPage, FunctionPage, RegisterFunction};
 pub use groups::GroupMember;
 pub use history_sql::{HistoryRows, MAX_QUERY_ROWS, MAX_QUERY_TIMEOUT_MS};
 pub use kv::KvBackend;
+pub use observability::Overview;
 pub use policies::{PolicyDocument, PolicySave};
 pub use projections::{
     FeedItem, MAX_CATCHUP_STREAM_WAIT, MAX_CATCHUP_WAIT, ProjectedEvent, ProjectionFeed,

@@ -233,7 +233,7 @@ impl Dispatcher {
         let claim = store.claim_jobs(&request).await?;
         self.engine.bus().publish(&claim.effects);
         let jobs = claim.jobs;
-        metrics::counter!("ironflow_jobs_dispatched_total").increment(jobs.len() as u64);
+        super::observability::record_dispatch(env, &jobs, Ts::now());
         if !jobs.is_empty() {
             self.turns
                 .lock()

@@ -155,6 +155,8 @@ pub struct ClaimedJob {
     pub execution_seq: i64,
     pub lease_token: String,
     pub lease_expires_at: Ts,
+    /// When the job became due: claim time minus this is its schedule-to-start latency.
+    pub due_at: Ts,
     pub run: RunRecord,
     pub event: Option<EventRecord>,
     pub completed_steps: Vec<StepRecord>,
@@ -271,6 +273,7 @@ struct RunStateColumns {
     parent_step_id: Option<String>,
     event_id: Option<String>,
     pause_requested: bool,
+    run_created_at: Ts,
     definition: Option<Json<FunctionDefinition>>,
 }
 
@@ -337,6 +340,7 @@ impl RunFactsRow {
                 input: state.input.0,
                 parent,
                 pause_requested: state.pause_requested,
+                created_at: state.run_created_at,
             },
             event_id: state.event_id.map(EventId::from_stored),
             definition: state.definition.map(|d| d.0),
@@ -365,6 +369,7 @@ struct ClaimedRow {
     dispatch_id: String,
     execution_seq: i64,
     lease_token: String,
+    due_at: Ts,
     definition: Option<Json<FunctionDefinition>>,
 }
 
@@ -571,6 +576,7 @@ impl<D: Db> ExecutionStore for SqlStore<D> {
                 execution_seq: c.execution_seq,
                 lease_token: c.lease_token,
                 lease_expires_at: req.lease_expires_at,
+                due_at: c.due_at,
                 run,
                 event,
                 completed_steps: all_steps

@@ -25,6 +25,7 @@ pub mod history_sql;
 pub mod kv;
 pub mod kv_nats;
 pub mod messages;
+pub mod observability;
 pub mod policies;
 pub mod projections;
 pub mod push;
@@ -192,6 +193,7 @@ pub trait Store:
     + retention::RetentionStore
     + schedules::ScheduleStore
     + webhooks::WebhookStore
+    + observability::ObservabilityStore
     + Send
     + Sync
     + 'static
@@ -400,6 +402,7 @@ mod tests {
             finished_runs: vec![RunId::from_stored("r1".into())],
             stored: vec![(StoredKind::Event, 7)],
             scheduled: None,
+            ended_runs: Vec::new(),
         };
         let payload = notify_payload("n1", &effects).expect("something to say");
         assert_eq!(payload, "n1|w;e:7;r:r1");

@@ -48,6 +48,7 @@ pub struct RunFacts {
     pub parent: Option<ParentLink>,
     /// A person asked the running dispatch to pause at its next step boundary.
     pub pause_requested: bool,
+    pub created_at: Ts,
 }
 
 /// A parent run's step waiting on a child.
@@ -321,6 +322,15 @@ pub enum FollowUp {
     },
 }
 
+/// A run that reached a terminal status in the commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndedRun {
+    pub env: EnvId,
+    pub function_id: FunctionId,
+    pub status: RunStatus,
+    pub created_at: Ts,
+}
+
 /// What must be told after the commit.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Effects {
@@ -328,6 +338,8 @@ pub struct Effects {
     pub work_ready: bool,
     /// Runs that reached a terminal status (wake sync waiters).
     pub finished_runs: Vec<RunId>,
+    /// The same runs' function, status and creation (for the run-duration histogram).
+    pub ended_runs: Vec<EndedRun>,
     /// Topic messages and events stored (for live fan-out on other nodes).
     pub stored: Vec<(crate::domain::lifecycle::StoredKind, i64)>,
     /// The earliest instant this commit set for something to come due (a retry's delay, a
@@ -347,6 +359,7 @@ impl Effects {
     pub fn merge(&mut self, other: Effects) {
         self.work_ready |= other.work_ready;
         self.finished_runs.extend(other.finished_runs);
+        self.ended_runs.extend(other.ended_runs);
         self.stored.extend(other.stored);
         self.schedule(other.scheduled);
     }
@@ -476,5 +489,11 @@ pub fn release(
         t.follow_ups.push(FollowUp::PromoteLane(lane.clone()));
     }
     t.effects.finished_runs.push(run.id.clone());
+    t.effects.ended_runs.push(EndedRun {
+        env: run.env.clone(),
+        function_id: run.function_id.clone(),
+        status,
+        created_at: run.created_at,
+    });
     t
 }

@@ -39,6 +39,7 @@ fn run_facts(id: &str, attempt: i32, max_attempts: i32) -> RunFacts {
         input: json!({"order": 7}),
         parent: None,
         pause_requested: false,
+        created_at: at(0),
     }
 }
 
@@ -859,6 +860,7 @@ impl Model {
                             input: row.input,
                             parent,
                             pause_requested: false,
+                            created_at: at(0),
                         },
                         lane,
                     },

@@ -1,0 +1,112 @@
+//! Live updates: one WebSocket to `/ws` per session, subscribed to the server's system
+//! events (`system.run.>`, `system.function.>`); pages register listeners by subject pattern.
+
+import type { Session } from "./session";
+
+export interface LiveMessage {
+  subject: string;
+  data: Record<string, unknown>;
+}
+
+type Listener = (message: LiveMessage) => void;
+
+/** Does a NATS-style pattern (`*` one token, `>` the rest) match a subject? */
+export function subjectMatches(pattern: string, subject: string): boolean {
+  const p = pattern.split(".");
+  const s = subject.split(".");
+  for (let i = 0; i < p.length; i++) {
+    const token = p[i];
+    if (token === ">") return s.length > i;
+    if (i >= s.length) return false;
+    if (token !== "*" && token !== s[i]) return false;
+  }
+  return p.length === s.length;
+}
+
+/** Reads one `/ws` frame; `null` for frames that are not events. */
+export function parseFrame(text: string): LiveMessage | null {
+  try {
+    const frame: unknown = JSON.parse(text);
+    if (typeof frame !== "object" || frame === null) return null;
+    const f = frame as Record<string, unknown>;
+    if (f.type !== "event") return null;
+    const subject = typeof f.subject === "string" ? f.subject : typeof f.topic === "string" ? f.topic : "";
+    const data = (typeof f.data === "object" && f.data !== null ? f.data : {}) as Record<string, unknown>;
+    return { subject, data };
+  } catch {
+    return null;
+  }
+}
+
+export type LiveState = "connecting" | "live" | "offline";
+
+export class LiveFeed {
+  private socket: WebSocket | null = null;
+  private readonly listeners = new Set<{ pattern: string; fn: Listener }>();
+  private readonly stateListeners = new Set<(s: LiveState) => void>();
+  private retry = 500;
+  private closed = false;
+  state: LiveState = "connecting";
+  private readonly session: Session;
+
+  constructor(session: Session) {
+    this.session = session;
+  }
+
+  start(): void {
+    this.closed = false;
+    this.open();
+  }
+
+  stop(): void {
+    this.closed = true;
+    this.socket?.close();
+    this.socket = null;
+  }
+
+  subscribe(pattern: string, fn: Listener): () => void {
+    const entry = { pattern, fn };
+    this.listeners.add(entry);
+    return () => this.listeners.delete(entry);
+  }
+
+  onState(fn: (s: LiveState) => void): () => void {
+    this.stateListeners.add(fn);
+    return () => this.stateListeners.delete(fn);
+  }
+
+  private setState(s: LiveState): void {
+    this.state = s;
+    for (const fn of this.stateListeners) fn(s);
+  }
+
+  private open(): void {
+    const params = new URLSearchParams();
+    if (this.session.token) params.set("token", this.session.token);
+    if (this.session.env) params.set("env", this.session.env);
+    const scheme = window.location.protocol === "https:" ? "wss" : "ws";
+    const socket = new WebSocket(`${scheme}://${window.location.host}/ws?${params.toString()}`);
+    this.socket = socket;
+    socket.onopen = () => {
+      this.retry = 500;
+      for (const pattern of ["system.run.>", "system.function.>"]) {
+        socket.send(JSON.stringify({ type: "subscribe", pattern }));
+      }
+      this.setState("live");
+    };
+    socket.onmessage = (e: MessageEvent<string>) => {
+      if (this.socket !== socket) return;
+      const message = parseFrame(e.data);
+      if (!message) return;
+      for (const l of this.listeners) if (subjectMatches(l.pattern, message.subject)) l.fn(message);
+    };
+    socket.onclose = () => {
+      // A socket this feed already replaced (or a stopped feed) says nothing about the feed.
+      if (this.closed || this.socket !== socket) return;
+      this.setState("offline");
+      // Reconnect with backoff; pages reload their data when the feed is live again.
+      window.setTimeout(() => this.open(), this.retry);
+      this.retry = Math.min(this.retry * 2, 10_000);
+    };
+  }
+}
