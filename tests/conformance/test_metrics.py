@@ -67,3 +67,34 @@ def test_metrics_move_with_the_work(wk: WorkerKit) -> None:
         "durations are histograms with buckets")
     for rid in runs:
         assert not any(rid in k for k in after), f"a run id became a label: {rid}"
+
+
+def test_dispatch_and_run_histograms_and_sampled_gauges(wk: WorkerKit) -> None:
+    """Schedule-to-start and run duration are histograms by function; queue depth, workers and
+    breakers are gauges read from the database (every few seconds), and an idle function reads 0."""
+    wk.worker("three")
+    fn = wk.fid("three")
+    _, before = scrape(wk)
+    runs = [wk.start_run("three", {"n": n}) for n in range(2)]
+    for rid in runs:
+        wk.wait_status(rid, "completed")
+
+    def sampled() -> tuple[dict[str, str], dict[str, float]] | None:
+        types, values = scrape(wk)
+        # The gauge sampler has seen this test's function once it lists it (with 0 jobs ready).
+        listed = any(f'function="{fn}"' in k for k in values if k.startswith("ironflow_queue_depth{"))
+        return (types, values) if listed else None
+
+    types, after = wk.until(sampled, "the gauges to list the function", deadline_s=20)
+    assert types.get("ironflow_schedule_to_start_seconds") == "histogram", types
+    assert types.get("ironflow_run_duration_seconds") == "histogram", types
+    for gauge in ("ironflow_queue_depth", "ironflow_workers_connected", "ironflow_circuit_breakers_open"):
+        assert types.get(gauge) == "gauge", (gauge, types)
+    dispatched = (total(after, "ironflow_schedule_to_start_seconds_count", function=fn)
+                  - total(before, "ironflow_schedule_to_start_seconds_count", function=fn))
+    assert dispatched >= 2, dispatched
+    ended = (total(after, "ironflow_run_duration_seconds_count", function=fn, status="completed")
+             - total(before, "ironflow_run_duration_seconds_count", function=fn, status="completed"))
+    assert ended == 2, ended
+    assert total(after, "ironflow_queue_depth", function=fn) == 0, "a drained queue reads 0, not nothing"
+    assert total(after, "ironflow_workers_connected") >= 1
