@@ -224,6 +224,11 @@ for (const backend of ["sqlite", "postgres"]) {
     await nav(page, "Events");
     await page.locator("table[aria-label=Events] tr", { hasText: "e2e.order" }).first().waitFor();
     await shot(page, backend, "events");
+    await nav(page, "Flow");
+    await page.locator('[data-node="function:e2e-checkout"]').waitFor();
+    await page.locator('[data-node="event:e2e.checkout"]').waitFor();
+    assert.ok((await page.locator("[data-edge=triggers]").count()) >= 3, "each function's trigger is an edge");
+    await shot(page, backend, "flow");
     await nav(page, "Overview");
     await page.getByTestId("workers").filter({ hasText: "1" }).waitFor();
     await page.getByTestId("open-breakers").filter({ hasText: "1" }).waitFor();

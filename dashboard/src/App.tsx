@@ -15,6 +15,7 @@ import { RunPage } from "./pages/RunDetail";
 import { EventsPage, EventPage } from "./pages/Events";
 import { StreamsPage, StreamPage } from "./pages/Streams";
 import { ProjectionsPage, ProjectionPage } from "./pages/Projections";
+import { FlowPage } from "./pages/Flow";
 import { KvPage, KvBucketPage, ConfigPage, SecretsPage, WorkersPage, GroupsPage, AuditPage } from "./pages/Resources";
 import { EmptyState } from "./components/States";
 
@@ -32,6 +33,7 @@ const ROUTES: [string, Page][] = [
   ["/streams/:type/:id", (p) => <StreamPage entityType={p.type ?? ""} entityId={p.id ?? ""} />],
   ["/projections", () => <ProjectionsPage />],
   ["/projections/:name", (p) => <ProjectionPage name={p.name ?? ""} />],
+  ["/flow", () => <FlowPage />],
   ["/kv", () => <KvPage />],
   ["/kv/:bucket", (p) => <KvBucketPage bucket={p.bucket ?? ""} />],
   ["/config", () => <ConfigPage />],

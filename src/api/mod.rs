@@ -16,6 +16,7 @@ mod debounce;
 mod environment_rpc;
 pub mod error;
 mod extract;
+mod flow;
 mod function_versions_rpc;
 mod history_sql_rpc;
 mod http_metrics;
@@ -209,6 +210,42 @@ fn table() -> Vec<(Route, MethodRouter<AppState>)> {
             "/api/v1/overview",
             Key(P::SystemRead),
             get(system::overview),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/flow/emit-edges",
+            Key(P::FunctionsRead),
+            get(flow::emit_edges),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/flow/invoke-edges",
+            Key(P::FunctionsRead),
+            get(flow::invoke_edges),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/flow/stream-edges",
+            Key(P::FunctionsRead),
+            get(flow::stream_edges),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/flow/topic-edges",
+            Key(P::FunctionsRead),
+            get(flow::topic_edges),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/flow/wait-edges",
+            Key(P::FunctionsRead),
+            get(flow::wait_edges),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/flow/webhooks",
+            Key(P::FunctionsRead),
+            get(flow::webhooks),
         ),
         route(
             Method::POST,

@@ -83,7 +83,10 @@ pub async fn pubsub_service(
         Err(e) => return e.into_response(),
     };
     match method.as_str() {
-        "Publish" => respond(&unary, |r| publish(&state, &ctx, r)).await,
+        "Publish" => {
+            let caller = super::streams_rpc::Caller::from_headers(&headers);
+            respond(&unary, |r| publish(&state, &ctx, &caller, r)).await
+        }
         "CreateConsumerGroup" => respond(&unary, |r| create_group(&state, &ctx, r)).await,
         "GetConsumerGroup" => respond(&unary, |r| get_group(&state, &ctx, r)).await,
         "ListConsumerGroups" => respond(&unary, |r| list_groups(&state, &ctx, r)).await,
@@ -111,13 +114,14 @@ pub async fn pubsub_service(
 async fn publish(
     state: &AppState,
     ctx: &RequestContext,
+    caller: &super::streams_rpc::Caller,
     req: pb::PublishRequest,
 ) -> Result<pb::PublishResponse, ApiError> {
     let data = map::payload_json(req.data.as_ref(), req.data_value.as_ref());
     let key = (!req.idempotency_key.is_empty()).then_some(req.idempotency_key.as_str());
     let published = state
         .engine
-        .publish(&ctx.env, &req.topic, data, key)
+        .publish(&ctx.env, &req.topic, data, key, caller.run().as_ref())
         .await?;
     Ok(pb::PublishResponse {
         event_id: published.event_id,

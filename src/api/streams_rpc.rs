@@ -36,7 +36,7 @@ impl Caller {
     }
 
     /// The calling run; a malformed header is ignored rather than failing the append.
-    fn run(&self) -> Option<RunId> {
+    pub fn run(&self) -> Option<RunId> {
         self.run.as_deref().and_then(|r| RunId::parse(r).ok())
     }
 }

@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod execution;
 mod fanout;
+mod flow;
 mod functions;
 mod groups;
 mod history_sql;

@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::domain::pattern::validate_event_name;
-use crate::ids::EnvId;
+use crate::ids::{EnvId, RunId};
 
 use super::{Engine, EngineError};
 
@@ -22,6 +22,7 @@ impl Engine {
         topic: &str,
         data: Value,
         idempotency_key: Option<&str>,
+        published_by_run: Option<&RunId>,
     ) -> Result<Published, EngineError> {
         check_topic(topic)?;
         let size = serde_json::to_vec(&data).map_or(0, |v| v.len());
@@ -42,6 +43,7 @@ impl Engine {
                 topic,
                 data: &data,
                 idempotency_key: key,
+                published_by_run: published_by_run.map(RunId::as_str),
                 groups: &groups,
             })
             .await?;

@@ -62,6 +62,8 @@ pub struct NewMessage<'a> {
     pub topic: &'a str,
     pub data: &'a Value,
     pub idempotency_key: Option<&'a str>,
+    /// The run whose step published it (the flow map's topic edges).
+    pub published_by_run: Option<&'a str>,
     /// The consumer groups (ids) whose filters it passes.
     pub groups: &'a [String],
 }
@@ -111,7 +113,8 @@ impl<D: Db> MessageStore for SqlStore<D> {
                     m.topic,
                     m.data,
                     m.idempotency_key,
-                    now
+                    now,
+                    m.published_by_run
                 ],
             )
             .await?;

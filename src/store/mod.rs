@@ -18,6 +18,7 @@ pub mod control;
 pub mod db;
 pub mod events;
 pub mod execution;
+pub mod flow;
 pub mod functions;
 pub mod groups;
 pub mod history;
@@ -194,6 +195,7 @@ pub trait Store:
     + schedules::ScheduleStore
     + webhooks::WebhookStore
     + observability::ObservabilityStore
+    + flow::FlowStore
     + Send
     + Sync
     + 'static

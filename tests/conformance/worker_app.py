@@ -279,7 +279,14 @@ def build(p: str) -> dict[str, list[Function]]:
             return ctx.run.attempt
         return {"attempt": await ctx.step.run("work", work)}
 
+    # the flow map: a step publishes to a topic (ironflow-py sends X-Ironflow-Run-ID with it) ----------
+    @function(id=f"{p}-flowmap", triggers=ev("flowmap"))
+    async def flowmap(ctx: Any) -> Any:
+        await ctx.step.publish(f"{p}.orders", {"n": 1})
+        return {"published": True}
+
     return {
+        "flowmap": [flowmap],
         "cron": [cron],
         "debounce": [debounced, debounced_long],
         "throttle": [throttled],

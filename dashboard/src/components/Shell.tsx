@@ -14,6 +14,7 @@ const NAV: [string, string, string][] = [
   ["/events", "Events", "g e"],
   ["/streams", "Entity streams", "g s"],
   ["/projections", "Projections", "g p"],
+  ["/flow", "Flow", "g l"],
   ["/kv", "KV", "g k"],
   ["/config", "Config", "g c"],
   ["/secrets", "Secrets", "g x"],
