@@ -112,6 +112,7 @@ function api(server) {
     return text ? JSON.parse(text) : null;
   };
   return {
+    call,
     emit: (name, data) => call("POST", "/api/v1/events", { name, data }),
     run: (id) => call("GET", `/api/v1/runs/${id}`),
     runs: (fn) => call("GET", `/api/v1/runs?function_id=${fn}`),
@@ -191,7 +192,7 @@ for (const backend of ["sqlite", "postgres"]) {
     assert.equal(await page.getByRole("button", { name: "Patch output" }).isDisabled(), true);
     await editor.fill('{"price": 21}');
     await page.getByRole("button", { name: "Patch output" }).click();
-    await page.getByText("Patched").waitFor();
+    await page.getByText("Patched", { exact: true }).waitFor();
     await page.getByRole("button", { name: "Resume" }).click();
     await status(page).and(page.locator("[data-status=completed]")).waitFor();
     const brokenRun = (await client.runs("e2e-broken")).runs[0];
@@ -249,6 +250,23 @@ for (const backend of ["sqlite", "postgres"]) {
 
     assert.deepEqual(failures, [], "no uncaught errors in the page");
     await page.close();
+
+    // A person signs in with email and password (a login token, not a key).
+    await client.call("POST", "/api/v1/users", { email: "ops@example.com", password: "correct horse battery", name: "Ops", roles: ["viewer"] });
+    const person = await browser.newPage();
+    person.setDefaultTimeout(WAIT);
+    await person.goto(server.url);
+    await person.getByRole("tab", { name: "User login" }).click();
+    await person.getByLabel("Email").fill("ops@example.com");
+    await person.getByLabel("Password").fill("wrong password");
+    await person.getByRole("button", { name: "Sign in" }).click();
+    await person.getByRole("alert").waitFor();
+    await person.getByLabel("Password").fill("correct horse battery");
+    await person.getByRole("button", { name: "Sign in" }).click();
+    await person.getByRole("heading", { name: "Overview" }).waitFor();
+    await nav(person, "Runs");
+    await person.locator("table[aria-label=Runs] tr", { hasText: "e2e-checkout" }).waitFor();
+    await person.close();
   });
 }
 

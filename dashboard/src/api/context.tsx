@@ -1,6 +1,6 @@
 //! The session's client and live feed, shared by every page.
 
-import { createContext, useContext, useEffect, useLayoutEffect, useMemo, useRef, useState } from "react";
+import { createContext, useCallback, useContext, useEffect, useLayoutEffect, useMemo, useRef, useSyncExternalStore } from "react";
 import type { ReactNode } from "react";
 import { Client } from "./client";
 import { LiveFeed } from "./live";
@@ -50,7 +50,7 @@ export function useLive(pattern: string | null, onMessage: (m: LiveMessage) => v
 
 export function useLiveState(): LiveState {
   const { feed } = useApi();
-  const [state, setState] = useState<LiveState>(feed.state);
-  useEffect(() => feed.onState(setState), [feed]);
-  return state;
+  // An external store: a change between render and subscription is not missed.
+  const subscribe = useCallback((fn: () => void) => feed.onState(fn), [feed]);
+  return useSyncExternalStore(subscribe, () => feed.state);
 }

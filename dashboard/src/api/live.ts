@@ -43,9 +43,10 @@ export type LiveState = "connecting" | "live" | "offline";
 export class LiveFeed {
   private socket: WebSocket | null = null;
   private readonly listeners = new Set<{ pattern: string; fn: Listener }>();
-  private readonly stateListeners = new Set<(s: LiveState) => void>();
+  private readonly stateListeners = new Set<() => void>();
   private retry = 500;
   private closed = false;
+  private reconnect: number | undefined;
   state: LiveState = "connecting";
   private readonly session: Session;
 
@@ -60,6 +61,7 @@ export class LiveFeed {
 
   stop(): void {
     this.closed = true;
+    window.clearTimeout(this.reconnect);
     this.socket?.close();
     this.socket = null;
   }
@@ -70,17 +72,19 @@ export class LiveFeed {
     return () => this.listeners.delete(entry);
   }
 
-  onState(fn: (s: LiveState) => void): () => void {
+  /** For `useSyncExternalStore`: `fn` is called after every state change. */
+  onState(fn: () => void): () => void {
     this.stateListeners.add(fn);
     return () => this.stateListeners.delete(fn);
   }
 
   private setState(s: LiveState): void {
     this.state = s;
-    for (const fn of this.stateListeners) fn(s);
+    for (const fn of this.stateListeners) fn();
   }
 
   private open(): void {
+    if (this.closed) return;
     const params = new URLSearchParams();
     if (this.session.token) params.set("token", this.session.token);
     if (this.session.env) params.set("env", this.session.env);
@@ -105,7 +109,7 @@ export class LiveFeed {
       if (this.closed || this.socket !== socket) return;
       this.setState("offline");
       // Reconnect with backoff; pages reload their data when the feed is live again.
-      window.setTimeout(() => this.open(), this.retry);
+      this.reconnect = window.setTimeout(() => this.open(), this.retry);
       this.retry = Math.min(this.retry * 2, 10_000);
     };
   }
