@@ -18,10 +18,7 @@ const ApiContext = createContext<Api | null>(null);
 
 export function ApiProvider({ session, setSession, children }: { session: Session; setSession: (s: Session) => void; children: ReactNode }) {
   const api = useMemo<Api>(() => ({ client: new Client(session), feed: new LiveFeed(session), session, setSession }), [session, setSession]);
-  useEffect(() => {
-    api.feed.start();
-    return () => api.feed.stop();
-  }, [api]);
+  useEffect(() => () => api.feed.stop(), [api]);
   return <ApiContext.Provider value={api}>{children}</ApiContext.Provider>;
 }
 
@@ -29,6 +26,16 @@ export function useApi(): Api {
   const api = useContext(ApiContext);
   if (!api) throw new Error("useApi outside ApiProvider");
   return api;
+}
+
+/** Opens the session's live feed while mounted (inside the sign-in gate: no socket before it). */
+export function LiveFeedConnection() {
+  const { feed } = useApi();
+  useEffect(() => {
+    feed.start();
+    return () => feed.stop();
+  }, [feed]);
+  return null;
 }
 
 export function useClient(): Client {

@@ -3,7 +3,7 @@
 
 import type { FormEvent, ReactNode } from "react";
 import { useState } from "react";
-import { useApi, useClient } from "../api/context";
+import { LiveFeedConnection, useApi, useClient } from "../api/context";
 import { ApiError, Client } from "../api/client";
 import { useResource } from "../lib/resource";
 import { ErrorState, Loading } from "../components/States";
@@ -14,7 +14,7 @@ export function SignInGate({ children }: { children: ReactNode }) {
   if (probe.loading && !probe.data && !probe.error) return <Loading />;
   if (probe.error instanceof ApiError && probe.error.unauthenticated) return <SignIn reason={client.session.token ? probe.error.message : null} />;
   if (probe.error) return <div className="p-6"><ErrorState error={probe.error} retry={probe.reload} /></div>;
-  return <>{children}</>;
+  return <><LiveFeedConnection />{children}</>;
 }
 
 function SignIn({ reason }: { reason: string | null }) {
