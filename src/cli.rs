@@ -364,6 +364,10 @@ pub struct ServeArgs {
     /// span: its id, method and path).
     #[arg(long, env = "IRONFLOW_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Export spans over OTLP/gRPC to this collector (`http://127.0.0.1:4317`): requests, emits,
+    /// dispatches, commits, push requests; off (and free) without it.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 impl ServeArgs {

@@ -12,4 +12,5 @@ pub mod inspect;
 pub mod proto;
 pub mod server;
 pub mod store;
+pub mod telemetry;
 pub mod tenancy;

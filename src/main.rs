@@ -17,19 +17,33 @@ enum LogFormat {
 /// Logs on stderr: colours only when it is a terminal (never escape codes in a log file), or
 /// one JSON object per line carrying the current span (a request's id, method and path).
 fn init_logging_as(filter: &str, format: LogFormat) {
+    init_subscriber(filter, format, None);
+}
+
+type OtlpLayer = Box<dyn tracing_subscriber::Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+/// The log layer (with its own filter) and, when given, the OTLP layer (with its own).
+fn init_subscriber(filter: &str, format: LogFormat, otlp: Option<OtlpLayer>) {
     use std::io::IsTerminal as _;
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder
+    let logs = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
-        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
-    }
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+    };
+    tracing_subscriber::registry().with(otlp).with(logs).init();
 }
 
 #[tokio::main]
@@ -48,7 +62,18 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 LogFormat::Text
             };
-            init_logging_as(&filter, format);
+            let (otlp, _tracing) = match args
+                .otlp_endpoint
+                .as_deref()
+                .filter(|e| !e.trim().is_empty())
+            {
+                Some(endpoint) => {
+                    let (layer, guard) = ironflow::telemetry::otlp_layer(endpoint)?;
+                    (Some(layer), Some(guard))
+                }
+                None => (None, None),
+            };
+            init_subscriber(&filter, format, otlp);
             let metrics = ironflow::server::prometheus_builder()
                 .and_then(metrics_exporter_prometheus::PrometheusBuilder::install_recorder)
                 .map_err(|e| tracing::warn!(error = %e, "metrics disabled"))

@@ -54,6 +54,7 @@ fn event(env: &EnvId, name: &str, n: i64) -> NewEvent {
         purge_below: false,
         emitted_by_run: None,
         schema: Default::default(),
+        traceparent: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn new_event(env: &EnvId, name: &str, key: Option<&str>) -> NewEvent {
         purge_below: false,
         emitted_by_run: None,
         schema: Default::default(),
+        traceparent: None,
     }
 }
 

@@ -6,7 +6,7 @@ SELECT r.seq, r.id, r.env_id, r.function_id, r.function_version, r.event_id, e.n
        r.pause_requested, r.pause_reason, r.resume_from_step,
        e.seq AS ev_seq, e.data AS ev_data, e.metadata AS ev_metadata, e.source AS ev_source,
        e.idempotency_key AS ev_idempotency_key, e.version AS ev_version,
-       e.received_at AS ev_received_at
+       e.received_at AS ev_received_at, e.traceparent AS ev_traceparent
 FROM runs r
 LEFT JOIN events e ON e.id = r.event_id
 -- The environment as a filter only (IS NOT DISTINCT FROM is never an index condition): on a table

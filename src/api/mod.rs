@@ -937,12 +937,23 @@ pub fn router(state: AppState) -> Router {
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default();
-                    tracing::info_span!(
-                        "request",
-                        id = %id,
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                    )
+                    {
+                        let span = tracing::info_span!(
+                            "request",
+                            id = %id,
+                            method = %request.method(),
+                            path = %request.uri().path(),
+                        );
+                        // A caller's W3C trace context becomes the request's parent (OTLP on).
+                        crate::telemetry::set_parent(
+                            &span,
+                            request
+                                .headers()
+                                .get("traceparent")
+                                .and_then(|v| v.to_str().ok()),
+                        );
+                        span
+                    }
                 },
             ),
         )

@@ -181,8 +181,12 @@ fn job_assignment(job: &ClaimedJob) -> Value {
         "lease_token": job.lease_token,
         "lease_expires_at": job.lease_expires_at.to_rfc3339(),
     });
+    let mut context = crate::engine::job_context(job);
     if !job.secrets.is_empty() {
-        assignment["context"] = json!({"secrets": job.secrets});
+        context["secrets"] = json!(job.secrets);
+    }
+    if context.as_object().is_some_and(|c| !c.is_empty()) {
+        assignment["context"] = context;
     }
     assignment
 }

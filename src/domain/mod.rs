@@ -31,4 +31,5 @@ pub mod stream;
 pub mod throttle;
 pub mod time;
 pub mod time_travel;
+pub mod trace;
 pub mod webhook;

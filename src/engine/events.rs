@@ -158,6 +158,13 @@ impl Engine {
         let (schema, version) = self
             .enforce_schema(env, &request.name, request.version, &request.data)
             .await?;
+        // The emit's span (free while tracing is off): the runs it starts join its trace.
+        let span = if crate::telemetry::enabled() {
+            tracing::debug_span!(target: crate::telemetry::TARGET, "ironflow.emit", event = %request.name)
+        } else {
+            tracing::Span::none()
+        };
+        let traceparent = crate::telemetry::traceparent_of(&span);
         let event = NewEvent {
             id: EventId::generate(),
             env_id: env.clone(),
@@ -172,8 +179,9 @@ impl Engine {
             purge_below: false,
             emitted_by_run: None,
             schema,
+            traceparent,
         };
-        match self.store_event(env, event, target).await? {
+        match tracing::Instrument::instrument(self.store_event(env, event, target), span).await? {
             EventOutcome::Stored {
                 event_id,
                 run_ids,

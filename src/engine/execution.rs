@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tracing::Instrument as _;
+
 use crate::domain::job::{Fence, JobReport};
 use crate::domain::time::Ts;
 use crate::ids::EnvId;
@@ -139,7 +141,7 @@ impl Engine {
                 for job in &mut jobs {
                     job.secrets = self.secrets_for_run(env, job.definition.as_ref()).await;
                 }
-                super::observability::record_dispatch(env, &jobs, Ts::now());
+                super::observability::observe_dispatch(env, &mut jobs, Ts::now());
                 return Ok(PollOutcome::Jobs(jobs));
             }
             if tokio::time::Instant::now() >= deadline {
@@ -182,7 +184,13 @@ impl Engine {
         report
             .check_storable()
             .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
-        match self.commit_report(report, self.lease_expiry()).await? {
+        let ends = !matches!(report.outcome, crate::domain::job::ReportOutcome::Progress);
+        let commit = crate::telemetry::commit_span(&report.dispatch_id, ends);
+        match self
+            .commit_report(report, self.lease_expiry())
+            .instrument(commit)
+            .await?
+        {
             FenceOutcome::Accepted(effects) => {
                 self.bus().publish(&effects);
                 record_step_metrics(report);

@@ -124,10 +124,20 @@ struct SeenLabels {
     envs: BTreeSet<String>,
 }
 
-/// Dispatched jobs: the counter, and each one's wait from due to claimed (schedule-to-start).
-pub(crate) fn record_dispatch(env: &EnvId, jobs: &[ClaimedJob], now: Ts) {
+/// Dispatched jobs: the counter, each one's wait from due to claimed (schedule-to-start), and
+/// (while OTLP tracing is on) a dispatch span in the run's trace whose context the job carries.
+pub(crate) fn observe_dispatch(env: &EnvId, jobs: &mut [ClaimedJob], now: Ts) {
     metrics::counter!("ironflow_jobs_dispatched_total").increment(jobs.len() as u64);
-    for job in jobs {
+    for job in jobs.iter_mut() {
+        if crate::telemetry::enabled() {
+            job.trace = crate::telemetry::dispatch(
+                &job.dispatch_id,
+                job.run.id.as_str(),
+                job.run.function_id.as_str(),
+                job.run.attempt,
+                job.event.as_ref().and_then(|e| e.traceparent.as_deref()),
+            );
+        }
         let waited = (now.millis() - job.due_at.millis()).max(0) as f64 / 1000.0;
         metrics::histogram!(
             "ironflow_schedule_to_start_seconds",

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::domain::breaker::{
     BreakerSettings, BreakerState, Permit, Transition, breaker_key, parse_breaker_key,
@@ -232,8 +233,8 @@ impl Dispatcher {
         };
         let claim = store.claim_jobs(&request).await?;
         self.engine.bus().publish(&claim.effects);
-        let jobs = claim.jobs;
-        super::observability::record_dispatch(env, &jobs, Ts::now());
+        let mut jobs = claim.jobs;
+        super::observability::observe_dispatch(env, &mut jobs, Ts::now());
         if !jobs.is_empty() {
             self.turns
                 .lock()
@@ -377,6 +378,17 @@ impl Dispatcher {
             .post(endpoint)
             .header(http::header::CONTENT_TYPE, "application/json")
             .timeout(self.engine.options().push.request_timeout);
+        // The push request is a span of the dispatch; the endpoint continues the trace.
+        let span = if crate::telemetry::enabled() {
+            let span = tracing::debug_span!(target: crate::telemetry::TARGET, "ironflow.push", endpoint, run_id = job.run.id.as_str());
+            crate::telemetry::set_parent(&span, job.trace.as_deref());
+            if let Some(tp) = crate::telemetry::traceparent_of(&span) {
+                request = request.header("traceparent", tp);
+            }
+            span
+        } else {
+            tracing::Span::none()
+        };
         if let Some(key) = self
             .engine
             .options()
@@ -394,6 +406,7 @@ impl Dispatcher {
         let response = request
             .body(body)
             .send()
+            .instrument(span)
             .await
             .map_err(|e| format!("push request to {endpoint} failed: {}", error_chain(&e)))?;
         let status = response.status();
@@ -460,7 +473,7 @@ pub fn push_request(job: &ClaimedJob) -> Value {
         })
         .collect();
     let on_exhausted = job.on_exhausted();
-    json!({
+    let mut request = json!({
         "run_id": run.id,
         "function_id": run.function_id,
         "attempt": run.attempt.max(1),
@@ -469,7 +482,23 @@ pub fn push_request(job: &ClaimedJob) -> Value {
         "event": job.event_json(),
         "steps": steps,
         "secrets": job.secrets,
-    })
+    });
+    if job.trace.is_some() {
+        request["context"] = job_context(job);
+    }
+    request
+}
+
+/// What a job carries about its trace for the worker: `trace_id` and the dispatch span as
+/// `metadata.traceparent` (empty while tracing is off).
+pub fn job_context(job: &ClaimedJob) -> serde_json::Value {
+    match job.trace.as_deref() {
+        Some(tp) => json!({
+            "trace_id": crate::telemetry::trace_id_of(tp),
+            "metadata": {"traceparent": tp},
+        }),
+        None => json!({}),
+    }
 }
 
 /// Whether any push function exists, so that a server with none (the common case) does not

@@ -137,6 +137,7 @@ impl Engine {
             purge_below: false,
             emitted_by_run: request.emitted_by_run,
             schema,
+            traceparent: crate::telemetry::current_traceparent(),
         };
         self.appended(env, event).await
     }
@@ -209,6 +210,7 @@ impl Engine {
             purge_below: purge,
             emitted_by_run: None,
             schema: SchemaStamp::default(),
+            traceparent: crate::telemetry::current_traceparent(),
         };
         Ok(self.appended(env, event).await?.entity_version)
     }

@@ -96,6 +96,8 @@ pub struct EventRecord {
     pub entity: Option<EntityRef>,
     pub emitted_by_run: Option<RunId>,
     pub schema: SchemaStamp,
+    /// The emit's W3C traceparent (stored only while OTLP tracing is on).
+    pub traceparent: Option<String>,
 }
 
 /// The stream an entity event belongs to and its version there.
@@ -131,6 +133,8 @@ pub struct NewEvent {
     pub purge_below: bool,
     pub emitted_by_run: Option<RunId>,
     pub schema: SchemaStamp,
+    /// The emit's W3C traceparent, when OTLP tracing is on.
+    pub traceparent: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -218,6 +222,9 @@ pub(crate) struct EventRow {
     pub emitted_by_run: Option<String>,
     pub schema_hash: Option<String>,
     pub schema_error: Option<String>,
+    /// Selected only where a dispatch needs it; absent elsewhere.
+    #[sqlx(default)]
+    pub traceparent: Option<String>,
 }
 
 impl From<EventRow> for EventRecord {
@@ -233,6 +240,7 @@ impl From<EventRow> for EventRecord {
         Self {
             entity,
             emitted_by_run: r.emitted_by_run.map(RunId::from_stored),
+            traceparent: r.traceparent,
             schema: SchemaStamp {
                 hash: r.schema_hash.filter(|h| !h.is_empty()),
                 error: r.schema_error,
@@ -663,6 +671,7 @@ impl<D: Db> EventStore for SqlStore<D> {
                     "entity_version": version,
                     "emitted_by_run": event.emitted_by_run,
                     "schema_hash": event.schema.hash, "schema_error": event.schema.error,
+                    "traceparent": event.traceparent,
                 })
             })
             .collect();

@@ -164,6 +164,8 @@ pub struct ClaimedJob {
     pub definition: Option<FunctionDefinition>,
     /// The declared secrets' values, filled in by the engine (the store only holds ciphertext).
     pub secrets: std::collections::BTreeMap<String, String>,
+    /// The dispatch span's W3C traceparent, filled in by the engine while OTLP tracing is on.
+    pub trace: Option<String>,
 }
 
 impl ClaimedJob {
@@ -385,6 +387,7 @@ struct DispatchedRunRow {
     ev_idempotency_key: Option<String>,
     ev_version: Option<i32>,
     ev_received_at: Option<Ts>,
+    ev_traceparent: Option<String>,
 }
 
 impl DispatchedRunRow {
@@ -409,6 +412,7 @@ impl DispatchedRunRow {
                 entity: None,
                 emitted_by_run: None,
                 schema: crate::store::events::SchemaStamp::default(),
+                traceparent: self.ev_traceparent,
             }),
             _ => None,
         };
@@ -586,6 +590,7 @@ impl<D: Db> ExecutionStore for SqlStore<D> {
                 step_sequence_base: base,
                 definition: c.definition.map(|d| d.0),
                 secrets: Default::default(),
+                trace: None,
             });
         }
         Ok(Claim { jobs, effects })

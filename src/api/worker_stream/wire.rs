@@ -312,8 +312,16 @@ pub fn assignment(job: &ClaimedJob) -> pb::JobAssignment {
         actor_id: String::new(),
         attempt: run.attempt.max(1),
         context: Some(pb::JobContext {
-            trace_id: String::new(),
-            metadata: Default::default(),
+            trace_id: job
+                .trace
+                .as_deref()
+                .and_then(crate::telemetry::trace_id_of)
+                .unwrap_or_default(),
+            metadata: job
+                .trace
+                .iter()
+                .map(|tp| ("traceparent".to_owned(), tp.clone()))
+                .collect(),
             secrets: job.secrets.clone().into_iter().collect(),
         }),
         execution_seq: job.execution_seq,
