@@ -115,6 +115,11 @@ pub fn set_parent(span: &Span, traceparent: Option<&str>) {
     }
 }
 
+/// Makes the span the root of a trace of its own (not a child of whatever request it runs in).
+fn set_root(span: &Span) {
+    let _ = span.set_parent(opentelemetry::Context::new());
+}
+
 /// The span's own context as a `traceparent`, when tracing is on and the span is recorded.
 pub fn traceparent_of(span: &Span) -> Option<String> {
     if !enabled() {
@@ -156,7 +161,12 @@ pub fn dispatch(
         return None;
     }
     let span = tracing::debug_span!(target: TARGET, "ironflow.dispatch", run_id, function_id, attempt, dispatch_id);
-    set_parent(&span, parent);
+    // A run with no stored context (an invoke, a cron tick) starts a trace of its own rather than
+    // joining the worker's poll request.
+    match parent.and_then(TraceParent::parse) {
+        Some(_) => set_parent(&span, parent),
+        None => set_root(&span),
+    }
     let traceparent = traceparent_of(&span)?;
     let mut map = DISPATCHES
         .lock()

@@ -193,9 +193,10 @@ pub async fn ironflow_service(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Response {
-    let (s, c, m) = (&state, &ctx, method.as_str());
+    let caller = super::streams_rpc::Caller::from_headers(&headers);
+    let (s, c, m, who) = (&state, &ctx, method.as_str(), &caller);
     unary_call(s, &headers, m, body, move |u| async move {
-        ironflow_rpc::dispatch(s, c, m, &u).await
+        ironflow_rpc::dispatch(s, c, who, m, &u).await
     })
     .await
 }

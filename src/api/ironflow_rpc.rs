@@ -17,6 +17,7 @@ use super::run_control_rpc as control;
 pub async fn dispatch(
     state: &AppState,
     ctx: &RequestContext,
+    caller: &super::streams_rpc::Caller,
     method: &str,
     unary: &Unary,
 ) -> Response {
@@ -24,7 +25,7 @@ pub async fn dispatch(
         "RegisterFunction" => respond(unary, |r| register_function(state, ctx, r)).await,
         "GetFunction" => respond(unary, |r| get_function(state, ctx, r)).await,
         "ListFunctions" => respond(unary, |r| list_functions(state, ctx, r)).await,
-        "Trigger" | "Emit" => respond(unary, |r| emit(state, ctx, r)).await,
+        "Trigger" | "Emit" => respond(unary, |r| emit(state, ctx, caller, r)).await,
         "TriggerSync" => respond(unary, |r| trigger_sync(state, ctx, r)).await,
         "InvokeFunction" => respond(unary, |r| invoke_function(state, ctx, r)).await,
         "InvokeFunctionSync" => respond(unary, |r| invoke_function_sync(state, ctx, r)).await,
@@ -112,12 +113,12 @@ async fn list_functions(
 async fn emit(
     state: &AppState,
     ctx: &RequestContext,
+    caller: &super::streams_rpc::Caller,
     req: pb::TriggerRequest,
 ) -> Result<pb::TriggerResponse, ApiError> {
-    let result = state
-        .engine
-        .emit(&ctx.env, map::emit_request(req, "rpc"))
-        .await?;
+    let mut request = map::emit_request(req, "rpc");
+    request.emitted_by_run = caller.run();
+    let result = state.engine.emit(&ctx.env, request).await?;
     Ok(pb::TriggerResponse {
         run_ids: result.run_ids.iter().map(ToString::to_string).collect(),
         event_id: result.event_id.to_string(),

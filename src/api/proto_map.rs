@@ -417,6 +417,7 @@ pub fn emit_request(req: pb::TriggerRequest, source: &str) -> EmitEvent {
         idempotency_key: (!req.idempotency_key.is_empty()).then_some(req.idempotency_key),
         source: source.to_owned(),
         version: req.version,
+        emitted_by_run: None,
     }
 }
 

@@ -51,6 +51,7 @@ pub struct EmitBody {
 pub async fn emit_event(
     State(state): State<AppState>,
     ctx: RequestContext,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<EmitBody>,
 ) -> Result<Response, ApiError> {
     let metadata = match body.metadata {
@@ -68,6 +69,7 @@ pub async fn emit_event(
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "api".into()),
         version: body.version.unwrap_or(0),
+        emitted_by_run: super::streams_rpc::Caller::from_headers(&headers).run(),
     };
     if body.wait {
         let timeout = std::time::Duration::from_millis(body.timeout_ms.unwrap_or(0));

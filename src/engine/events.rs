@@ -27,6 +27,8 @@ pub struct EmitEvent {
     pub idempotency_key: Option<String>,
     pub source: String,
     pub version: i32,
+    /// The run whose step sent it (`X-Ironflow-Run-ID`): the flow map's emit edges.
+    pub emitted_by_run: Option<RunId>,
 }
 
 #[derive(Debug, Clone)]
@@ -177,7 +179,7 @@ impl Engine {
             received_at: Ts::now(),
             append: None,
             purge_below: false,
-            emitted_by_run: None,
+            emitted_by_run: request.emitted_by_run,
             schema,
             traceparent,
         };

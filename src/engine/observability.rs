@@ -76,13 +76,23 @@ impl Engine {
         let store = self.store();
         let now = Ts::now();
         let mut envs = BTreeSet::new();
+        let mut functions = BTreeSet::new();
         for q in store.queue_depths(None, now).await? {
             envs.insert(q.env_id.clone());
+            functions.insert((q.env_id.clone(), q.function_id.clone()));
             let labels = [("environment", q.env_id), ("function", q.function_id)];
             metrics::gauge!("ironflow_queue_depth", &labels).set(q.ready as f64);
             metrics::gauge!("ironflow_jobs_scheduled", &labels).set(q.scheduled as f64);
             metrics::gauge!("ironflow_jobs_leased", &labels).set(q.leased as f64);
         }
+        // A function archived or deleted since the last sample has no jobs left to count.
+        for (env, function) in seen.functions.difference(&functions) {
+            let labels = [("environment", env.clone()), ("function", function.clone())];
+            metrics::gauge!("ironflow_queue_depth", &labels).set(0.0);
+            metrics::gauge!("ironflow_jobs_scheduled", &labels).set(0.0);
+            metrics::gauge!("ironflow_jobs_leased", &labels).set(0.0);
+        }
+        seen.functions = functions;
         let workers = store
             .connected_worker_counts(now.minus(self.options().lease_ttl))
             .await?;
@@ -102,7 +112,9 @@ impl Engine {
                 .set(count(&breakers) as f64);
         }
         seen.envs = envs;
+        let mut projections = BTreeSet::new();
         for p in store.all_projection_names().await? {
+            projections.insert((p.env_id.clone(), p.name.clone()));
             let env = EnvId::from_stored(p.env_id.clone());
             match self.projection_report(&env, &p.name).await {
                 Ok(report) => {
@@ -115,6 +127,12 @@ impl Engine {
                 Err(e) => tracing::debug!(error = %e, projection = %p.name, "projection lag"),
             }
         }
+        for (env, name) in seen.projections.difference(&projections) {
+            let labels = [("environment", env.clone()), ("projection", name.clone())];
+            metrics::gauge!("ironflow_projection_lag_events", &labels).set(0.0);
+            metrics::gauge!("ironflow_projection_lag_seconds", &labels).set(0.0);
+        }
+        seen.projections = projections;
         Ok(())
     }
 }
@@ -122,6 +140,8 @@ impl Engine {
 #[derive(Default)]
 struct SeenLabels {
     envs: BTreeSet<String>,
+    functions: BTreeSet<(String, String)>,
+    projections: BTreeSet<(String, String)>,
 }
 
 /// Dispatched jobs: the counter, each one's wait from due to claimed (schedule-to-start), and

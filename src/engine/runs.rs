@@ -99,6 +99,12 @@ impl Engine {
                 self.bus().publish(&crate::domain::lifecycle::Effects {
                     work_ready: true,
                     finished_runs: vec![run.id.clone()],
+                    ended_runs: vec![crate::domain::lifecycle::EndedRun {
+                        env: env.clone(),
+                        function_id: run.function_id.clone(),
+                        status: RunStatus::Cancelled,
+                        created_at: run.created_at,
+                    }],
                     ..Default::default()
                 });
                 metrics::counter!("ironflow_runs_cancelled_total").increment(1);

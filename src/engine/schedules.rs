@@ -181,6 +181,7 @@ impl Engine {
                 idempotency_key: Some(tick_key(&row.function_id, row.trigger_index, tick)),
                 source: "cron".to_owned(),
                 version: 0,
+                emitted_by_run: None,
             };
             let started = self.emit_to(&env, event, Some(target)).await?;
             if !started.duplicate {

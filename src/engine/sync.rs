@@ -58,6 +58,7 @@ impl Engine {
             idempotency_key,
             source: "invoke".to_owned(),
             version: 0,
+            emitted_by_run: None,
         };
         self.emit_to(env, event, Some(target)).await
     }

@@ -618,6 +618,7 @@ impl Engine {
                     idempotency_key: external_id.as_ref().map(|id| delivery_key(&row.id, id)),
                     source: "webhook".to_owned(),
                     version: row.schema_version,
+                    emitted_by_run: None,
                 },
                 None,
             )

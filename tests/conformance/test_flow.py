@@ -46,8 +46,12 @@ def test_the_flow_map_follows_what_runs_did(wk: WorkerKit) -> None:
     streams = rest.flow_list_stream_edges()["edges"]
     for name in ("order.placed", "order.paid"):
         assert {"entity_type": f"{wk.prefix}-order", "event": f"{wk.prefix}.{name}"} in streams, streams
+    sent = wk.server.request("POST", "/api/v1/events", json_body={"name": f"{wk.prefix}.shipped", "data": {}},
+                             headers={"X-Ironflow-Run-ID": published})
+    assert sent.status == 200, sent
     emits = rest.flow_list_emit_edges()["edges"]
     assert {"event": f"{wk.prefix}.order.placed", "function_id": wk.fid("parent")} in emits, emits
+    assert {"event": f"{wk.prefix}.shipped", "function_id": wk.fid("flowmap")} in emits, emits
     assert not any(e["event"] == f"{wk.prefix}.order.paid" for e in emits), "no run wrote the second one"
 
     # A webhook source (no signature check) and one delivery.

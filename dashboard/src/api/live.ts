@@ -1,5 +1,5 @@
 //! Live updates: one WebSocket to `/ws` per session, subscribed to the server's system
-//! events (`system.run.>`, `system.function.>`); pages register listeners by subject pattern.
+//! events (`LIVE_PATTERNS`); pages register listeners by subject pattern.
 
 import type { Session } from "./session";
 
@@ -39,6 +39,9 @@ export function parseFrame(text: string): LiveMessage | null {
 }
 
 export type LiveState = "connecting" | "live" | "offline";
+
+/** What the feed subscribes to: runs, functions (and their breakers), config and secrets. */
+export const LIVE_PATTERNS = ["system.run.>", "system.function.>", "system.config.>", "system.secret.>"];
 
 export class LiveFeed {
   private socket: WebSocket | null = null;
@@ -93,7 +96,7 @@ export class LiveFeed {
     this.socket = socket;
     socket.onopen = () => {
       this.retry = 500;
-      for (const pattern of ["system.run.>", "system.function.>"]) {
+      for (const pattern of LIVE_PATTERNS) {
         socket.send(JSON.stringify({ type: "subscribe", pattern }));
       }
       this.setState("live");

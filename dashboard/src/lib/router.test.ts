@@ -7,6 +7,7 @@ describe("matchPath", () => {
     expect(matchPath("/runs/:id", "/runs/01J%2Fx")).toEqual({ id: "01J/x" });
     expect(matchPath("/runs/:id", "/runs")).toBeNull();
     expect(matchPath("/", "/")).toEqual({});
+    expect(matchPath("/runs/:id", "/runs/%E0%A4%A")).toEqual({ id: "%E0%A4%A" });
     expect(matchPath("/streams/:type/:id", "/streams/order/o-1")).toEqual({ type: "order", id: "o-1" });
   });
 });

@@ -27,6 +27,15 @@ export function useLocation(): { path: string; search: URLSearchParams } {
   return { path: url.pathname, search: url.searchParams };
 }
 
+/** A path segment decoded; a malformed `%` escape is kept as typed rather than crashing. */
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
 /** Matches `/runs/:id` against a path; the params, or null. */
 export function matchPath(pattern: string, path: string): Record<string, string> | null {
   const p = pattern.split("/").filter(Boolean);
@@ -36,7 +45,7 @@ export function matchPath(pattern: string, path: string): Record<string, string>
   for (let i = 0; i < p.length; i++) {
     const token = p[i] ?? "";
     const segment = s[i] ?? "";
-    if (token.startsWith(":")) params[token.slice(1)] = decodeURIComponent(segment);
+    if (token.startsWith(":")) params[token.slice(1)] = decodeSegment(segment);
     else if (token !== segment) return null;
   }
   return params;
