@@ -65,7 +65,12 @@ both_backends! {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_is_served_at_the_root_without_shadowing_the_api() {
     let server = TestServer::start(Backend::Sqlite).await;
-    let index = server.get("/").send().await.expect("GET /");
+    let index = server
+        .get("/")
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .expect("GET /");
     assert_eq!(index.status(), 200);
     assert_eq!(index.headers()["content-type"], "text/html");
     assert_eq!(index.headers()["cache-control"], "no-cache");
@@ -75,6 +80,7 @@ async fn the_dashboard_is_served_at_the_root_without_shadowing_the_api() {
     // A client-side route is the same page; the hashed script it names is served for a year.
     let route = server
         .get("/runs/01JRUN")
+        .header("accept", "text/html")
         .send()
         .await
         .expect("GET /runs/…");
@@ -104,6 +110,12 @@ async fn the_dashboard_is_served_at_the_root_without_shadowing_the_api() {
         404,
         "a stale asset name is not answered with the page"
     );
+
+    // A program (no text/html) that mistypes a path gets the API's JSON 404, not the page.
+    let typo = server.get("/v1/runs").send().await.expect("GET typo");
+    assert_eq!(typo.status(), 404);
+    let body: Value = typo.json().await.expect("json error");
+    assert_eq!(body["code"], "not_found");
 
     // The API keeps its own answers: JSON 404s and authentication, not the page.
     let missing = server.get("/api/v1/nope").send().await.expect("GET");

@@ -215,11 +215,15 @@ for (const backend of ["sqlite", "postgres"]) {
 
     // A projection nobody consumes lags by the events it has not seen.
     await client.connect("ProjectionService", "RegisterProjection", { name: "e2e-orders", events: ["e2e.order"], mode: "external" });
-    for (let i = 0; i < 3; i++) await client.emit("e2e.order", { n: i });
     await nav(page, "Projections");
+    await page.locator("[data-lag=e2e-orders]", { hasText: "0" }).waitFor();
+    // The lag moves live with the events the projection consumes (no reload, no polling).
+    for (let i = 0; i < 3; i++) await client.emit("e2e.order", { n: i });
     await page.locator("[data-lag=e2e-orders]", { hasText: "3" }).waitFor();
     await page.getByRole("link", { name: "e2e-orders" }).click();
     await page.getByTestId("projection-lag").filter({ hasText: "3" }).waitFor();
+    await client.emit("e2e.order", { n: 3 });
+    await page.getByTestId("projection-lag").filter({ hasText: "4" }).waitFor();
     await shot(page, backend, "projection-lag");
 
     await nav(page, "Events");

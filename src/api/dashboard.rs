@@ -1,7 +1,7 @@
 //! The web dashboard: the Vite bundle in `dashboard/dist`, embedded in the binary at build time
 //! (so the server never needs Node), served at `/` on the API's port. Every `GET` that is not
-//! an API path belongs to it; a path that is not a file is a client-side route and gets
-//! `index.html`.
+//! an API path may be its; a path that is not a file is a client-side route and gets
+//! `index.html` when a browser navigates to it (`Accept: text/html`).
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -39,17 +39,33 @@ pub fn is_dashboard_request(method: &Method, path: &str) -> bool {
     !first.contains('.') || rest.is_empty()
 }
 
-/// The file a dashboard path is served from: the asset itself, or `index.html` for a
-/// client-side route. `None` for a missing file under `/assets/` (a stale hashed name).
-pub fn file_for(path: &str) -> Option<&str> {
+/// What a dashboard request gets.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer<'a> {
+    /// A file of the bundle (an asset, or `index.html` for a client-side route).
+    File(&'a str),
+    /// A hashed asset name the bundle no longer has (a stale page): 404.
+    MissingAsset,
+    /// Not the dashboard's: the API answers (its JSON 404).
+    Api,
+}
+
+/// A bundle file is served as itself; any other path is a client-side route and gets
+/// `index.html`, but only for a browser navigation (`Accept: text/html`) — a program that
+/// mistypes an API path gets the API's JSON 404, not a page.
+pub fn answer_for(path: &str, accepts_html: bool) -> Answer<'_> {
     let name = path.trim_start_matches('/');
     if !name.is_empty() && Bundle::get(name).is_some() {
-        return Some(name);
+        return Answer::File(name);
     }
     if name.starts_with("assets/") {
-        return None;
+        return Answer::MissingAsset;
     }
-    Some("index.html")
+    if accepts_html {
+        Answer::File("index.html")
+    } else {
+        Answer::Api
+    }
 }
 
 fn asset(name: &str) -> Response {
@@ -85,9 +101,20 @@ pub async fn serve(request: Request, next: Next) -> Response {
     if !is_dashboard_request(request.method(), request.uri().path()) {
         return next.run(request).await;
     }
-    match file_for(request.uri().path()) {
-        Some(name) => asset(name),
-        None => (StatusCode::NOT_FOUND, "no such dashboard asset").into_response(),
+    let accepts_html = request
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"));
+    let path = request.uri().path().to_owned();
+    match answer_for(&path, accepts_html) {
+        Answer::File(name) => asset(name),
+        Answer::MissingAsset => super::error::ApiError::not_found(format!(
+            "no dashboard asset {path}: reload the page for the current bundle"
+        ))
+        .into_response(),
+        Answer::Api => next.run(request).await,
     }
 }
 
@@ -127,10 +154,15 @@ mod tests {
     }
 
     #[test]
-    fn client_routes_get_the_index_and_a_stale_asset_does_not() {
-        assert_eq!(file_for("/"), Some("index.html"));
-        assert_eq!(file_for("/runs/01JABC"), Some("index.html"));
-        assert_eq!(file_for("/assets/index-gone.js"), None);
-        assert_eq!(file_for("/index.html"), Some("index.html"));
+    fn navigations_get_the_index_programs_the_api_and_a_stale_asset_404() {
+        assert_eq!(answer_for("/", true), Answer::File("index.html"));
+        assert_eq!(answer_for("/runs/01JABC", true), Answer::File("index.html"));
+        assert_eq!(answer_for("/runs/01JABC", false), Answer::Api);
+        assert_eq!(answer_for("/", false), Answer::Api);
+        assert_eq!(answer_for("/index.html", false), Answer::File("index.html"));
+        assert_eq!(
+            answer_for("/assets/index-gone.js", true),
+            Answer::MissingAsset
+        );
     }
 }

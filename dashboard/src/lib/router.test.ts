@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { matchPath } from "./router";
-import { rebuildProgress } from "../pages/Projections";
+import { projectionOf, rebuildProgress } from "../pages/Projections";
 
 describe("matchPath", () => {
   it("binds parameters and rejects other shapes", () => {
@@ -17,5 +17,12 @@ describe("rebuildProgress", () => {
     expect(rebuildProgress({ rebuildTargetSeq: "200", rebuildStartCursor: "100", lastEventSeq: "150" })).toBe(50);
     expect(rebuildProgress({ lastEventSeq: "5" })).toBeNull();
     expect(rebuildProgress({ rebuildTargetSeq: "10", rebuildStartCursor: "10", lastEventSeq: "10" })).toBe(100);
+  });
+});
+
+describe("projectionOf", () => {
+  it("reads the definition from GetProjection's registry entry", () => {
+    expect(projectionOf({ name: "p", registry: { name: "p", events: ["e.order"], type: "sql" } })?.events).toEqual(["e.order"]);
+    expect(projectionOf({ name: "p", events: ["x"] })?.events).toEqual(["x"]);
   });
 });

@@ -23,8 +23,8 @@ export function EventsPage() {
   const [cursors, setCursors] = useState<string[]>([]);
   const cursor = cursors[cursors.length - 1];
   const events = useResource(() => client.get<EventsAnswer>("/api/v1/events", { name, search: text, source, cursor, limit: 50 }), [client, name, text, source, cursor]);
-  // A new event starts runs: their transitions are the live signal that the list grew.
-  useLive("system.run.>", () => { if (!cursor) events.reload(); });
+  // Every stored event, live, while this page is open (only the first page follows).
+  useLive("events:>", () => { if (!cursor) events.reload(); });
   const update = (next: Record<string, string>) => {
     setCursors([]);
     setQuery("/events", { name, q: text, source, ...next });

@@ -1,8 +1,8 @@
 //! Projections: status, lag and errors; one projection's rebuild with progress and, for SQL
 //! projections, its rows.
 
-import { useEffect, useState } from "react";
-import { useClient, useLive } from "../api/context";
+import { useEffect, useLayoutEffect, useRef, useState } from "react";
+import { useApi, useClient } from "../api/context";
 import { useResource } from "../lib/resource";
 import { navigate } from "../lib/router";
 import { clock } from "../lib/format";
@@ -14,6 +14,13 @@ import { EmptyState, ErrorState, Loading } from "../components/States";
 interface ProjectionInfo { name: string; mode?: string; status?: string; type?: string; events?: string[]; lastEventSeq?: string; errorMessage?: string; updatedAt?: string }
 interface ProjectionStatus { name?: string; status?: string; lag?: string; lastEventSeq?: string; errorMessage?: string; rebuildTargetSeq?: string; rebuildStartCursor?: string; updatedAt?: string }
 interface SqlRows { columns?: string[]; rows?: { values?: string[] }[]; totalCount?: number }
+
+/** The projection in a `GetProjection` answer (its registry entry holds the definition). */
+export function projectionOf(answer: unknown): ProjectionInfo | undefined {
+  if (typeof answer !== "object" || answer === null) return undefined;
+  const a = answer as { registry?: ProjectionInfo; projection?: ProjectionInfo };
+  return a.registry ?? a.projection ?? (answer as ProjectionInfo);
+}
 
 /** How far a rebuild has come, 0–100, from the status's cursor fields. */
 export function rebuildProgress(s: ProjectionStatus): number | null {
@@ -30,9 +37,24 @@ function useStatus(name: string) {
   return useResource(() => client.connect<ProjectionStatus>("ProjectionService", "GetProjectionStatus", { name }), [client, name]);
 }
 
-function LagCell({ name }: { name: string }) {
+/** Reloads on every event a projection consumes (its lag moves with them). */
+function useLiveEvents(patterns: readonly string[], reload: () => void): void {
+  const { feed } = useApi();
+  const key = patterns.join(",");
+  const handler = useRef(reload);
+  useLayoutEffect(() => {
+    handler.current = reload;
+  });
+  useEffect(() => {
+    if (!key) return;
+    const stops = key.split(",").map((p) => feed.subscribe(`events:${p}`, () => handler.current()));
+    return () => { for (const stop of stops) stop(); };
+  }, [feed, key]);
+}
+
+function LagCell({ name, events }: { name: string; events: readonly string[] }) {
   const status = useStatus(name);
-  useLive("system.run.>", status.reload);
+  useLiveEvents(events, status.reload);
   return <span data-lag={name}>{status.data ? status.data.lag ?? "0" : "…"}</span>;
 }
 
@@ -50,7 +72,7 @@ export function ProjectionsPage() {
           { title: "Projection", cell: (p) => <Link to={`/projections/${encodeURIComponent(p.name)}`}>{p.name}</Link> },
           { title: "Type", cell: (p) => p.type || p.mode || "–" },
           { title: "Status", cell: (p) => <StatusBadge status={p.status ?? "unknown"} /> },
-          { title: "Lag (events)", cell: (p) => <LagCell name={p.name} /> },
+          { title: "Lag (events)", cell: (p) => <LagCell name={p.name} events={p.events ?? []} /> },
           { title: "Error", cell: (p) => (p.errorMessage ? <span className="text-rose-700">{p.errorMessage}</span> : "–") },
         ]} />
       )}
@@ -80,7 +102,8 @@ export function ProjectionPage({ name }: { name: string }) {
   const info = useResource(() => client.connect<ProjectionInfo>("ProjectionService", "GetProjection", { name }), [client, name]);
   const status = useStatus(name);
   const [message, setMessage] = useState<string | null>(null);
-  useLive("system.run.>", status.reload);
+  const consumed = projectionOf(info.data)?.events ?? [];
+  useLiveEvents(consumed, status.reload);
   const progress = status.data ? rebuildProgress(status.data) : null;
   const rebuilding = progress !== null && progress < 100;
   // A rebuild advances without system events: follow it while it runs.
@@ -91,7 +114,7 @@ export function ProjectionPage({ name }: { name: string }) {
   }, [rebuilding, status.reload]);
   if (info.error) return <ErrorState error={info.error} retry={info.reload} />;
   if (!info.data || !status.data) return <Loading />;
-  const p = (info.data as { projection?: ProjectionInfo }).projection ?? info.data;
+  const p = projectionOf(info.data) ?? { name };
   const s = status.data;
   return (
     <section className="space-y-3">
