@@ -202,8 +202,3 @@ pub fn commit_span(dispatch_id: &str, ends_dispatch: bool) -> Span {
     set_parent(&span, parent.as_deref());
     span
 }
-
-/// The trace id (32 hex) of a traceparent, for a job's `context.trace_id`.
-pub fn trace_id_of(traceparent: &str) -> Option<String> {
-    TraceParent::parse(traceparent).map(|t| t.trace_id_hex())
-}

@@ -72,7 +72,7 @@ fn asset(name: &str) -> Response {
     let Some(file) = Bundle::get(name) else {
         return (StatusCode::NOT_FOUND, "not found").into_response();
     };
-    let mut response = Response::new(Body::from(file.data.into_owned()));
+    let mut response = Response::new(Body::from(file.data));
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(file.metadata.mimetype()) {
         headers.insert(header::CONTENT_TYPE, v);

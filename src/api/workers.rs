@@ -181,7 +181,7 @@ fn job_assignment(job: &ClaimedJob) -> Value {
         "lease_token": job.lease_token,
         "lease_expires_at": job.lease_expires_at.to_rfc3339(),
     });
-    let mut context = crate::engine::job_context(job);
+    let mut context = job.trace_json();
     if !job.secrets.is_empty() {
         context["secrets"] = json!(job.secrets);
     }

@@ -66,7 +66,7 @@ pub use projections::{
 pub use pubsub::Published;
 pub use push::{
     BREAKERS_BUCKET, PUSH_ERROR_CODE, PushOptions, breaker_document, breaker_mirror_key,
-    job_context, push_request,
+    push_request,
 };
 pub use retention::{RetentionReport, run_retention};
 pub use runs::{RunPage, RunPageQuery};

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::{Engine, EngineError};
+use crate::domain::breaker::BreakerState;
 use crate::domain::latency::{LatencySummary, summarize};
 use crate::domain::lifecycle::EndedRun;
 use crate::domain::time::Ts;
@@ -47,7 +48,7 @@ impl Engine {
             .list_breakers(env)
             .await?
             .into_iter()
-            .filter(|b| b.breaker.state.as_str() != "closed")
+            .filter(|b| b.breaker.state != BreakerState::Closed)
             .collect();
         Ok(Overview {
             queue,
@@ -149,15 +150,13 @@ struct SeenLabels {
 pub(crate) fn observe_dispatch(env: &EnvId, jobs: &mut [ClaimedJob], now: Ts) {
     metrics::counter!("ironflow_jobs_dispatched_total").increment(jobs.len() as u64);
     for job in jobs.iter_mut() {
-        if crate::telemetry::enabled() {
-            job.trace = crate::telemetry::dispatch(
-                &job.dispatch_id,
-                job.run.id.as_str(),
-                job.run.function_id.as_str(),
-                job.run.attempt,
-                job.event.as_ref().and_then(|e| e.traceparent.as_deref()),
-            );
-        }
+        job.trace = crate::telemetry::dispatch(
+            &job.dispatch_id,
+            job.run.id.as_str(),
+            job.run.function_id.as_str(),
+            job.run.attempt,
+            job.event.as_ref().and_then(|e| e.traceparent.as_deref()),
+        );
         let waited = (now.millis() - job.due_at.millis()).max(0) as f64 / 1000.0;
         metrics::histogram!(
             "ironflow_schedule_to_start_seconds",

@@ -484,21 +484,9 @@ pub fn push_request(job: &ClaimedJob) -> Value {
         "secrets": job.secrets,
     });
     if job.trace.is_some() {
-        request["context"] = job_context(job);
+        request["context"] = job.trace_json();
     }
     request
-}
-
-/// What a job carries about its trace for the worker: `trace_id` and the dispatch span as
-/// `metadata.traceparent` (empty while tracing is off).
-pub fn job_context(job: &ClaimedJob) -> serde_json::Value {
-    match job.trace.as_deref() {
-        Some(tp) => json!({
-            "trace_id": crate::telemetry::trace_id_of(tp),
-            "metadata": {"traceparent": tp},
-        }),
-        None => json!({}),
-    }
 }
 
 /// Whether any push function exists, so that a server with none (the common case) does not

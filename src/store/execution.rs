@@ -176,6 +176,25 @@ impl ClaimedJob {
             .to_owned()
     }
 
+    /// The run's trace as every job protocol carries it: `trace_id` (32 hex) and the dispatch
+    /// span as `metadata.traceparent`; `None` while tracing is off.
+    pub fn trace_context(&self) -> Option<(String, &str)> {
+        let traceparent = self.trace.as_deref()?;
+        let parsed = crate::domain::trace::TraceParent::parse(traceparent)?;
+        Some((parsed.trace_id_hex(), traceparent))
+    }
+
+    /// [`Self::trace_context`] as the JSON job protocols write it (`{}` while tracing is off).
+    pub fn trace_json(&self) -> Value {
+        match self.trace_context() {
+            Some((trace_id, traceparent)) => serde_json::json!({
+                "trace_id": trace_id,
+                "metadata": {"traceparent": traceparent},
+            }),
+            None => serde_json::json!({}),
+        }
+    }
+
     /// The triggering event as both job protocols carry it (pull assignments and push
     /// requests). Optional keys are omitted, never null (the SDK rejects null); a run started
     /// by an invoke carries its input as `ironflow/function.invoked`.

@@ -6,6 +6,7 @@ import { useApi, useClient, useLiveState } from "../api/context";
 import { navigate, useLocation } from "../lib/router";
 import { useResource } from "../lib/resource";
 import { Link } from "./Link";
+import { rowsOf } from "../lib/rows";
 
 const NAV: [string, string, string][] = [
   ["/", "Overview", "g o"],
@@ -28,10 +29,7 @@ interface Environment { id: string; name: string }
 function EnvironmentSwitcher() {
   const { session, setSession } = useApi();
   const client = useClient();
-  const envs = useResource(async () => {
-    const answer = await client.get<Environment[] | { environments: Environment[] }>("/api/v1/environments");
-    return Array.isArray(answer) ? answer : answer.environments;
-  }, [client]);
+  const envs = useResource(async () => rowsOf(await client.get("/api/v1/environments")) as unknown as Environment[], [client]);
   const list = envs.data ?? [];
   if (envs.error || list.length === 0) return <span className="text-xs text-slate-400">{session.env ?? "default environment"}</span>;
   return (

@@ -13,17 +13,8 @@ import { Link } from "../components/Link";
 import { JsonView } from "../components/JsonView";
 import { StatusBadge } from "../components/StatusBadge";
 import { EmptyState, ErrorState, Loading } from "../components/States";
-
-type Row = Record<string, unknown>;
-
-/** The list in a REST answer: the answer itself, or its first array field. */
-export function rowsOf(answer: unknown): Row[] {
-  if (Array.isArray(answer)) return answer as Row[];
-  if (typeof answer === "object" && answer !== null) {
-    for (const v of Object.values(answer)) if (Array.isArray(v)) return v as Row[];
-  }
-  return [];
-}
+import { rowsOf } from "../lib/rows";
+import type { Row } from "../lib/rows";
 
 const text = (v: unknown): string => (v === undefined || v === null ? "–" : typeof v === "object" ? JSON.stringify(v) : String(v));
 const field = (title: string, key: string, render: (v: unknown, row: Row) => React.ReactNode = text): Column<Row> => ({ title, cell: (r) => render(r[key], r) });

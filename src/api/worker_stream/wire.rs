@@ -313,14 +313,13 @@ pub fn assignment(job: &ClaimedJob) -> pb::JobAssignment {
         attempt: run.attempt.max(1),
         context: Some(pb::JobContext {
             trace_id: job
-                .trace
-                .as_deref()
-                .and_then(crate::telemetry::trace_id_of)
+                .trace_context()
+                .map(|(trace_id, _)| trace_id)
                 .unwrap_or_default(),
             metadata: job
-                .trace
-                .iter()
-                .map(|tp| ("traceparent".to_owned(), tp.clone()))
+                .trace_context()
+                .map(|(_, tp)| ("traceparent".to_owned(), tp.to_owned()))
+                .into_iter()
                 .collect(),
             secrets: job.secrets.clone().into_iter().collect(),
         }),
